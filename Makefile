@@ -1,0 +1,44 @@
+# rollguard: `make demo` and `make test` do all the set-up on a fresh Debian machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint typecheck pytest demo bench prometheus lock clean
+
+# Reinstalls only when the project metadata or the pinned versions change.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
+	@touch $@
+
+prometheus:
+	@scripts/ensure-prometheus
+
+lint: $(STAMP)
+	$(BIN)/ruff check daemon tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict daemon
+
+pytest: $(STAMP) prometheus
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+demo: $(STAMP) prometheus
+	$(BIN)/rollguard demo $(DEMO_ARGS)
+
+bench: $(STAMP) prometheus
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Re-resolve the pinned versions after changing dependencies in pyproject.toml.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	( echo "# Pinned versions for make, CI and the Dockerfile. Regenerate with: make lock"; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^rollguard' ) > constraints.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,91 @@
+"""The `rollguard` command line: `run`, `check`, `sim`, `demo`.
+
+Exit codes: 0 success, 1 the command ran and found a problem (for example an invalid rule file),
+2 usage error or a command that is not implemented yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from daemon import __version__
+from daemon.settings import SettingsError, log_settings
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1
+EXIT_USAGE = 2
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _add_log_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-format", choices=("auto", "json", "console"), default=None,
+                        help="log format (default auto: console on a TTY, JSON otherwise)")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None,
+                        help="lowest level logged (default info)")
+
+
+def _not_implemented(name: str) -> Handler:
+    def handler(_args: argparse.Namespace) -> int:
+        print(f"rollguard {name}: not implemented yet", file=sys.stderr)
+        return EXIT_USAGE
+
+    return handler
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with one sub-parser per subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="rollguard",
+        description="Watch Deployment rollouts, judge them by rule files, roll back the bad ones.",
+    )
+    parser.add_argument("--version", action="version", version=f"rollguard {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="run the daemon against a cluster")
+    run.add_argument("--rules", metavar="DIR", help="directory of rule files (env ROLLGUARD_RULES)")
+    run.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig (default: in-cluster config)")
+    run.add_argument("--namespace", "-n", dest="namespaces", action="append", default=[], metavar="NS",
+                     help="namespace to watch (repeatable; default: all)")
+    run.add_argument("--dry-run", action="store_true", help="decide and notify, but write nothing")
+    run.add_argument("--http-listen", metavar="HOST:PORT", help="health/metrics address (default 0.0.0.0:8080)")
+    _add_log_flags(run)
+    run.set_defaults(handler=_not_implemented("run"))
+
+    check = sub.add_parser("check", help="validate rule files and exit")
+    check.add_argument("paths", nargs="+", metavar="PATH", help="rule files or directories")
+    check.set_defaults(handler=_not_implemented("check"))
+
+    sim = sub.add_parser("sim", help="serve the simulated cluster until interrupted")
+    sim.add_argument("--listen", metavar="HOST:PORT", help="API server address (default 127.0.0.1:0)")
+    sim.add_argument("--kubeconfig-out", metavar="PATH", help="write a kubeconfig for the simulated cluster")
+    sim.add_argument("--with-prometheus", action="store_true",
+                     help="also start a real Prometheus scraping the simulated pods")
+    sim.add_argument("--speed", type=float, default=None, help="simulated seconds per real second (default 1)")
+    _add_log_flags(sim)
+    sim.set_defaults(handler=_not_implemented("sim"))
+
+    demo = sub.add_parser("demo", help="play the scripted story on the simulated cluster")
+    demo.add_argument("--fast", action="store_true", help="short intervals (for tests)")
+    demo.add_argument("--keep-running", action="store_true", help="leave the cluster and daemon up at the end")
+    demo.set_defaults(handler=_not_implemented("demo"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        if hasattr(args, "log_format"):
+            args.log = log_settings(fmt=args.log_format, level=args.log_level)
+        return handler(args)
+    except SettingsError as exc:
+        print(f"rollguard {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,199 @@
+"""Daemon settings: frozen dataclasses built from command-line flags and ROLLGUARD_* environment variables.
+
+Flags win over the environment; the environment wins over the defaults. Every field says what it is
+and its unit. Parsing errors raise `SettingsError` with the flag or variable that was wrong.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_PREFIX = "ROLLGUARD_"
+
+
+class SettingsError(ValueError):
+    """A flag or environment variable has a value rollguard cannot use."""
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """A `HOST:PORT` pair to bind a server to; port 0 means "pick a free port"."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_listen(value: str, *, source: str) -> ListenAddress:
+    """Parse `HOST:PORT` (IPv6 as `[::1]:PORT`); `source` names the flag or variable in errors."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise SettingsError(f"{source}: {value!r} is not HOST:PORT (for example 127.0.0.1:8080)")
+    host = host.strip("[]")
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise SettingsError(f"{source}: {host!r} is not an IP address or 'localhost'") from None
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise SettingsError(f"{source}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise SettingsError(f"{source}: port {port} is outside 0..65535")
+    return ListenAddress(host, port)
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """How the daemon writes its own log."""
+
+    format: str = "auto"
+    """`json` (one object per line, for a cluster), `console` (readable), or `auto`: console on a TTY."""
+    level: str = "info"
+    """Lowest level written: debug, info, warning or error."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Settings of `rollguard run`, the daemon proper."""
+
+    rules_dir: Path
+    """Directory of rule files (`*.yaml`, `*.yml`), read at start and re-read when they change."""
+    kubeconfig: Path | None = None
+    """Kubeconfig to use; None means in-cluster service-account config."""
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; empty means every namespace (needs cluster-wide list/watch rights)."""
+    dry_run: bool = False
+    """Decide and notify, but never write to the cluster (no rollback, no annotations, no Events)."""
+    http_listen: ListenAddress = field(default_factory=lambda: ListenAddress("0.0.0.0", 8080))
+    """Where `/healthz`, `/readyz`, `/metrics` and `/api/v1/analyses` are served."""
+    log: LogSettings = field(default_factory=LogSettings)
+    """The daemon's own logging."""
+
+
+@dataclass(frozen=True)
+class SimSettings:
+    """Settings of `rollguard sim`, the simulated cluster."""
+
+    listen: ListenAddress = field(default_factory=lambda: ListenAddress("127.0.0.1", 0))
+    """Where the simulated API server listens; port 0 picks a free port."""
+    kubeconfig_out: Path | None = None
+    """Where to write a kubeconfig naming the real address; None writes none."""
+    with_prometheus: bool = False
+    """Also start a real Prometheus (the Debian `prometheus` binary) scraping every simulated pod."""
+    speed: float = 1.0
+    """How many simulated seconds pass per real second (pod start-up, progress deadlines)."""
+    log: LogSettings = field(default_factory=LogSettings)
+    """The simulator's own logging."""
+
+
+_LOG_FORMATS = ("auto", "json", "console")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _choice(value: str, choices: Sequence[str], *, source: str) -> str:
+    lowered = value.lower()
+    if lowered not in choices:
+        raise SettingsError(f"{source}: {value!r} is not one of {', '.join(choices)}")
+    return lowered
+
+
+def _flag_or_env(
+    flag_value: str | None, env: Mapping[str, str], name: str, default: str | None
+) -> tuple[str | None, str]:
+    """The value and where it came from (for error messages): the flag, else ROLLGUARD_<NAME>, else default."""
+    flag = "--" + name.lower().replace("_", "-")
+    if flag_value is not None:
+        return flag_value, flag
+    var = ENV_PREFIX + name
+    if var in env:
+        return env[var], var
+    return default, flag
+
+
+def _bool_env(env: Mapping[str, str], name: str) -> bool:
+    var = ENV_PREFIX + name
+    raw = env.get(var, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{var}: {env[var]!r} is not a boolean (use true or false)")
+
+
+def log_settings(
+    *, fmt: str | None, level: str | None, env: Mapping[str, str] | None = None
+) -> LogSettings:
+    """Log settings from `--log-format`/`--log-level` or ROLLGUARD_LOG_FORMAT/ROLLGUARD_LOG_LEVEL."""
+    env = os.environ if env is None else env
+    fmt_value, fmt_source = _flag_or_env(fmt, env, "LOG_FORMAT", "auto")
+    level_value, level_source = _flag_or_env(level, env, "LOG_LEVEL", "info")
+    assert fmt_value is not None
+    assert level_value is not None
+    return LogSettings(
+        format=_choice(fmt_value, _LOG_FORMATS, source=fmt_source),
+        level=_choice(level_value, _LOG_LEVELS, source=level_source),
+    )
+
+
+def run_settings(
+    *,
+    rules: str | None,
+    kubeconfig: str | None,
+    namespaces: Sequence[str],
+    dry_run: bool,
+    http_listen: str | None,
+    log: LogSettings,
+    env: Mapping[str, str] | None = None,
+) -> RunSettings:
+    """Build `RunSettings` from parsed flags, falling back to ROLLGUARD_* variables."""
+    env = os.environ if env is None else env
+    rules_value, rules_source = _flag_or_env(rules, env, "RULES", None)
+    if not rules_value:
+        raise SettingsError(f"{rules_source}: a rules directory is required (or set {ENV_PREFIX}RULES)")
+    kube_value, _ = _flag_or_env(kubeconfig, env, "KUBECONFIG", env.get("KUBECONFIG"))
+    ns: tuple[str, ...] = tuple(namespaces)
+    if not ns and env.get(ENV_PREFIX + "NAMESPACES"):
+        ns = tuple(n.strip() for n in env[ENV_PREFIX + "NAMESPACES"].split(",") if n.strip())
+    listen_value, listen_source = _flag_or_env(http_listen, env, "HTTP_LISTEN", "0.0.0.0:8080")
+    assert listen_value is not None
+    return RunSettings(
+        rules_dir=Path(rules_value),
+        kubeconfig=Path(kube_value) if kube_value else None,
+        namespaces=ns,
+        dry_run=dry_run or _bool_env(env, "DRY_RUN"),
+        http_listen=parse_listen(listen_value, source=listen_source),
+        log=log,
+    )
+
+
+def sim_settings(
+    *,
+    listen: str | None,
+    kubeconfig_out: str | None,
+    with_prometheus: bool,
+    speed: float | None,
+    log: LogSettings,
+    env: Mapping[str, str] | None = None,
+) -> SimSettings:
+    """Build `SimSettings` from parsed flags."""
+    env = os.environ if env is None else env
+    listen_value, listen_source = _flag_or_env(listen, env, "SIM_LISTEN", "127.0.0.1:0")
+    assert listen_value is not None
+    speed_value = 1.0 if speed is None else speed
+    if not 0 < speed_value <= 1000:
+        raise SettingsError(f"--speed: {speed_value} is outside (0, 1000]")
+    return SimSettings(
+        listen=parse_listen(listen_value, source=listen_source),
+        kubeconfig_out=Path(kubeconfig_out) if kubeconfig_out else None,
+        with_prometheus=with_prometheus,
+        speed=speed_value,
+        log=log,
+    )
