@@ -1,0 +1,366 @@
+"""Rule conditions (`when:`) in CEL, compiled and type-checked when the rule file is loaded.
+
+The library (cel-expr-python, Google's cel-cpp; see bench/CEL.md for why) stays behind
+`compile_expression` and `CompiledExpression.evaluate`, so it can be swapped.
+
+What a `when` can name — every signal `x` of the policy gives:
+
+* `x`: its value. A number (CEL `double`) for Prometheus and logs signals, a bool for HTTP and
+  WebSocket checks (true when the check passed).
+* `x.ok`: bool, true when the measurement's phase is OK (for a check: the check passed).
+* `x.value`: the same as `x`, for readers who prefer it spelled out.
+* `baseline.x`: the value of the same query for the previous revision at the moment the rollout
+  started; only for Prometheus signals with `baseline: previous`.
+
+These are declared as CEL variables with dotted names (`health.ok` is one variable), which CEL's
+name resolution supports, so `error_rate > 0.05`, `!health.ok || !ws.ok`,
+`p95_latency > baseline.p95_latency * 1.5` and `log_errors > 0` are checked with exact types and
+error columns, without rewriting the text. Numbers compare across int and double (`log_errors > 0`),
+as in current CEL; arithmetic does not mix them, as in every CEL (write `* 2.0`).
+
+A signal that could not be measured is left out of the activation. CEL's `&&` and `||` absorb
+errors when the other side decides the result, so `!health.ok || !ws.ok` is still true when
+`health` failed and `ws` is unknown; when the missing value matters, `evaluate` raises
+`MissingValue` and the caller applies the rule's `onInconclusive` / `onError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from cel_expr_python import cel
+
+BASELINE = "baseline"
+"""The prefix of baseline variables: `baseline.<signal>`."""
+
+RESERVED = frozenset(
+    {
+        *("true", "false", "null", "in", "as", "break", "const", "continue", "else", "for", "function", "if"),
+        *("import", "let", "loop", "package", "namespace", "return", "var", "void", "while"),
+    }
+)
+"""Words CEL reserves; a signal cannot be named after one."""
+
+_IDENTIFIER = re.compile(r"[_a-zA-Z][_a-zA-Z0-9]*")
+_CEL_ERROR = re.compile(r"ERROR: <input>:(?P<line>\d+):(?P<column>\d+): (?P<message>.*?)(?:\n \||\Z)", re.S)
+_MISSING = re.compile(r'No value with name "(?P<name>[^"]+)" found')
+
+
+class SignalType(StrEnum):
+    """How a signal's value appears in CEL."""
+
+    NUMBER = "number"
+    """A CEL double: Prometheus query results, log line counts."""
+    BOOL = "bool"
+    """A CEL bool: HTTP and WebSocket checks (true = the check passed)."""
+
+
+@dataclass(frozen=True)
+class ExpressionProblem:
+    """One thing wrong with an expression, positioned inside the expression text."""
+
+    line: int
+    """1-based line within the expression (expressions are usually one line)."""
+    column: int
+    """1-based column within that line."""
+    message: str
+    """What is wrong, already naming the position (`... at column 13: ...`)."""
+
+
+class ExpressionError(ValueError):
+    """An expression does not compile or does not type-check; `problems` lists every error CEL found."""
+
+    def __init__(self, problems: tuple[ExpressionProblem, ...]) -> None:
+        super().__init__("; ".join(p.message for p in problems))
+        self.problems = problems
+
+
+class EvaluationError(RuntimeError):
+    """An expression failed at run time for a reason other than a missing value (e.g. integer division by 0)."""
+
+
+class MissingValue(EvaluationError):
+    """The result depends on a signal or baseline that has no value in the activation."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name} has no value")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class SignalValue:
+    """A measured signal as CEL sees it."""
+
+    value: float | bool
+    """The value bound to `x` and `x.value`: float for NUMBER signals, bool for BOOL signals."""
+    ok: bool
+    """The value bound to `x.ok`."""
+
+
+@dataclass(frozen=True)
+class Activation:
+    """The values one evaluation sees. Signals that could not be measured are simply absent."""
+
+    signals: Mapping[str, SignalValue] = field(default_factory=dict)
+    """Measured signals by name."""
+    baselines: Mapping[str, float] = field(default_factory=dict)
+    """Baseline values by signal name, bound to `baseline.<name>`."""
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledExpression:
+    """A checked `when` expression, ready to evaluate many times."""
+
+    text: str
+    """The expression as written."""
+    signals: frozenset[str]
+    """Signals the expression names (`x`, `x.ok` or `x.value`)."""
+    baselines: frozenset[str]
+    """Signals whose baseline the expression names (`baseline.x`)."""
+    _types: Mapping[str, SignalType]
+    _program: Any
+
+    def evaluate(self, activation: Activation) -> bool:
+        """The condition's truth for these values. Raises `MissingValue` when the result needs a signal
+        or baseline absent from `activation`, `EvaluationError` for other run-time errors."""
+        data: dict[str, float | bool] = {}
+        for name in self.signals:
+            bound = activation.signals.get(name)
+            if bound is None:
+                continue
+            value = float(bound.value) if self._types[name] is SignalType.NUMBER else bool(bound.value)
+            data[name] = value
+            data[f"{name}.value"] = value
+            data[f"{name}.ok"] = bool(bound.ok)
+        for name in self.baselines:
+            if name in activation.baselines:
+                data[f"{BASELINE}.{name}"] = float(activation.baselines[name])
+        result = self._program.eval(data=data)
+        if result.type() == cel.Type.BOOL:
+            return bool(result.value())
+        detail = str(result.value())
+        missing = _MISSING.search(detail)
+        if missing:
+            raise MissingValue(missing.group("name").removesuffix(".ok").removesuffix(".value"))
+        raise EvaluationError(f"{self.text!r} failed: {detail}")
+
+
+def compile_expression(
+    text: str, signals: Mapping[str, SignalType], *, baselines: frozenset[str] = frozenset()
+) -> CompiledExpression:
+    """Parse and type-check `text` against the policy's signals; `baselines` names the signals that
+    have a baseline. Raises `ExpressionError` with every problem found, positioned in `text`."""
+    env = _environment(frozenset(signals.items()), baselines)
+    try:
+        program = env.compile(text)
+    except RuntimeError as exc:
+        raise ExpressionError(_problems(str(exc), text, signals, baselines)) from None
+    result_type = program.return_type()
+    if result_type != cel.Type.BOOL:
+        type_name = str(result_type.name()).lower()
+        raise ExpressionError(
+            (ExpressionProblem(1, 1, f"must be a condition (true or false), but it is a {type_name}"),)
+        )
+    named, named_baselines = _references(text, signals)
+    return CompiledExpression(text, named, named_baselines, dict(signals), program)
+
+
+def is_identifier(name: str) -> bool:
+    """True when `name` can name a signal in CEL: an identifier that is not reserved and not `baseline`."""
+    return bool(_IDENTIFIER.fullmatch(name)) and name not in RESERVED and name != BASELINE
+
+
+# Comparisons across int, uint and double exist in the cel-cpp runtime but the checker's standard
+# declarations lack them, which would make `log_errors > 0` a type error. The config below replaces
+# the declarations of the comparison operators with ones that include the cross-type overloads.
+_NUMERIC = (("int", "int64"), ("uint", "uint64"), ("double", "double"))
+_ORDERING = (("_<_", "less"), ("_<=_", "less_equals"), ("_>_", "greater"), ("_>=_", "greater_equals"))
+_EQUALITY = (("_==_", "equals"), ("_!=_", "not_equals"))
+
+
+def _overload(overload_id: str, args: tuple[str, ...], *, type_params: bool = False) -> str:
+    param = "\n            is_type_param: true" if type_params else ""
+    arg_lines = "".join(f'\n          - type_name: "{arg}"{param}' for arg in args)
+    return f'      - id: "{overload_id}"\n        args:{arg_lines}\n        return:\n          type_name: "bool"\n'
+
+
+@functools.cache
+def _config_yaml() -> str:
+    operators = [op for op, _ in (*_ORDERING, *_EQUALITY)]
+    out = ["stdlib:\n  exclude_functions:\n", *(f'    - name: "{op}"\n' for op in operators), "functions:\n"]
+    for op, prefix in _ORDERING:
+        out.append(f'  - name: "{op}"\n    overloads:\n')
+        for left, left_id in _NUMERIC:
+            for right, right_id in _NUMERIC:
+                suffix = left_id if left == right else f"{left_id}_{right_id}"
+                out.append(_overload(f"{prefix}_{suffix}", (left, right)))
+        out.append(_overload(f"{prefix}_string", ("string", "string")))
+        out.append(_overload(f"{prefix}_bool", ("bool", "bool")))
+    for op, prefix in _EQUALITY:
+        out.append(f'  - name: "{op}"\n    overloads:\n')
+        out.append(_overload(prefix, ("A", "A"), type_params=True))
+        for left, left_id in _NUMERIC:
+            for right, right_id in _NUMERIC:
+                if left != right:
+                    out.append(_overload(f"{prefix}_{left_id}_{right_id}", (left, right)))
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _environment(signals: frozenset[tuple[str, SignalType]], baselines: frozenset[str]) -> Any:
+    variables: dict[str, Any] = {}
+    for name, signal_type in signals:
+        value_type = cel.Type.DOUBLE if signal_type is SignalType.NUMBER else cel.Type.BOOL
+        variables[name] = value_type
+        variables[f"{name}.value"] = value_type
+        variables[f"{name}.ok"] = cel.Type.BOOL
+    for name in baselines:
+        variables[f"{BASELINE}.{name}"] = cel.Type.DOUBLE
+    return cel.NewEnv(config=cel.NewEnvConfigFromYaml(_config_yaml()), variables=variables)
+
+
+def _problems(
+    raw: str, text: str, signals: Mapping[str, SignalType], baselines: frozenset[str]
+) -> tuple[ExpressionProblem, ...]:
+    """CEL's error report turned into one problem per error, in an SRE's words where we can."""
+    problems = []
+    for match in _CEL_ERROR.finditer(raw):
+        line, column = int(match.group("line")), int(match.group("column"))
+        message = match.group("message").strip().removesuffix("[INVALID_ARGUMENT]").strip()
+        dotted = re.fullmatch(r"undeclared reference to '([^']+)'.*", message)
+        if dotted and "." in dotted.group(1):
+            # CEL points at the last `.` of a dotted name; SREs expect the column where the name starts.
+            column -= len(dotted.group(1).rpartition(".")[0])
+        problems.append(ExpressionProblem(line, column, _explain(message, text, line, column, signals, baselines)))
+    if not problems:
+        problems.append(ExpressionProblem(1, 1, raw.strip()))
+    return tuple(problems)
+
+
+def _explain(
+    message: str, text: str, line: int, column: int, signals: Mapping[str, SignalType], baselines: frozenset[str]
+) -> str:
+    where = f"column {column}" if line == 1 else f"line {line} column {column}"
+    known = ", ".join(sorted(signals)) or "none defined"
+    undeclared = re.fullmatch(r"undeclared reference to '([^']+)'.*", message)
+    if undeclared:
+        name = undeclared.group(1)
+        if re.search(rf"(?<![\w.]){re.escape(name)}\s*\(", text):
+            return f'unknown function "{name}" at {where}'
+        if name == BASELINE:
+            return f"{BASELINE} needs a signal name at {where}: write {BASELINE}.<signal>"
+        if name.startswith(BASELINE + "."):
+            signal = name.split(".")[1]
+            if signal in signals and signal not in baselines:
+                how = (
+                    "add baseline: previous to its prometheus query"
+                    if signals[signal] is SignalType.NUMBER
+                    else "only prometheus signals have one"
+                )
+                return f'{name} at {where}: signal "{signal}" has no baseline ({how})'
+            name = signal
+        name = name.split(".")[0]  # `health.ok` with no signal `health`: the signal is what is unknown
+        guess = difflib.get_close_matches(name, list(signals), n=1)
+        hint = f"did you mean {guess[0]}? " if guess else ""
+        return f'unknown signal "{name}" at {where} ({hint}known signals: {known})'
+    if "cannot be the operand of a select operation" in message:
+        chain = _chain_at(text, line, column)
+        receiver, _, field_name = chain.rpartition(".")
+        if receiver in signals:
+            return (
+                f'signal "{receiver}" has no field "{field_name}" at {where} '
+                f"(use {receiver}, {receiver}.ok or {receiver}.value)"
+            )
+        return f'"{chain}" at {where}: {receiver} has no fields'
+    if message.startswith("Syntax error: "):
+        return f"syntax error at {where}: {message.removeprefix('Syntax error: ')}"
+    overload = re.fullmatch(r"found no matching overload for '_(.+)_' applied to '\((.*)\)'", message)
+    if overload:
+        operator, operands = overload.groups()
+        hint = ""
+        if operator in "+-*/%" and "int" in operands and "double" in operands:
+            hint = " (CEL arithmetic does not mix int and double: write 2.0, not 2)"
+        return f"type error at {where}: operator {operator} cannot be applied to ({operands}){hint}"
+    return f"{message} at {where}"
+
+
+def _chain_at(text: str, line: int, column: int) -> str:
+    """The dotted name around the `.` CEL's column points at, e.g. `health.okay`."""
+    source = text.splitlines()[line - 1] if text.splitlines() else text
+    dot = column - 1
+    start = dot
+    while start > 0 and (source[start - 1].isalnum() or source[start - 1] in "_."):
+        start -= 1
+    end = dot + 1
+    while end < len(source) and (source[end].isalnum() or source[end] == "_"):
+        end += 1
+    return source[start:end]
+
+
+def _references(text: str, signals: Mapping[str, SignalType]) -> tuple[frozenset[str], frozenset[str]]:
+    """Signals and baselines named in `text`, found by a small CEL lexer that skips string literals and
+    comments. Run after the checker accepted the text, so every name it finds is a real reference."""
+    named: set[str] = set()
+    named_baselines: set[str] = set()
+    for chain in _name_chains(text):
+        if chain[0] == BASELINE and len(chain) > 1 and chain[1] in signals:
+            named_baselines.add(chain[1])
+        elif chain[0] in signals:
+            named.add(chain[0])
+    return frozenset(named), frozenset(named_baselines)
+
+
+def _name_chains(text: str) -> list[list[str]]:
+    chains: list[list[str]] = []
+    i, n = 0, len(text)
+    previous = ""
+    while i < n:
+        ch = text[i]
+        if ch == "/" and text.startswith("//", i):
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        string = re.match(r"(?i)(?:r|b|rb|br)?('''|\"\"\"|'|\")", text[i:])
+        if string and (string.end() == 1 or not text[i - 1 : i].isalnum()):
+            raw = "r" in string.group(0).lower()
+            i = _skip_string(text, i + string.end(), string.group(1), raw=raw)
+            previous = '"'
+            continue
+        ident = _IDENTIFIER.match(text, i)
+        if ident:
+            j = ident.end()
+            chain = [ident.group()]
+            while True:
+                more = re.compile(r"\s*\.\s*([_a-zA-Z][_a-zA-Z0-9]*)").match(text, j)
+                if not more:
+                    break
+                chain.append(more.group(1))
+                j = more.end()
+            if re.compile(r"\s*\(").match(text, j):
+                chain.pop()  # a call: the last name is a function, not a variable
+            if previous != "." and chain:
+                chains.append(chain)
+            previous = "a"
+            i = j
+            continue
+        if not ch.isspace():
+            previous = ch
+        i += 1
+    return chains
+
+
+def _skip_string(text: str, i: int, quote: str, *, raw: bool) -> int:
+    while i < len(text):
+        if not raw and text[i] == "\\":
+            i += 2
+            continue
+        if text.startswith(quote, i):
+            return i + len(quote)
+        i += 1
+    return i

@@ -1,0 +1,317 @@
+"""The typed, frozen form of a `RollbackPolicy` rule file; built only by `rules.loader`, read by everyone else.
+
+Field names follow the YAML (`bakeTime` → `bake_time`; the rule's `for` is `for_`). Durations are
+float seconds. Severity order of actions: rollback > review > notify > pass (`Action.severity`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from daemon.rules.expressions import CompiledExpression, SignalType
+
+API_VERSION = "rollguard.io/v1"
+KIND = "RollbackPolicy"
+
+
+class Action(StrEnum):
+    """What a rule (or the verdict) asks for; compare severity with `severity`, not with `<` on strings."""
+
+    PASS = "pass"
+    NOTIFY = "notify"
+    REVIEW = "review"
+    ROLLBACK = "rollback"
+
+    @property
+    def severity(self) -> int:
+        """0 for pass up to 3 for rollback: the most severe action of all rules wins."""
+        return _SEVERITY[self]
+
+
+_SEVERITY = {Action.PASS: 0, Action.NOTIFY: 1, Action.REVIEW: 2, Action.ROLLBACK: 3}
+
+RULE_ACTIONS = (Action.ROLLBACK, Action.REVIEW, Action.NOTIFY)
+"""Actions a rule or `onFailure` may ask for."""
+
+
+class Unavailable(StrEnum):
+    """What a rule does while a signal it needs is INCONCLUSIVE (`onInconclusive`) or ERROR (`onError`).
+
+    Never `rollback`: the loader refuses it, because an outage of the measuring side must not undo a deploy.
+    See `rules.evaluate` for the exact timing.
+    """
+
+    HOLD = "hold"
+    """Default. Neither fire nor reset the `for` timer; once the data has been missing for the rule's
+    `for` duration, ask for review (or the rule's own action if that is milder)."""
+    REVIEW = "review"
+    """Ask a human at once."""
+    NOTIFY = "notify"
+    """Tell Slack at once."""
+    IGNORE = "ignore"
+    """Do nothing and keep the `for` timer, however long the data stays missing."""
+    PASS = "pass"
+    """Treat the condition as false: the `for` timer resets."""
+
+
+class BaselineMode(StrEnum):
+    """Which revision a baseline is measured on."""
+
+    PREVIOUS = "previous"
+    """The previous revision's pods, at the moment the rollout started."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where something was defined, for error messages and logs."""
+
+    file: str
+    """The rule file as it was named to the loader."""
+    line: int
+    """1-based line."""
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Which Deployments a policy applies to. Empty lists/maps do not restrict."""
+
+    namespaces: tuple[str, ...] = ()
+    """Namespaces the Deployment may be in; empty means any."""
+    match_labels: Mapping[str, str] = field(default_factory=dict)
+    """Labels the Deployment must carry, all of them, with these values."""
+
+    def matches(self, namespace: str, labels: Mapping[str, str]) -> bool:
+        """True when a Deployment in `namespace` with `labels` is selected."""
+        if self.namespaces and namespace not in self.namespaces:
+            return False
+        return all(labels.get(key) == value for key, value in self.match_labels.items())
+
+
+@dataclass(frozen=True)
+class AnalysisTiming:
+    """When measurements are taken, in seconds."""
+
+    initial_delay: float = 30.0
+    """Wait this long after the rollout starts before the first measurement."""
+    interval: float = 15.0
+    """Time between two evaluations."""
+    bake_time: float = 600.0
+    """Keep evaluating this long after the rollout completed; then the analysis passes."""
+
+
+@dataclass(frozen=True)
+class PrometheusSignal:
+    """A PromQL query whose (single, scalar or one-series) result is the value."""
+
+    query: str
+    """The query template; placeholders are escaped by `templates.render_promql`."""
+    baseline: BaselineMode | None = None
+    """If set, the same query is run for the previous revision to give `baseline.<name>`."""
+
+
+@dataclass(frozen=True)
+class LogsSignal:
+    """The number of lines matching a regex in the new pods' logs since the rollout started."""
+
+    pattern: str
+    """Python regex, searched in each line."""
+    container: str | None = None
+    """Container to read; None means every container of the pod."""
+
+
+@dataclass(frozen=True)
+class JsonExpectation:
+    """A value the JSON response body must hold."""
+
+    path: str
+    """`$`-rooted path of keys and indexes, e.g. `$.status` or `$.items[0].id`."""
+    equals: object
+    """The JSON value expected there (string, number, bool, null, list or object)."""
+
+
+@dataclass(frozen=True)
+class HttpSignal:
+    """An HTTP check: true when the response matches every expectation."""
+
+    url: str
+    """URL template; placeholders are encoded by `templates.render_url`."""
+    method: str = "GET"
+    """HTTP method."""
+    expect_status: int = 200
+    """Status code the check requires."""
+    timeout: float = 2.0
+    """Seconds before the check counts as failed."""
+    expect_body: str | None = None
+    """Python regex the body must contain, if set."""
+    expect_json: JsonExpectation | None = None
+    """A JSON value the body must hold, if set."""
+
+
+@dataclass(frozen=True)
+class WebSocketSignal:
+    """A WebSocket check: connect, optionally send one message, and expect a reply."""
+
+    url: str
+    """`ws://` or `wss://` URL template."""
+    send: str | None = None
+    """Text message sent after connecting, if set."""
+    expect: str | None = None
+    """Python regex a received text message must contain; None means connecting is enough."""
+    timeout: float = 2.0
+    """Seconds for the whole exchange before the check counts as failed."""
+
+
+Provider = PrometheusSignal | LogsSignal | HttpSignal | WebSocketSignal
+
+
+@dataclass(frozen=True)
+class SignalSpec:
+    """One named signal of a policy."""
+
+    name: str
+    """The name rules use in `when` (a CEL identifier)."""
+    provider: Provider
+    """How to measure it."""
+    source: Source
+    """Where it was defined."""
+
+    @property
+    def type(self) -> SignalType:
+        """NUMBER for Prometheus and logs signals, BOOL for HTTP and WebSocket checks."""
+        return SignalType.NUMBER if isinstance(self.provider, PrometheusSignal | LogsSignal) else SignalType.BOOL
+
+    @property
+    def has_baseline(self) -> bool:
+        """True when `baseline.<name>` is available to rules."""
+        return isinstance(self.provider, PrometheusSignal) and self.provider.baseline is not None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A condition and what to do when it has held long enough."""
+
+    name: str
+    """Unique within the policy; used in notifications, Events and the state annotation."""
+    when: CompiledExpression
+    """The checked CEL condition (`when.text` is the source)."""
+    action: Action
+    """rollback, review or notify (never pass)."""
+    source: Source
+    """Where it was defined."""
+    for_: float = 0.0
+    """Seconds the condition must hold on every evaluation before the rule fires; 0 fires at once."""
+    on_inconclusive: Unavailable = Unavailable.HOLD
+    """What to do while a needed signal is INCONCLUSIVE."""
+    on_error: Unavailable = Unavailable.HOLD
+    """What to do while a needed signal is ERROR."""
+
+
+@dataclass(frozen=True)
+class RollbackJob:
+    """A Job run with the failing revision's image before a rollback (e.g. a schema downgrade)."""
+
+    command: tuple[str, ...]
+    """The container command, not run through a shell."""
+    timeout: float = 300.0
+    """Seconds the Job may take."""
+    proceed_on_failure: bool = False
+    """Roll back even if the Job fails or times out (otherwise: stop and ask for review)."""
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    """A key of a Secret in the daemon's namespace."""
+
+    secret: str
+    """Secret name."""
+    key: str
+    """Key inside the Secret."""
+
+
+@dataclass(frozen=True)
+class SlackTarget:
+    """Where Slack messages go."""
+
+    channel: str
+    """Channel name (`#deploys`) or ID."""
+
+
+@dataclass(frozen=True)
+class PagerDutyTarget:
+    """Where PagerDuty events go."""
+
+    routing_key_from: SecretKeyRef
+    """The Events API v2 routing key, read from a Secret (never written in a rule file)."""
+
+
+@dataclass(frozen=True)
+class NotifyTargets:
+    """Notification targets of a policy; None means the daemon's defaults."""
+
+    slack: SlackTarget | None = None
+    pagerduty: PagerDutyTarget | None = None
+
+
+@dataclass(frozen=True)
+class RollbackPolicy:
+    """One `kind: RollbackPolicy` document."""
+
+    name: str
+    """`metadata.name`, unique across all loaded files."""
+    selector: Selector
+    """Which Deployments it applies to."""
+    analysis: AnalysisTiming
+    """When to measure."""
+    signals: Mapping[str, SignalSpec]
+    """Signals by name, in file order."""
+    rules: tuple[Rule, ...]
+    """Rules in file order."""
+    source: Source
+    """Where the document starts."""
+    on_failure: Action = Action.NOTIFY
+    """What to do when the rollout itself fails (ProgressDeadlineExceeded): notify (alert only), review
+    or rollback. The failure is always announced on Slack and PagerDuty whatever this says."""
+    on_rollback_job: RollbackJob | None = None
+    """`onRollback.job`, if any."""
+    notify: NotifyTargets = field(default_factory=NotifyTargets)
+    """`notify`, the targets of this policy's notifications."""
+
+
+@dataclass(frozen=True)
+class RuleError(Exception):
+    """One problem in a rule file, printed as `file:line: field: message`."""
+
+    file: str
+    """The file as it was named to the loader."""
+    line: int | None
+    """1-based line, or None when the problem is the file as a whole."""
+    field: str
+    """Dotted path of the field (`spec.rules[2].for`), empty when not about one field."""
+    message: str
+    """What is wrong and, where possible, what to write instead."""
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """Everything loaded from a set of files. Policies from a file with any error are left out."""
+
+    policies: tuple[RollbackPolicy, ...]
+    """The valid policies, in file order (files sorted by name within a directory)."""
+    errors: tuple[RuleError, ...]
+    """Every problem found, in file and line order."""
+    files: tuple[str, ...] = ()
+    """Every file read, in order."""
+
+    @property
+    def ok(self) -> bool:
+        """True when no file had an error."""
+        return not self.errors
