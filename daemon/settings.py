@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,19 @@ class RunSettings:
     """Where `/healthz`, `/readyz`, `/metrics` and `/api/v1/analyses` are served."""
     log: LogSettings = field(default_factory=LogSettings)
     """The daemon's own logging."""
+    leader_election: bool = False
+    """Elect a leader on a coordination.k8s.io Lease; only the leader acts (run several replicas)."""
+    lease_name: str = "rollguard"
+    """Name of the Lease used for leader election."""
+    lease_namespace: str = "default"
+    """Namespace of that Lease (in a cluster: the daemon's own namespace, from ROLLGUARD_POD_NAMESPACE)."""
+    lease_duration: float = 15.0
+    """Seconds a leader's lease lasts without renewal; a new leader takes over after at most this long."""
+    identity: str = ""
+    """This replica's identity in the Lease (default: the pod name from ROLLGUARD_POD_NAME, else the hostname)."""
+    service_proxy: str | None = None
+    """HTTP proxy for in-cluster check URLs (`http://svc.ns:port`); only for running outside a cluster,
+    for example against the simulated cluster. None: connect directly."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +165,8 @@ def run_settings(
     dry_run: bool,
     http_listen: str | None,
     log: LogSettings,
+    leader_election: bool = False,
+    service_proxy: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> RunSettings:
     """Build `RunSettings` from parsed flags, falling back to ROLLGUARD_* variables."""
@@ -164,6 +180,14 @@ def run_settings(
         ns = tuple(n.strip() for n in env[ENV_PREFIX + "NAMESPACES"].split(",") if n.strip())
     listen_value, listen_source = _flag_or_env(http_listen, env, "HTTP_LISTEN", "0.0.0.0:8080")
     assert listen_value is not None
+    duration_raw = env.get(ENV_PREFIX + "LEASE_DURATION", "15")
+    try:
+        lease_duration = float(duration_raw)
+    except ValueError:
+        raise SettingsError(f"{ENV_PREFIX}LEASE_DURATION: {duration_raw!r} is not a number of seconds") from None
+    if not 2 <= lease_duration <= 600:
+        raise SettingsError(f"{ENV_PREFIX}LEASE_DURATION: {lease_duration} is outside 2..600 seconds")
+    proxy_value, _ = _flag_or_env(service_proxy, env, "SERVICE_PROXY", None)
     return RunSettings(
         rules_dir=Path(rules_value),
         kubeconfig=Path(kube_value) if kube_value else None,
@@ -171,6 +195,12 @@ def run_settings(
         dry_run=dry_run or _bool_env(env, "DRY_RUN"),
         http_listen=parse_listen(listen_value, source=listen_source),
         log=log,
+        leader_election=leader_election or _bool_env(env, "LEADER_ELECTION"),
+        lease_name=env.get(ENV_PREFIX + "LEASE_NAME", "rollguard"),
+        lease_namespace=env.get(ENV_PREFIX + "LEASE_NAMESPACE") or env.get(ENV_PREFIX + "POD_NAMESPACE") or "default",
+        lease_duration=lease_duration,
+        identity=env.get(ENV_PREFIX + "POD_NAME") or socket.gethostname(),
+        service_proxy=proxy_value or None,
     )
 
 

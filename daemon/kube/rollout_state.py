@@ -141,7 +141,7 @@ def previous_replica_set(
     current = rollout_identity(deployment, replica_sets).revision
     best: Mapping[str, Any] | None = None
     best_revision = -1
-    for rs in _owned(deployment, replica_sets):
+    for rs in owned_replica_sets(deployment, replica_sets):
         rs_revision = _revision(rs.get("metadata") or {})
         if rs_revision is not None and best_revision < rs_revision < current:
             best, best_revision = rs, rs_revision
@@ -174,7 +174,9 @@ def _revision(metadata: Mapping[str, Any]) -> int | None:
         return None
 
 
-def _owned(deployment: Mapping[str, Any], replica_sets: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def owned_replica_sets(
+    deployment: Mapping[str, Any], replica_sets: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
     """ReplicaSets whose controller ownerReference points at this Deployment (by UID)."""
     metadata = deployment.get("metadata") or {}
     uid = metadata.get("uid")
@@ -200,7 +202,7 @@ def _new_replica_set(
     template = _normalised_template((deployment.get("spec") or {}).get("template"))
     matches = [
         rs
-        for rs in _owned(deployment, replica_sets)
+        for rs in owned_replica_sets(deployment, replica_sets)
         if _normalised_template((rs.get("spec") or {}).get("template")) == template
     ]
     if not matches:
@@ -212,6 +214,27 @@ def _new_replica_set(
         return str(rs_metadata.get("creationTimestamp") or ""), str(rs_metadata.get("name") or "")
 
     return min(matches, key=age)
+
+
+def templates_equal(a: object, b: object) -> bool:
+    """Whether two pod templates are the same version of the workload (ignoring pod-template-hash)."""
+    return _normalised_template(a) == _normalised_template(b)
+
+
+def without_hash_label(template: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a pod template without the `pod-template-hash` label (as `kubectl rollout undo` sends it)."""
+    metadata = dict(template.get("metadata") or {})
+    labels = {k: v for k, v in (metadata.get("labels") or {}).items() if k != POD_TEMPLATE_HASH}
+    if labels:
+        metadata["labels"] = labels
+    else:
+        metadata.pop("labels", None)
+    return {**template, "metadata": metadata}
+
+
+def revision_of(obj: Mapping[str, Any]) -> int | None:
+    """The revision annotation of a Deployment or ReplicaSet; None when missing or unparsable."""
+    return _revision(obj.get("metadata") or {})
 
 
 def _normalised_template(template: object) -> object:
@@ -228,7 +251,8 @@ def _normalised_template(template: object) -> object:
 def _drop_empty(value: object) -> object:
     if isinstance(value, Mapping):
         cleaned = {key: _drop_empty(item) for key, item in value.items()}
-        return {key: item for key, item in cleaned.items() if item is not None and item != {} and item != []}
+        # Go decodes an absent string field as "", so "" and absent are the same value.
+        return {key: item for key, item in cleaned.items() if item not in (None, {}, [], "")}
     if isinstance(value, list | tuple):
         return [_drop_empty(item) for item in value]
     return value

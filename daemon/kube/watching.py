@@ -1,0 +1,151 @@
+"""List+watch of one resource kind, with resume, 410 re-list and reconnect with backoff.
+
+One `Informer` per resource kind (Deployments, ReplicaSets) serves every watched namespace: a
+cluster-wide watch when no namespaces are given, otherwise one stream per namespace (what
+namespaced RBAC allows). The informer keeps a cache of the objects and calls a handler with
+`ADDED`, `MODIFIED` or `DELETED` for every change, in order.
+
+Resume and re-list: the informer remembers the last resourceVersion it saw (bookmarks included)
+and re-opens the watch from there when the server closes the stream. When the server says 410
+(the version is too old), it lists again and reconciles the fresh list with its cache: objects
+that appeared are reported ADDED, objects whose resourceVersion changed MODIFIED, objects that
+vanished DELETED. So a handler sees every state change it would have seen, none twice.
+Connection failures back off exponentially (capped) and retry forever; the informer only stops
+when cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from daemon.clock import Clock, SystemClock
+from daemon.kube.client import KubeApiError, KubeClient, KubeError, ResourceExpired, api_path
+
+Obj = dict[str, Any]
+Handler = Callable[[str, Obj], Awaitable[None]]
+
+log = structlog.get_logger("rollguard.watch")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter, in seconds."""
+
+    initial: float = 0.5
+    cap: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.cap, self.initial * 2 ** min(attempt, 16)))
+
+
+def object_key(obj: Obj) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace", "")), str(meta.get("name", ""))
+
+
+class Informer:
+    """Keeps a cache of one resource kind current and reports every change to a handler."""
+
+    def __init__(self, client: KubeClient, *, group_version: str, plural: str,
+                 namespaces: tuple[str, ...] = (), label_selector: str | None = None,
+                 clock: Clock | None = None, backoff: Backoff | None = None,
+                 watch_timeout: int = 300) -> None:
+        self._client = client
+        self._group_version = group_version
+        self.plural = plural
+        self._namespaces: tuple[str | None, ...] = namespaces or (None,)
+        self._selector = label_selector
+        self._clock = clock or SystemClock()
+        self._backoff = backoff or Backoff()
+        self._watch_timeout = watch_timeout
+        self.cache: dict[tuple[str, str], Obj] = {}
+        self.synced = asyncio.Event()
+        """Set once every namespace has been listed for the first time."""
+        self.relists = 0
+        """How many times a 410 forced a re-list (for metrics and tests)."""
+        self._synced_namespaces: set[str | None] = set()
+
+    async def run(self, handler: Handler) -> None:
+        """Run until cancelled; one stream per namespace (or one cluster-wide)."""
+        async with asyncio.TaskGroup() as group:
+            for namespace in self._namespaces:
+                group.create_task(self._run_namespace(namespace, handler),
+                                  name=f"watch-{self.plural}-{namespace or 'all'}")
+
+    async def _run_namespace(self, namespace: str | None, handler: Handler) -> None:
+        path = api_path(self._group_version, self.plural, namespace)
+        params = {"labelSelector": self._selector} if self._selector else {}
+        failures = 0
+        resource_version: str | None = None
+        while True:
+            try:
+                if resource_version is None:
+                    resource_version = await self._relist(path, params, namespace, handler)
+                    self._synced_namespaces.add(namespace)
+                    if len(self._synced_namespaces) == len(self._namespaces):
+                        self.synced.set()
+                async for event in self._client.watch(path, {**params, "resourceVersion": resource_version},
+                                                      timeout_seconds=self._watch_timeout):
+                    failures = 0
+                    obj = event.get("object") or {}
+                    rv = (obj.get("metadata") or {}).get("resourceVersion")
+                    if event.get("type") == "BOOKMARK":
+                        resource_version = rv or resource_version
+                        continue
+                    await self._apply(str(event.get("type")), obj, handler)
+                    resource_version = rv or resource_version
+            except ResourceExpired as exc:
+                log.info("watch expired, re-listing", resource=self.plural, namespace=namespace, reason=exc.message)
+                self.relists += 1
+                resource_version = None
+            except KubeApiError as exc:
+                failures += 1
+                log.warning("watch failed", resource=self.plural, namespace=namespace, code=exc.code,
+                            reason=exc.reason, error=exc.message, attempt=failures)
+                if exc.code in (401, 403, 404):
+                    # Not retriable by waiting alone, but a Role may be fixed; back off to the cap.
+                    failures = max(failures, 8)
+                await self._clock.sleep(self._backoff.delay(failures))
+            except KubeError as exc:
+                failures += 1
+                log.warning("API server unreachable, retrying", resource=self.plural, namespace=namespace,
+                            error=str(exc), attempt=failures)
+                await self._clock.sleep(self._backoff.delay(failures))
+
+    async def _relist(self, path: str, params: dict[str, str], namespace: str | None, handler: Handler) -> str:
+        """List, reconcile the cache with what the server has now, and return the list's resourceVersion."""
+        listing = await self._client.list(path, params)
+        fresh = {object_key(item): item for item in listing.get("items") or []}
+        stale = [key for key in self.cache if (namespace is None or key[0] == namespace) and key not in fresh]
+        for key in stale:
+            await self._apply("DELETED", self.cache[key], handler)
+        for key, item in fresh.items():
+            known = self.cache.get(key)
+            if known is None:
+                await self._apply("ADDED", item, handler)
+            elif (known.get("metadata") or {}).get("resourceVersion") != item["metadata"].get("resourceVersion"):
+                await self._apply("MODIFIED", item, handler)
+        return str((listing.get("metadata") or {}).get("resourceVersion") or "0")
+
+    async def _apply(self, kind: str, obj: Obj, handler: Handler) -> None:
+        key = object_key(obj)
+        if kind == "DELETED":
+            self.cache.pop(key, None)
+        elif kind in ("ADDED", "MODIFIED"):
+            known = self.cache.get(key)
+            # A re-opened watch may repeat an object we already have; report each version once.
+            if known is not None and known["metadata"].get("resourceVersion") == obj["metadata"].get(
+                    "resourceVersion"):
+                return
+            self.cache[key] = obj
+            kind = "MODIFIED" if known is not None else "ADDED"
+        else:
+            log.warning("unexpected watch event", resource=self.plural, type=kind)
+            return
+        await handler(kind, obj)
