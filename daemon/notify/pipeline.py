@@ -1,0 +1,386 @@
+"""The notification pipeline: dedup → fan-out → one lane per notifier (queue + retry).
+
+    submit(alert)  ─▶ dedup ─▶ fan-out ─┬─▶ lane "slack":     bounded queue ─▶ retry loop ─▶ SlackNotifier
+    (sync, never      (rollout,  (ROUTES) ├─▶ lane "pagerduty": bounded queue ─▶ retry loop ─▶ PagerDutyNotifier
+     blocks)           kind, rule         └─▶ lane "console":   bounded queue ─▶ retry loop ─▶ ConsoleNotifier
+                       once per window)
+
+Promises to the caller (the actions layer, in the middle of a rollback):
+  * `submit()` is synchronous and returns at once: it never awaits, never raises. A full lane drops
+    its *oldest* alert (logged, counted) — the newest is the one that describes the present.
+  * Each notifier has its own queue and task, so a slow or failing notifier never delays another.
+  * Retries use exponential backoff with jitter, honour Retry-After, and stop at `max_attempts` or
+    when the next attempt would start after the alert's deadline (`deadline_seconds` after submit).
+  * Every wait goes through the injected `Clock`, so tests drive backoff with `FakeClock.advance()`.
+    The per-attempt `send_timeout` is real time on purpose: it bounds real network I/O.
+
+The pipeline owns its notifiers: `stop()` drains (up to `drain_timeout`), cancels the lanes and
+closes every notifier. Call `submit()` from the event loop's thread (it is not thread-safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import traceback
+from collections import OrderedDict, deque
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from daemon.clock import Clock, SystemClock
+from daemon.notify.model import Alert, Notifier, SendResult, is_routed, transport_failure
+from daemon.notify.secrets import Redactor
+
+log = structlog.get_logger("rollguard.notify")
+
+
+class MetricsSink(Protocol):
+    """Where the pipeline reports what happened; `PrometheusMetrics` is the real one."""
+
+    def sent(self, notifier: str) -> None: ...
+    def retried(self, notifier: str) -> None: ...
+    def failed(self, notifier: str, reason: str) -> None:
+        """`reason`: rejected (the receiver said no), attempts, deadline, error."""
+        ...
+    def dropped(self, notifier: str, reason: str) -> None:
+        """`reason`: overflow (queue full, oldest dropped), stopped (submitted after stop), shutdown."""
+        ...
+    def deduplicated(self, kind: str) -> None: ...
+    def queued(self, notifier: str, depth: int) -> None: ...
+
+
+class PrometheusMetrics:
+    """Prometheus counters for the pipeline, registered in `registry` (a private one when None)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._sent = Counter("rollguard_notifications_sent", "Alerts delivered, by notifier.",
+                             ["notifier"], registry=self.registry)
+        self._retried = Counter("rollguard_notifications_retried", "Delivery attempts that will be retried.",
+                                ["notifier"], registry=self.registry)
+        self._failed = Counter("rollguard_notifications_failed", "Alerts given up on, by notifier and reason.",
+                               ["notifier", "reason"], registry=self.registry)
+        self._dropped = Counter("rollguard_notifications_dropped", "Alerts dropped before delivery was tried.",
+                                ["notifier", "reason"], registry=self.registry)
+        self._deduplicated = Counter("rollguard_notifications_deduplicated",
+                                     "Alerts suppressed as repeats within the dedup window.", ["kind"],
+                                     registry=self.registry)
+        self._queue = Gauge("rollguard_notifications_queued", "Alerts waiting in a notifier's queue.",
+                            ["notifier"], registry=self.registry)
+
+    def sent(self, notifier: str) -> None:
+        self._sent.labels(notifier).inc()
+
+    def retried(self, notifier: str) -> None:
+        self._retried.labels(notifier).inc()
+
+    def failed(self, notifier: str, reason: str) -> None:
+        self._failed.labels(notifier, reason).inc()
+
+    def dropped(self, notifier: str, reason: str) -> None:
+        self._dropped.labels(notifier, reason).inc()
+
+    def deduplicated(self, kind: str) -> None:
+        self._deduplicated.labels(kind).inc()
+
+    def queued(self, notifier: str, depth: int) -> None:
+        self._queue.labels(notifier).set(depth)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When to try again. All durations in seconds."""
+
+    max_attempts: int = 6
+    """Attempts per alert per notifier, the first included."""
+    deadline_seconds: float = 300.0
+    """No attempt starts later than this after `submit()`; an alert about a rollout goes stale."""
+    backoff_base: float = 1.0
+    """Backoff ceiling after the first failure; it doubles per failure."""
+    backoff_cap: float = 60.0
+    """Largest backoff ceiling."""
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, not {self.max_attempts}")
+        if self.deadline_seconds <= 0:
+            raise ValueError(f"deadline_seconds must be > 0, not {self.deadline_seconds}")
+        if self.backoff_base <= 0:
+            raise ValueError(f"backoff_base must be > 0, not {self.backoff_base}")
+        if self.backoff_cap < self.backoff_base:
+            raise ValueError(f"backoff_cap ({self.backoff_cap}) must be >= backoff_base ({self.backoff_base})")
+
+    def delay(self, failures: int, *, retry_after: float | None, rng: random.Random) -> float:
+        """Seconds to wait after the `failures`-th failed attempt.
+
+        "Equal jitter": half the exponential ceiling plus a random part of the other half, so
+        retries spread out but never collapse to zero. A receiver's Retry-After is a floor.
+        """
+        ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** (failures - 1))
+        jittered = ceiling / 2 + rng.uniform(0, ceiling / 2)
+        return jittered if retry_after is None else max(retry_after, jittered)
+
+
+class Deduplicator:
+    """Admits a key once per `window` seconds; remembers at most `capacity` keys (oldest forgotten)."""
+
+    def __init__(self, *, window: float, capacity: int, clock: Clock) -> None:
+        if window < 0 or capacity < 1:
+            raise ValueError("dedup window must be >= 0 and capacity >= 1")
+        self._window = window
+        self._capacity = capacity
+        self._clock = clock
+        self._seen: OrderedDict[Hashable, float] = OrderedDict()
+
+    def admit(self, key: Hashable) -> bool:
+        """True the first time `key` is seen in the window (and records it); False for a repeat."""
+        now = self._clock.now()
+        # Entries are in admission-time order, so expired ones are all at the front.
+        while self._seen:
+            oldest_key, seen_at = next(iter(self._seen.items()))
+            if now - seen_at < self._window:
+                break
+            del self._seen[oldest_key]
+        if key in self._seen:
+            return False
+        self._seen[key] = now
+        while len(self._seen) > self._capacity:
+            self._seen.popitem(last=False)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    alert: Alert
+    submitted_at: float
+    """Clock time of `submit()`: the deadline counts from here."""
+
+
+class _Lane:
+    """One notifier's bounded queue and the task that delivers from it, retrying per the policy."""
+
+    def __init__(self, notifier: Notifier, *, owner: NotificationPipeline, capacity: int) -> None:
+        self.notifier = notifier
+        self._owner = owner
+        self._capacity = capacity
+        self.queue: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.task: asyncio.Task[None] | None = None
+
+    def offer(self, pending: _Pending) -> None:
+        name = self.notifier.name
+        if len(self.queue) >= self._capacity:
+            dropped = self.queue.popleft()
+            self._owner.metrics.dropped(name, "overflow")
+            log.warning("notification queue full; dropped the oldest alert", notifier=name,
+                        capacity=self._capacity, dropped_kind=dropped.alert.kind.value,
+                        dropped_rollout=dropped.alert.rollout_key)
+        self.queue.append(pending)
+        self.idle.clear()
+        self._wakeup.set()
+        self._owner.metrics.queued(name, len(self.queue))
+
+    async def run(self) -> None:
+        while True:
+            while not self.queue:
+                self.idle.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            self.idle.clear()
+            pending = self.queue.popleft()
+            self._owner.metrics.queued(self.notifier.name, len(self.queue))
+            try:
+                await self._deliver(pending)
+            except Exception as exc:  # the lane must outlive any bug in one delivery; the error is logged
+                log.error("notification lane error", notifier=self.notifier.name,
+                          **self._owner.redacted_exception(exc))
+
+    async def _deliver(self, pending: _Pending) -> None:
+        owner, alert, name = self._owner, pending.alert, self.notifier.name
+        policy = owner.policy
+        deadline = pending.submitted_at + policy.deadline_seconds
+        bound = log.bind(notifier=name, kind=alert.kind.value, rollout=alert.rollout_key, rule=alert.rule)
+        failures = 0
+        while True:
+            result = await self._attempt(alert)
+            if result.ok:
+                owner.metrics.sent(name)
+                bound.debug("notification sent", attempts=failures + 1)
+                return
+            failures += 1
+            error = owner.redactor.redact(result.error or "unknown error")
+            if not result.retry:
+                owner.metrics.failed(name, "rejected")
+                bound.warning("notification rejected; not retrying", error=error, attempts=failures)
+                return
+            if failures >= policy.max_attempts:
+                owner.metrics.failed(name, "attempts")
+                bound.warning("notification failed; out of attempts", error=error, attempts=failures)
+                return
+            delay = policy.delay(failures, retry_after=result.retry_after, rng=owner.rng)
+            if owner.clock.now() + delay > deadline:
+                owner.metrics.failed(name, "deadline")
+                bound.warning("notification failed; next retry would miss its deadline", error=error,
+                              attempts=failures, retry_in=round(delay, 3), deadline_seconds=policy.deadline_seconds)
+                return
+            owner.metrics.retried(name)
+            bound.info("notification failed; retrying", error=error, attempt=failures, retry_in=round(delay, 3),
+                       retry_after=result.retry_after)
+            await owner.clock.sleep(delay)
+
+    async def _attempt(self, alert: Alert) -> SendResult:
+        owner = self._owner
+        try:
+            async with asyncio.timeout(owner.send_timeout):
+                return await self.notifier.send(alert)
+        except TimeoutError:
+            return transport_failure(f"{self.notifier.name}: no answer within {owner.send_timeout:g}s")
+        except Exception as exc:  # a notifier bug is reported as a failure, never raised into the lane
+            return SendResult.give_up(owner.redactor.describe(exc))
+
+
+class NotificationPipeline:
+    """Dedup, fan-out and per-notifier retrying delivery. See the module docstring."""
+
+    def __init__(
+        self,
+        notifiers: Sequence[Notifier],
+        *,
+        clock: Clock | None = None,
+        max_attempts: int = 6,
+        deadline_seconds: float = 300.0,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 60.0,
+        send_timeout: float = 30.0,
+        queue_size: int = 1000,
+        dedup_window: float = 3600.0,
+        dedup_capacity: int = 10_000,
+        metrics: MetricsSink | None = None,
+        redactor: Redactor | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """
+        `send_timeout`: real seconds one attempt may take; `queue_size`: alerts per notifier before
+        the oldest is dropped; `dedup_window`: seconds in which the same (rollout, kind, rule) is
+        sent once; `dedup_capacity`: keys remembered; `metrics`: a `PrometheusMetrics` (default: one
+        on a private registry); `redactor`: scrubs errors before they are logged; `rng`: jitter.
+        """
+        names = [n.name for n in notifiers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"notifier names must be unique; repeated: {', '.join(duplicates)}")
+        if queue_size < 1 or send_timeout <= 0:
+            raise ValueError("queue_size must be >= 1 and send_timeout > 0")
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.policy = RetryPolicy(max_attempts=max_attempts, deadline_seconds=deadline_seconds,
+                                  backoff_base=backoff_base, backoff_cap=backoff_cap)
+        self.send_timeout = send_timeout
+        self.metrics: MetricsSink = metrics if metrics is not None else PrometheusMetrics()
+        self.redactor = redactor if redactor is not None else Redactor()
+        self.rng = rng if rng is not None else random.Random()
+        self._dedup = Deduplicator(window=dedup_window, capacity=dedup_capacity, clock=self.clock)
+        self._lanes = [_Lane(n, owner=self, capacity=queue_size) for n in notifiers]
+        self._started = False
+        self._stopped = False
+
+    @property
+    def notifiers(self) -> tuple[Notifier, ...]:
+        return tuple(lane.notifier for lane in self._lanes)
+
+    def pending(self) -> dict[str, int]:
+        """Alerts waiting per notifier (not counting one being delivered)."""
+        return {lane.notifier.name: len(lane.queue) for lane in self._lanes}
+
+    def submit(self, alert: Alert) -> bool:
+        """Queue `alert` for every routed notifier; True if queued, False if deduplicated or stopped.
+
+        Synchronous and non-blocking by design: callers are in the middle of a rollback.
+        """
+        try:
+            return self._submit(alert)
+        except Exception as exc:  # a notification problem must never propagate into a rollback
+            # Touch nothing on `alert` here: whatever failed above may fail again.
+            log.error("could not queue notification", alert_type=type(alert).__name__,
+                      **self.redacted_exception(exc))
+            return False
+
+    def redacted_exception(self, exc: BaseException) -> dict[str, str]:
+        """Log fields for an unexpected exception, scrubbed: the process's log chain may not redact."""
+        return {
+            "error": self.redactor.describe(exc),
+            "traceback": self.redactor.redact("".join(traceback.format_exception(exc))),
+        }
+
+    def _submit(self, alert: Alert) -> bool:
+        lanes = [lane for lane in self._lanes if is_routed(alert.kind, lane.notifier.channel)]
+        if self._stopped:
+            for lane in lanes:
+                self.metrics.dropped(lane.notifier.name, "stopped")
+            log.warning("notification submitted after stop; dropped", kind=alert.kind.value,
+                        rollout=alert.rollout_key)
+            return False
+        if not self._dedup.admit(alert.identity):
+            self.metrics.deduplicated(alert.kind.value)
+            log.debug("duplicate notification suppressed", kind=alert.kind.value, rollout=alert.rollout_key,
+                      rule=alert.rule)
+            return False
+        pending = _Pending(alert, self.clock.now())
+        for lane in lanes:
+            lane.offer(pending)
+        return True
+
+    async def start(self) -> None:
+        """Start one delivery task per notifier. Alerts submitted before start are kept and sent."""
+        if self._started:
+            raise RuntimeError("NotificationPipeline.start() called twice")
+        if self._stopped:
+            raise RuntimeError("a stopped NotificationPipeline cannot be restarted")
+        self._started = True
+        for lane in self._lanes:
+            lane.task = asyncio.create_task(lane.run(), name=f"notify:{lane.notifier.name}")
+
+    async def wait_idle(self) -> None:
+        """Return once every queue is empty and no delivery (or retry wait) is in progress.
+
+        Only meaningful after `start()`: before it, queued alerts wait and so does this.
+        """
+        while not all(lane.idle.is_set() and not lane.queue for lane in self._lanes):
+            await asyncio.gather(*(lane.idle.wait() for lane in self._lanes))
+
+    async def stop(self, drain_timeout: float = 5.0) -> None:
+        """Stop accepting, let queued alerts go out for up to `drain_timeout` real seconds, then cancel
+        the lanes and close the notifiers. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._started and drain_timeout > 0:
+            try:
+                async with asyncio.timeout(drain_timeout):
+                    await self.wait_idle()
+            except TimeoutError:
+                log.warning("notifications still pending at shutdown; dropping them", pending=self.pending(),
+                            drain_timeout=drain_timeout)
+        tasks = [lane.task for lane in self._lanes if lane.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for lane in self._lanes:
+            for _ in lane.queue:
+                self.metrics.dropped(lane.notifier.name, "shutdown")
+            lane.queue.clear()
+            lane.idle.set()
+            try:
+                async with asyncio.timeout(5.0):
+                    await lane.notifier.aclose()
+            except Exception as exc:  # closing is best effort; one failure must not skip the others
+                log.warning("could not close notifier", notifier=lane.notifier.name,
+                            error=self.redactor.describe(exc))
