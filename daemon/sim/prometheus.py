@@ -153,7 +153,6 @@ class PrometheusTargets:
         self._pending: asyncio.TimerHandle | None = None
         self._closed = False
         self.flush()
-        # The store cannot remove listeners; after close() this one returns at once.
         store.add_listener(self._on_event)
 
     def flush(self) -> None:
@@ -172,6 +171,7 @@ class PrometheusTargets:
     def close(self) -> None:
         """Stop updating the file (it stays as last written)."""
         self._closed = True
+        self._store.remove_listener(self._on_event)
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None

@@ -164,8 +164,12 @@ class Store:
 
     # ----- writes -----
 
-    def create(self, rt: ResourceType, obj: Obj, *, namespace: str | None = None) -> Obj:
-        """Store a new object (deep-copied) and return a copy of what was stored."""
+    def create(self, rt: ResourceType, obj: Obj, *, namespace: str | None = None, uid: str | None = None) -> Obj:
+        """Store a new object (deep-copied) and return a copy of what was stored.
+
+        `uid` is for callers that had to choose it earlier (a Job's generated selector names it);
+        otherwise a fresh one is assigned, whatever the object says.
+        """
         obj = copy_json(obj)
         meta = obj.setdefault("metadata", {})
         if rt.namespaced:
@@ -189,7 +193,7 @@ class Store:
         bucket = self._bucket(rt)
         if key in bucket:
             raise already_exists(rt, name)
-        meta["uid"] = str(uuid.uuid4())
+        meta["uid"] = uid or str(uuid.uuid4())
         meta["creationTimestamp"] = rfc3339(self.clock.now())
         if rt.has_generation:
             meta["generation"] = 1
@@ -271,6 +275,11 @@ class Store:
     def add_listener(self, listener: Callable[[WatchEvent], None]) -> None:
         """Call `listener` synchronously after every change (controllers enqueue work from it)."""
         self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[WatchEvent], None]) -> None:
+        """Stop calling `listener` (no error if it was not registered)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     @property
     def subscriber_count(self) -> int:
