@@ -1,0 +1,90 @@
+"""What the network-facing signal providers share: the pooled aiohttp session and safe one-line messages.
+
+One `aiohttp.ClientSession` serves every HTTP check, WebSocket check and Prometheus query of the
+daemon (one connection pool, one place to close). `new_session()` makes it the way checks need it:
+
+* no cookie jar: the session talks to every workload in the cluster, and a cookie set by one
+  service must never ride along on a check of another;
+* `trust_env=False`: a `HTTP_PROXY` in the daemon's environment must not silently reroute checks;
+  the in-cluster proxy, when one is needed, is passed explicitly (`proxy=`) per request;
+* a total connection limit, so a thousand concurrent checks queue instead of exhausting file
+  descriptors.
+
+Messages built from URLs and exceptions go through `redact_url` and `one_line`: a URL's
+`user:password@` never reaches a Measurement, a log line or a notification, and a message is always
+one line of bounded length.
+"""
+
+from __future__ import annotations
+
+import re
+
+import aiohttp
+from yarl import URL
+
+USER_AGENT = "rollguard"
+"""User-Agent of every request rollguard makes to workloads and Prometheus."""
+
+_WHITESPACE = re.compile(r"\s+")
+# `scheme://user:pass@host` anywhere in a text (an exception message may quote the URL it failed on).
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+
+
+def new_session(*, limit: int = 256) -> aiohttp.ClientSession:
+    """A session for checks and queries: no cookies, no proxy from the environment, at most `limit` connections.
+
+    Must be created inside a running event loop and closed by its owner (`await session.close()`).
+    """
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+        headers={"User-Agent": USER_AGENT},
+    )
+
+
+def redact_url(url: str | URL) -> str:
+    """`url` without its user-info (`http://user:pass@host/x` → `http://host/x`), safe for messages."""
+    try:
+        parsed = url if isinstance(url, URL) else URL(url)
+    except (ValueError, TypeError):
+        return redact_text(str(url))
+    if parsed.user is None and parsed.password is None:
+        return str(parsed)
+    return str(parsed.with_user(None))
+
+
+def redact_text(text: str) -> str:
+    """`text` with the user-info of every URL in it removed (for exception messages quoting URLs)."""
+    return _USERINFO.sub(lambda m: m.group("scheme"), text)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """`text` with whitespace runs (newlines included) collapsed to one space, cut to `limit` characters."""
+    flat = _WHITESPACE.sub(" ", text).strip()
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def excerpt(text: str, limit: int = 200) -> str:
+    """The first `limit` characters of `text` on one line, for `Measurement.evidence`."""
+    return one_line(text, limit)
+
+
+def describe_error(exc: BaseException) -> str:
+    """`ExceptionType: message` on one line, URLs redacted; the type alone when the message is empty."""
+    text = str(exc)
+    name = type(exc).__name__
+    return one_line(redact_text(f"{name}: {text}" if text else name))
+
+
+def connection_failure_reason(exc: aiohttp.ClientError) -> str:
+    """Why a request got no answer, for an SRE: refused, unknown host, reset, TLS; else the exception."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"cannot resolve the host ({describe_error(exc.os_error)})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return "connection refused"
+        return f"cannot connect: {describe_error(exc.os_error)}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection without answering"
+    return describe_error(exc)
