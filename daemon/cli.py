@@ -35,6 +35,61 @@ def _not_implemented(name: str) -> Handler:
     return handler
 
 
+def _check(args: argparse.Namespace) -> int:
+    from daemon.rules.check import check_paths
+
+    code, lines = check_paths(args.paths)
+    for line in lines:
+        print(line, file=sys.stderr if code else sys.stdout)
+    return EXIT_PROBLEM if code else EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from daemon.daemon import run_command
+    from daemon.logs import configure_logging
+    from daemon.rulesets import RulesInvalid
+    from daemon.settings import run_settings
+
+    settings = run_settings(rules=args.rules, kubeconfig=args.kubeconfig, namespaces=args.namespaces,
+                            dry_run=args.dry_run, http_listen=args.http_listen, log=args.log,
+                            leader_election=args.leader_election, service_proxy=args.service_proxy,
+                            prometheus_url=args.prometheus_url, notify_config=args.notify_config)
+    configure_logging(settings.log)
+    try:
+        return run_command(settings)
+    except RulesInvalid as exc:
+        for error in exc.errors:
+            print(f"rollguard run: {error}", file=sys.stderr)
+        return EXIT_PROBLEM
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from daemon.logs import configure_logging
+    from daemon.settings import sim_settings
+    from daemon.sim.cluster import sim_command
+
+    settings = sim_settings(listen=args.listen, kubeconfig_out=args.kubeconfig_out,
+                            with_prometheus=args.with_prometheus, speed=args.speed, log=args.log)
+    configure_logging(settings.log)
+    return sim_command(settings)
+
+
+def _approve(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+    from pathlib import Path
+
+    from daemon.approve import ApproveError, approve
+
+    kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+    try:
+        print(asyncio.run(approve(args.target, kubeconfig=Path(kubeconfig))))
+    except ApproveError as exc:
+        print(f"rollguard approve: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with one sub-parser per subcommand."""
     parser = argparse.ArgumentParser(
@@ -52,12 +107,24 @@ def build_parser() -> argparse.ArgumentParser:
                      help="namespace to watch (repeatable; default: all)")
     run.add_argument("--dry-run", action="store_true", help="decide and notify, but write nothing")
     run.add_argument("--http-listen", metavar="HOST:PORT", help="health/metrics address (default 0.0.0.0:8080)")
+    run.add_argument("--prometheus-url", metavar="URL",
+                     help="Prometheus HTTP API base URL (env ROLLGUARD_PROMETHEUS_URL)")
+    run.add_argument("--notify-config", metavar="PATH",
+                     help="notifier configuration file (env ROLLGUARD_NOTIFY_CONFIG)")
+    run.add_argument("--leader-election", action="store_true", help="elect a leader on a Lease; only it acts")
+    run.add_argument("--service-proxy", metavar="URL",
+                     help="HTTP proxy for in-cluster check URLs when running outside the cluster")
     _add_log_flags(run)
-    run.set_defaults(handler=_not_implemented("run"))
+    run.set_defaults(handler=_run)
 
     check = sub.add_parser("check", help="validate rule files and exit")
     check.add_argument("paths", nargs="+", metavar="PATH", help="rule files or directories")
-    check.set_defaults(handler=_not_implemented("check"))
+    check.set_defaults(handler=_check)
+
+    approve = sub.add_parser("approve", help="approve the rollback a review asked for")
+    approve.add_argument("target", metavar="NAMESPACE/DEPLOYMENT")
+    approve.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig (default: $KUBECONFIG or ~/.kube/config)")
+    approve.set_defaults(handler=_approve)
 
     sim = sub.add_parser("sim", help="serve the simulated cluster until interrupted")
     sim.add_argument("--listen", metavar="HOST:PORT", help="API server address (default 127.0.0.1:0)")
@@ -66,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also start a real Prometheus scraping the simulated pods")
     sim.add_argument("--speed", type=float, default=None, help="simulated seconds per real second (default 1)")
     _add_log_flags(sim)
-    sim.set_defaults(handler=_not_implemented("sim"))
+    sim.set_defaults(handler=_sim)
 
     demo = sub.add_parser("demo", help="play the scripted story on the simulated cluster")
     demo.add_argument("--fast", action="store_true", help="short intervals (for tests)")

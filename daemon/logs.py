@@ -15,8 +15,13 @@ import structlog
 from daemon.settings import LogSettings
 
 
-def configure_logging(settings: LogSettings, *, stream: TextIO | None = None) -> None:
-    """Set up structlog (and the stdlib root logger, for libraries) once per process."""
+def configure_logging(settings: LogSettings, *, stream: TextIO | None = None,
+                      redact: structlog.types.Processor | None = None) -> None:
+    """Set up structlog (and the stdlib root logger, for libraries) once per process.
+
+    `redact` (the notifiers' `Redactor.structlog_processor`) runs just before rendering, so no
+    secret reaches the log whatever a message or an exception text contains.
+    """
     out = stream if stream is not None else sys.stderr
     level = getattr(logging, settings.level.upper())
     use_json = settings.format == "json" or (settings.format == "auto" and not out.isatty())
@@ -30,6 +35,7 @@ def configure_logging(settings: LogSettings, *, stream: TextIO | None = None) ->
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            *([redact] if redact is not None else []),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -87,6 +87,11 @@ class RunSettings:
     """Seconds a leader's lease lasts without renewal; a new leader takes over after at most this long."""
     identity: str = ""
     """This replica's identity in the Lease (default: the pod name from ROLLGUARD_POD_NAME, else the hostname)."""
+    prometheus_url: str | None = None
+    """Base URL of the Prometheus HTTP API (e.g. http://prometheus.monitoring:9090); needed by
+    `prometheus` signals."""
+    notify_config: Path | None = None
+    """YAML file configuring the notifiers (see README, Notifications); None: from the environment."""
     service_proxy: str | None = None
     """HTTP proxy for in-cluster check URLs (`http://svc.ns:port`); only for running outside a cluster,
     for example against the simulated cluster. None: connect directly."""
@@ -167,6 +172,8 @@ def run_settings(
     log: LogSettings,
     leader_election: bool = False,
     service_proxy: str | None = None,
+    prometheus_url: str | None = None,
+    notify_config: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> RunSettings:
     """Build `RunSettings` from parsed flags, falling back to ROLLGUARD_* variables."""
@@ -188,6 +195,8 @@ def run_settings(
     if not 2 <= lease_duration <= 600:
         raise SettingsError(f"{ENV_PREFIX}LEASE_DURATION: {lease_duration} is outside 2..600 seconds")
     proxy_value, _ = _flag_or_env(service_proxy, env, "SERVICE_PROXY", None)
+    prometheus_value, _ = _flag_or_env(prometheus_url, env, "PROMETHEUS_URL", None)
+    notify_value, _ = _flag_or_env(notify_config, env, "NOTIFY_CONFIG", None)
     return RunSettings(
         rules_dir=Path(rules_value),
         kubeconfig=Path(kube_value) if kube_value else None,
@@ -201,6 +210,8 @@ def run_settings(
         lease_duration=lease_duration,
         identity=env.get(ENV_PREFIX + "POD_NAME") or socket.gethostname(),
         service_proxy=proxy_value or None,
+        prometheus_url=prometheus_value or None,
+        notify_config=Path(notify_value) if notify_value else None,
     )
 
 

@@ -1,0 +1,238 @@
+"""One analysis per live rollout: wait, measure, evaluate, decide — until a decision or the bake time ends.
+
+Schedule (seconds from the policy's `analysis`): the first evaluation is at `started_at +
+initialDelay`, then one every `interval`, measured from the planned tick (not from when the last
+one finished) so ticks do not drift. The analysis passes once the rollout is complete and
+`bakeTime` has passed since completion with no rule asking for more than `notify`.
+
+Per tick: every signal is measured concurrently, the pure evaluator judges the rules with the
+timers carried from the last tick, each evaluation is logged (rule, values, baseline, verdict),
+and the verdict goes to the `Decider`:
+
+* rollback → the decider rolls back; the analysis ends;
+* review → a human is paged once; the analysis goes on (a later rollback verdict still acts);
+* notify → Slack once per rule; the analysis goes on;
+* pass → nothing, unless the bake time is over: then the analysis passed.
+
+Baselines (`baseline: previous`) are measured once, for the previous revision's pods, at the
+moment the rollout started. The per-rule timers and the phase are saved in the Deployment's state
+annotation whenever they change, so a restarted daemon resumes with its `for:` timers intact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import structlog
+
+from daemon.clock import Clock
+from daemon.kube.rollout_state import RolloutId
+from daemon.kube.state import AnalysisState
+from daemon.metrics import Metrics
+from daemon.rules.evaluate import EvaluationState, RuleStatus, Verdict, evaluate
+from daemon.rules.model import Action, RollbackPolicy
+from daemon.signals.base import Measurement, Phase, SignalContext
+from daemon.signals.factory import ProviderKind
+
+log = structlog.get_logger("rollguard.analysis")
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A rollout being analysed: which revision, under which policy, measured how."""
+
+    id: RolloutId
+    policy: RollbackPolicy
+    ctx: SignalContext
+    """Template variables of the new revision."""
+    baseline_ctx: SignalContext | None
+    """Template variables of the previous revision (None for a first deploy)."""
+    started_at: float
+    """When the rollout started, epoch seconds."""
+    images: tuple[str, ...] = ()
+    """The new revision's container images, for people reading the alerts."""
+    uid: str = ""
+    """The Deployment's UID (Events name it, so `kubectl describe` finds them)."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.id.namespace}/{self.id.name}/{self.id.revision}"
+
+    @property
+    def hash(self) -> str:
+        return self.id.pod_template_hash or ""
+
+
+class Measurer(Protocol):
+    """Takes the readings of a rollout's signals (the signal providers behind one seam)."""
+
+    async def measure(self, rollout: Rollout) -> dict[str, Measurement]:
+        """One reading of every signal of the policy for the new revision, now."""
+        ...
+
+    async def measure_baselines(self, rollout: Rollout) -> dict[str, Measurement]:
+        """Readings of the signals with `baseline: previous`, for the previous revision, at rollout start."""
+        ...
+
+
+class Decider(Protocol):
+    """Turns verdicts into actions and alerts (`daemon.actions.Actions`)."""
+
+    async def rollback(self, rollout: Rollout, verdict: Verdict, state: AnalysisState) -> AnalysisState: ...
+
+    async def review(self, rollout: Rollout, verdict: Verdict, state: AnalysisState) -> AnalysisState: ...
+
+    async def notify(self, rollout: Rollout, verdict: Verdict, state: AnalysisState) -> AnalysisState: ...
+
+    async def passed(self, rollout: Rollout, verdict: Verdict | None, state: AnalysisState) -> AnalysisState: ...
+
+    async def save(self, rollout: Rollout, state: AnalysisState) -> None: ...
+
+
+def _summarise(measurements: Mapping[str, Measurement]) -> dict[str, Any]:
+    return {name: (m.value if m.phase in (Phase.OK, Phase.FAILED) else m.phase.value)
+            for name, m in measurements.items()}
+
+
+class Analysis:
+    """The analysis task of one rollout; `run()` returns when it reached an outcome."""
+
+    def __init__(self, rollout: Rollout, state: AnalysisState, *, measurer: Measurer, decider: Decider,
+                 clock: Clock, metrics: Metrics | None = None, max_action: Action = Action.ROLLBACK) -> None:
+        self.rollout = rollout
+        self.state = state
+        self._measurer = measurer
+        self._decider = decider
+        self._clock = clock
+        self._metrics = metrics
+        self._max_action = max_action
+        self._completed = asyncio.Event()
+        self.completed_at: float | None = state.completed_at
+        if self.completed_at is not None:
+            self._completed.set()
+        self.last_verdict: Verdict | None = None
+        self.last_values: dict[str, Any] = {}
+        self.evaluations = 0
+        self._notified: set[str] = {str(r) for r in (state.decision or {}).get("notified", [])}
+        self._reviewed = state.phase == "review"
+        self._log = log.bind(namespace=rollout.id.namespace, deployment=rollout.id.name,
+                             revision=rollout.id.revision, policy=rollout.policy.name)
+
+    def rollout_completed(self, at: float) -> None:
+        """The rollout reached complete (all replicas new and available): the bake time starts."""
+        if self.completed_at is None:
+            self.completed_at = at
+            self.state = replace(self.state, completed_at=at)
+            self._completed.set()
+
+    @property
+    def outcome(self) -> str:
+        return self.state.phase
+
+    def view(self) -> dict[str, Any]:
+        """A JSON-able summary for `/api/v1/analyses`."""
+        return {
+            "namespace": self.rollout.id.namespace, "deployment": self.rollout.id.name,
+            "revision": self.rollout.id.revision, "podTemplateHash": self.rollout.hash,
+            "policy": self.rollout.policy.name, "phase": self.state.phase, "startedAt": self.rollout.started_at,
+            "completedAt": self.completed_at, "evaluations": self.evaluations, "values": self.last_values,
+            "verdict": None if self.last_verdict is None else {
+                "action": self.last_verdict.action.value, "reason": self.last_verdict.reason},
+        }
+
+    async def run(self) -> None:
+        timing = self.rollout.policy.analysis
+        self._log.info("analysis started", initial_delay=timing.initial_delay, interval=timing.interval,
+                       bake_time=timing.bake_time, resumed=bool(self.state.rules))
+        first_tick = self.rollout.started_at + timing.initial_delay
+        await self._sleep_until(first_tick)
+        baselines = await self._measurer.measure_baselines(self.rollout) if self.rollout.baseline_ctx else {}
+        if baselines:
+            self._log.info("baselines measured", baselines=_summarise(baselines))
+        eval_state = EvaluationState.from_dict(self.state.rules) if self.state.rules else EvaluationState()
+        tick = max(first_tick, self._clock.now())
+        while True:
+            if self._bake_over(tick):
+                self.state = await self._decider.passed(self.rollout, self.last_verdict, self.state)
+                self._log.info("analysis passed", evaluations=self.evaluations)
+                return
+            started = time.perf_counter()
+            measurements = await self._measurer.measure(self.rollout)
+            now = self._clock.now()
+            verdict, eval_state = evaluate(self.rollout.policy, measurements, baselines, eval_state, now)
+            self.evaluations += 1
+            self.last_verdict = verdict
+            self.last_values = _summarise(measurements)
+            self._observe(measurements, verdict, started)
+            self._log_evaluation(verdict, measurements, baselines)
+            if await self._act(verdict, eval_state):
+                return
+            tick += timing.interval
+            if tick <= self._clock.now():  # a slow tick: skip missed ticks instead of bursting
+                tick = self._clock.now()
+            await self._sleep_until(tick)
+
+    def _bake_over(self, tick: float) -> bool:
+        return self.completed_at is not None and tick >= self.completed_at + self.rollout.policy.analysis.bake_time
+
+    async def _sleep_until(self, when: float) -> None:
+        delay = when - self._clock.now()
+        if delay > 0:
+            await self._clock.sleep(delay)
+
+    async def _act(self, verdict: Verdict, eval_state: EvaluationState) -> bool:
+        """Hand the verdict to the decider; True when the analysis is over."""
+        timers = eval_state.to_dict()
+        action = verdict.action
+        if action.severity > self._max_action.severity:
+            # A template rollguard rolled back before came back: ask a human instead of flapping.
+            action = self._max_action
+        if action is Action.ROLLBACK:
+            self.state = replace(self.state, rules=timers)
+            self.state = await self._decider.rollback(self.rollout, verdict, self.state)
+            return True
+        if action is Action.REVIEW and not self._reviewed:
+            self._reviewed = True
+            self.state = await self._decider.review(self.rollout, verdict, replace(self.state, rules=timers))
+        # Held rules (missing data) may ask for notify too; each rule is announced once per rollout.
+        matched_notify = [r.rule for r in verdict.rules
+                          if r.action is Action.NOTIFY and r.status in (RuleStatus.MATCHED, RuleStatus.HELD)
+                          and r.rule not in self._notified]
+        if matched_notify:
+            self._notified.update(matched_notify)
+            decision = dict(self.state.decision or {})
+            decision["notified"] = sorted(self._notified)
+            self.state = await self._decider.notify(self.rollout, verdict,
+                                                    replace(self.state, rules=timers, decision=decision))
+        if timers != dict(self.state.rules):
+            self.state = replace(self.state, rules=timers)
+            await self._decider.save(self.rollout, self.state)
+        return False
+
+    def _observe(self, measurements: Mapping[str, Measurement], verdict: Verdict, started: float) -> None:
+        if self._metrics is None:
+            return
+        self._metrics.evaluations.inc()
+        self._metrics.verdicts.labels(action=verdict.action.value).inc()
+        self._metrics.evaluation_seconds.observe(time.perf_counter() - started)
+        for name, m in measurements.items():
+            if m.phase is Phase.ERROR:
+                spec = self.rollout.policy.signals.get(name)
+                provider = ProviderKind.of(spec).value if spec else "unknown"
+                self._metrics.provider_errors.labels(provider=provider).inc()
+
+    def _log_evaluation(self, verdict: Verdict, measurements: Mapping[str, Measurement],
+                        baselines: Mapping[str, Measurement]) -> None:
+        self._log.info(
+            "evaluation",
+            verdict=verdict.action.value,
+            reason=verdict.reason,
+            values=_summarise(measurements),
+            baselines=_summarise(baselines),
+            rules={r.rule: r.status.value for r in verdict.rules},
+            problems={n: m.message for n, m in measurements.items() if m.phase in (Phase.ERROR, Phase.INCONCLUSIVE)},
+        )

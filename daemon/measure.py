@@ -1,0 +1,88 @@
+"""The `Measurer` of the analyses: the signal providers of each policy behind one seam.
+
+Providers are built once per policy (policies are immutable; a reload makes new ones) and share
+the daemon's pooled HTTP session and one Prometheus client, whose coalescer sends identical
+queries of the same tick once however many analyses ask. Every measurement is bounded by a
+timeout; a provider that overruns it or cannot be built yields an ERROR measurement, which the
+rules treat as "could not tell" — never as "the rollout is bad".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import structlog
+
+from daemon.analysis import Rollout
+from daemon.clock import Clock
+from daemon.kube.client import KubeClient
+from daemon.rules.model import RollbackPolicy
+from daemon.signals.base import Measurement, Phase, SignalProvider
+from daemon.signals.factory import build_providers
+from daemon.signals.prometheus import PrometheusClient, PrometheusProvider
+
+log = structlog.get_logger("rollguard.measure")
+
+
+class ProviderMeasurer:
+    """Measures rollouts with the providers their policy names."""
+
+    def __init__(self, *, prometheus_url: str | None, kube: KubeClient | None, session: aiohttp.ClientSession,
+                 proxy: str | None, clock: Clock, timeout: float = 30.0) -> None:
+        self._prometheus = PrometheusClient(prometheus_url, session) if prometheus_url else None
+        self._kube = kube
+        self._session = session
+        self._proxy = proxy
+        self._clock = clock
+        self._timeout = timeout
+        self._providers: dict[int, tuple[RollbackPolicy, dict[str, SignalProvider] | str]] = {}
+
+    def _for(self, policy: RollbackPolicy) -> dict[str, SignalProvider] | str:
+        cached = self._providers.get(id(policy))
+        if cached is not None and cached[0] is policy:
+            return cached[1]
+        built: dict[str, SignalProvider] | str
+        try:
+            built = build_providers(policy.signals, prometheus=self._prometheus, kube=self._kube,
+                                    session=self._session, proxy=self._proxy)
+        except ValueError as exc:
+            log.error("cannot measure the signals of a policy", policy=policy.name, error=str(exc))
+            built = str(exc)
+        if len(self._providers) > 1000:
+            self._providers.clear()
+        self._providers[id(policy)] = (policy, built)
+        return built
+
+    async def _bounded(self, name: str, coro: Any) -> Measurement:
+        try:
+            result: Measurement = await asyncio.wait_for(coro, self._timeout)
+            return result
+        except TimeoutError:
+            return Measurement(Phase.ERROR, None, f"{name}: no answer within {self._timeout:g}s")
+
+    async def measure(self, rollout: Rollout) -> dict[str, Measurement]:
+        providers = self._for(rollout.policy)
+        if isinstance(providers, str):
+            return {name: Measurement(Phase.ERROR, None, providers) for name in rollout.policy.signals}
+        names = list(providers)
+        results = await asyncio.gather(*(self._bounded(n, providers[n].measure(rollout.ctx)) for n in names))
+        return dict(zip(names, results, strict=True))
+
+    async def measure_baselines(self, rollout: Rollout) -> dict[str, Measurement]:
+        if rollout.baseline_ctx is None:
+            return {}
+        providers = self._for(rollout.policy)
+        if isinstance(providers, str):
+            return {}
+        wanted = {name: p for name, p in providers.items()
+                  if rollout.policy.signals[name].has_baseline and isinstance(p, PrometheusProvider)}
+        names = list(wanted)
+        results = await asyncio.gather(*(
+            self._bounded(n, wanted[n].measure_at(rollout.baseline_ctx, rollout.started_at)) for n in names))
+        return dict(zip(names, results, strict=True))
+
+    async def close(self) -> None:
+        if self._prometheus is not None:
+            await self._prometheus.aclose()
