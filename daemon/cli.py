@@ -74,6 +74,12 @@ def _sim(args: argparse.Namespace) -> int:
     return sim_command(settings)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from daemon.demo.run import demo_command
+
+    return demo_command(fast=args.fast, keep_running=args.keep_running)
+
+
 def _approve(args: argparse.Namespace) -> int:
     import asyncio
     import os
@@ -138,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="play the scripted story on the simulated cluster")
     demo.add_argument("--fast", action="store_true", help="short intervals (for tests)")
     demo.add_argument("--keep-running", action="store_true", help="leave the cluster and daemon up at the end")
-    demo.set_defaults(handler=_not_implemented("demo"))
+    demo.set_defaults(handler=_demo)
     return parser
 
 
