@@ -120,7 +120,7 @@ class Informer:
 
     async def _relist(self, path: str, params: dict[str, str], namespace: str | None, handler: Handler) -> str:
         """List, reconcile the cache with what the server has now, and return the list's resourceVersion."""
-        listing = await self._client.list(path, params)
+        listing = await self._list(path, params)
         fresh = {object_key(item): item for item in listing.get("items") or []}
         stale = [key for key in self.cache if (namespace is None or key[0] == namespace) and key not in fresh]
         for key in stale:
@@ -133,8 +133,29 @@ class Informer:
                 await self._apply("MODIFIED", item, handler)
         return str((listing.get("metadata") or {}).get("resourceVersion") or "0")
 
+    async def _list(self, path: str, params: dict[str, str], *, page_size: int = 500) -> Obj:
+        """`KubeClient.list`, page by page, dropping each page's managedFields before the next page is read.
+
+        Dropped per page rather than after the whole list, the memory they took is re-used by the next
+        page instead of being left as holes in the heap (10,000 real-shaped Deployments + ReplicaSets:
+        408 MiB RSS keeping them, 383 dropping them after the list, 248 per page; bench/RESULTS.md).
+        """
+        query: dict[str, Any] = {**params, "limit": page_size}
+        first = await self._client.get(path, query)
+        items: list[Obj] = _without_managed_fields(first.get("items") or [])
+        token = (first.get("metadata") or {}).get("continue")
+        while token:
+            query["continue"] = token
+            page = await self._client.get(path, query)
+            items.extend(_without_managed_fields(page.get("items") or []))
+            token = (page.get("metadata") or {}).get("continue")
+        first["items"] = items
+        first.setdefault("metadata", {}).pop("continue", None)
+        return first
+
     async def _apply(self, kind: str, obj: Obj, handler: Handler) -> None:
         key = object_key(obj)
+        _without_managed_fields([obj])
         if kind == "DELETED":
             self.cache.pop(key, None)
         elif kind in ("ADDED", "MODIFIED"):
@@ -149,3 +170,11 @@ class Informer:
             log.warning("unexpected watch event", resource=self.plural, type=kind)
             return
         await handler(kind, obj)
+
+
+def _without_managed_fields(items: list[Obj]) -> list[Obj]:
+    """Drop `metadata.managedFields` in place: nothing in rollguard reads them, and on a real API server
+    they are often the largest part of a Deployment or ReplicaSet."""
+    for item in items:
+        (item.get("metadata") or {}).pop("managedFields", None)
+    return items

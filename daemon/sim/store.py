@@ -127,6 +127,9 @@ class Store:
         self.clock = clock
         self._rv = 1
         self._objects: dict[str, dict[tuple[str, str], Obj]] = {}
+        # The same objects by bucket → namespace → name: a namespaced list (what every controller sync
+        # does) costs the size of that namespace, not of the whole cluster.
+        self._by_namespace: dict[str, dict[str, dict[str, Obj]]] = {}
         self._history: deque[WatchEvent] = deque(maxlen=history_size)
         self._subscriptions: list[Subscription] = []
         self._listeners: list[Callable[[WatchEvent], None]] = []
@@ -154,8 +157,12 @@ class Store:
     def list_objects(self, rt: ResourceType, namespace: str | None = None,
              predicate: Callable[[Obj], bool] | None = None) -> tuple[list[Obj], int]:
         """Stored objects (read-only!) sorted by namespace and name, and the list resourceVersion."""
-        items = [obj for (ns, _), obj in sorted(self._bucket(rt).items(), key=lambda kv: kv[0])
-                 if (namespace is None or ns == namespace) and (predicate is None or predicate(obj))]
+        if namespace is not None:
+            in_namespace = self._by_namespace.get(rt.bucket, {}).get(namespace, {})
+            return [obj for _, obj in sorted(in_namespace.items(), key=lambda kv: kv[0])
+                    if predicate is None or predicate(obj)], self._rv
+        items = [obj for _, obj in sorted(self._bucket(rt).items(), key=lambda kv: kv[0])
+                 if predicate is None or predicate(obj)]
         return items, self._rv
 
     def iter_objects(self, rt: ResourceType) -> Iterator[Obj]:
@@ -244,6 +251,10 @@ class Store:
         if (ns, name) not in bucket:
             raise not_found(rt, name)
         obj = bucket.pop((ns, name))
+        in_namespace = self._by_namespace[rt.bucket][ns]
+        del in_namespace[name]
+        if not in_namespace:
+            del self._by_namespace[rt.bucket][ns]
         self._rv += 1
         obj = copy_json(obj)
         obj["metadata"]["resourceVersion"] = str(self._rv)
@@ -298,6 +309,7 @@ class Store:
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
         self._bucket(rt)[key] = obj
+        self._by_namespace.setdefault(rt.bucket, {}).setdefault(key[0], {})[key[1]] = obj
         self._publish(WatchEvent(kind, rt.bucket, copy_json(obj), self._rv))
 
     def _publish(self, event: WatchEvent) -> None:
