@@ -102,7 +102,7 @@ on any widening. dryRun drops every write verb except events (the audit trail st
   verbs: ["get", "list", "watch"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list"]
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
@@ -112,9 +112,9 @@ on any widening. dryRun drops every write verb except events (the audit trail st
 - apiGroups: ["batch"]
   resources: ["jobs"]
   {{- if .Values.dryRun }}
-  verbs: ["get", "list", "watch"]
+  verbs: ["get"]
   {{- else }}
-  verbs: ["create", "get", "list", "watch", "delete"]
+  verbs: ["create", "get"]
   {{- end }}
 {{- end }}
 
