@@ -29,7 +29,7 @@ from daemon.kube.client import KubeClient, KubeError, api_path
 from daemon.kube.events import EventRecorder
 from daemon.kube.jobs import job_manifest, run_job
 from daemon.kube.rollback import Fence, RollbackFenced, UndoRefused, undo
-from daemon.kube.state import ROLLGUARD_PREFIX, AnalysisState, write_state
+from daemon.kube.state import ROLLGUARD_PREFIX, STATE_ANNOTATION, AnalysisState, write_state
 from daemon.metrics import Metrics
 from daemon.notify.model import Alert, AlertKind, rollout_key_for
 from daemon.rules.evaluate import RuleResult, Verdict
@@ -89,7 +89,7 @@ class Actions:
     async def _decide(self, rollout: Rollout, state: AnalysisState, *, kind: AlertKind, event_reason: str,
                       event_type: str, title: str, summary: str, phase: str | None = None,
                       verdict: Verdict | None = None, deciding: tuple[RuleResult, ...] = (),
-                      approve: bool = False) -> AnalysisState:
+                      approve: bool = False, evidence: tuple[str, ...] = ()) -> AnalysisState:
         now = self._clock.now()
         rule = deciding[0] if deciding else None
         if phase is not None:
@@ -110,7 +110,8 @@ class Actions:
         for result in deciding:
             values.update(result.values)
             baselines.update(result.baselines)
-        evidence = tuple(r.message for r in deciding)
+        # The rules' own lines first, then what the providers quoted (log lines, failed checks).
+        evidence = tuple(r.message for r in deciding) + evidence
         self._alerts.submit(Alert(
             kind=kind, namespace=rollout.id.namespace, deployment=rollout.id.name, revision=rollout.id.revision,
             pod_template_hash=rollout.hash, rollout_key=rollout_key_for(rollout.id.namespace, rollout.id.name,
@@ -156,23 +157,23 @@ class Actions:
             title=f"Rollout of {rollout.id.namespace}/{rollout.id.name} revision {rollout.id.revision} passed",
             summary=f"Complete, and no rule fired during the {bake:g}s bake time.", phase="passed", verdict=verdict)
 
-    async def notify(self, rollout: Rollout, verdict: Verdict, state: AnalysisState) -> AnalysisState:
+    async def notify(self, rollout: Rollout, verdict: Verdict, state: AnalysisState, *,
+                     evidence: tuple[str, ...] = ()) -> AnalysisState:
         deciding = tuple(r for r in verdict.rules if r.action is Action.NOTIFY)
         return await self._decide(
             rollout, state, kind=AlertKind.NOTIFY_MATCHED, event_reason="RuleMatched", event_type="Normal",
-            title=f"{rollout.id.namespace}/{rollout.id.name} revision {rollout.id.revision}: "
-                  f"{', '.join(r.rule for r in deciding)}",
+            title=f"{rollout.id.namespace}/{rollout.id.name} revision {rollout.id.revision}: rule matched",
             summary="; ".join(r.message for r in deciding) or verdict.reason, verdict=verdict, deciding=deciding,
-            phase=state.phase)
+            phase=state.phase, evidence=evidence)
 
     async def review(self, rollout: Rollout, verdict: Verdict, state: AnalysisState, *,
-                     why: str | None = None) -> AnalysisState:
+                     why: str | None = None, evidence: tuple[str, ...] = ()) -> AnalysisState:
         deciding = verdict.deciding or tuple(r for r in verdict.rules if r.action is not Action.PASS)
         return await self._decide(
             rollout, state, kind=AlertKind.REVIEW_NEEDED, event_reason="ReviewRequested", event_type="Warning",
             title=f"Review a rollback of {rollout.id.namespace}/{rollout.id.name} revision {rollout.id.revision}",
             summary=(why + " " if why else "") + verdict.reason, phase="review", verdict=verdict, deciding=deciding,
-            approve=True)
+            approve=True, evidence=evidence)
 
     async def failed(self, rollout: Rollout, state: AnalysisState, message: str) -> AnalysisState:
         """The rollout itself failed (ProgressDeadlineExceeded); what follows is the policy's `onFailure`."""
@@ -198,7 +199,7 @@ class Actions:
     # ----- rollback -----
 
     async def rollback(self, rollout: Rollout, verdict: Verdict, state: AnalysisState, *,
-                       approved_by: str | None = None) -> AnalysisState:
+                       approved_by: str | None = None, evidence: tuple[str, ...] = ()) -> AnalysisState:
         ns, name = rollout.id.namespace, rollout.id.name
         now = self._clock.now()
         recent = state.rollbacks_since(now - self.settings.rollback_window)
@@ -207,7 +208,7 @@ class Actions:
                 rollout, verdict, state,
                 why=f"rollguard already rolled back {ns}/{name} {recent} times in the last "
                     f"{self.settings.rollback_window / 60:g} minutes (cap {self.settings.max_rollbacks}); "
-                    "a human decides the next one.")
+                    "a human decides the next one.", evidence=evidence)
         reason = verdict.reason + (f" (approved by {approved_by})" if approved_by else "")
         deciding = verdict.deciding
         if self.settings.dry_run:
@@ -216,7 +217,7 @@ class Actions:
             return await self._decide(
                 rollout, state, kind=AlertKind.ROLLBACK_STARTED, event_reason="RollbackDryRun", event_type="Warning",
                 title=f"Would roll back {ns}/{name} from revision {rollout.id.revision} (dry run)",
-                summary=reason, phase="rolled-back", verdict=verdict, deciding=deciding)
+                summary=reason, phase="rolled-back", verdict=verdict, deciding=deciding, evidence=evidence)
         if not self._is_leader():
             log.warning("not the leader: leaving the rollback to the leader", namespace=ns, deployment=name)
             return state
@@ -230,14 +231,20 @@ class Actions:
                     rollout, state, kind=AlertKind.ROLLBACK_FAILED, event_reason="RollbackJobFailed",
                     event_type="Warning", title=f"Rollback of {ns}/{name} stopped: the pre-rollback job failed",
                     summary=f"{message}. The deploy was NOT undone; a human must decide. Trigger: {reason}",
-                    phase="review", verdict=verdict, deciding=deciding, approve=True)
+                    phase="review", verdict=verdict, deciding=deciding, approve=True, evidence=evidence)
             reason = f"{reason}; pre-rollback job: {message}"
         if self.listener is not None:
             self.listener.rollback_intended(rollout)
         started = time.perf_counter()
+        # The state as it will be after the undo, written by the undo's own patch: a daemon killed right
+        # after it still knows it rolled back (the annotation is written again, with the Event, below).
+        remembered = state.remember_rollback(pod_template_hash=rollout.hash, revision=rollout.id.revision, at=now)
+        decision = {**(state.decision or {}), "action": AlertKind.ROLLBACK_STARTED.value,
+                    "rule": deciding[0].rule if deciding else None, "at": now, "reason": reason[:500]}
+        landed = replace(remembered, phase="rolling-back", decision=decision)
         try:
             result = await undo(self._kube, ns, name, fence=Fence(rollout.id.revision, rollout.hash),
-                                keep_prefix=ROLLGUARD_PREFIX)
+                                keep_prefix=ROLLGUARD_PREFIX, set_annotations={STATE_ANNOTATION: landed.to_json()})
         except RollbackFenced as exc:
             self._abandoned(rollout)
             if self._metrics:
@@ -253,7 +260,7 @@ class Actions:
             return await self._decide(
                 rollout, state, kind=AlertKind.ROLLBACK_FAILED, event_reason="RollbackFailed", event_type="Warning",
                 title=f"Rollback of {ns}/{name} failed", summary=f"{exc}. Trigger: {reason}", phase="review",
-                verdict=verdict, deciding=deciding, approve=True)
+                verdict=verdict, deciding=deciding, approve=True, evidence=evidence)
         except BaseException:
             self._abandoned(rollout)
             raise
@@ -262,7 +269,7 @@ class Actions:
             self._abandoned(rollout)
         if self._metrics:
             self._metrics.rollbacks.labels(result="skipped" if result.plan.skipped else "executed").inc()
-        state = state.remember_rollback(pod_template_hash=rollout.hash, revision=rollout.id.revision, at=now)
+        state = remembered
         log.info("rolled back", namespace=ns, deployment=name, to_revision=result.plan.target_revision,
                  replica_set=result.plan.target_replica_set, seconds=round(took, 4))
         return await self._decide(
@@ -270,7 +277,7 @@ class Actions:
             title=f"Rolled back {ns}/{name} from revision {rollout.id.revision} to revision "
                   f"{result.plan.target_revision}",
             summary=f"{result.plan.message}. Trigger: {reason}", phase="rolling-back", verdict=verdict,
-            deciding=deciding)
+            deciding=deciding, evidence=evidence)
 
     def _abandoned(self, rollout: Rollout) -> None:
         if self.listener is not None:

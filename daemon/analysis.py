@@ -3,7 +3,11 @@
 Schedule (seconds from the policy's `analysis`): the first evaluation is at `started_at +
 initialDelay`, then one every `interval`, measured from the planned tick (not from when the last
 one finished) so ticks do not drift. The analysis passes once the rollout is complete and
-`bakeTime` has passed since completion with no rule asking for more than `notify`.
+`bakeTime` has passed since completion with no rule asking for more than `notify`. If a review was
+asked for, the end of the bake time ends the analysis without passing it: the review stays pending
+(phase `review`) until a human approves the rollback or a newer deploy replaces the revision. The
+bake time never ends before the first evaluation, nor while a rule cannot be judged because a
+provider is in error (Prometheus down): the analysis waits until it can tell good from bad.
 
 Per tick: every signal is measured concurrently, the pure evaluator judges the rules with the
 timers carried from the last tick, each evaluation is logged (rule, values, baseline, verdict),
@@ -33,8 +37,8 @@ from daemon.clock import Clock
 from daemon.kube.rollout_state import RolloutId
 from daemon.kube.state import AnalysisState
 from daemon.metrics import Metrics
-from daemon.rules.evaluate import EvaluationState, RuleStatus, Verdict, evaluate
-from daemon.rules.model import Action, RollbackPolicy
+from daemon.rules.evaluate import EvaluationState, RuleResult, RuleStatus, Verdict, evaluate
+from daemon.rules.model import Action, RollbackPolicy, Unavailable
 from daemon.signals.base import Measurement, Phase, SignalContext
 from daemon.signals.factory import ProviderKind
 
@@ -82,15 +86,33 @@ class Measurer(Protocol):
 class Decider(Protocol):
     """Turns verdicts into actions and alerts (`daemon.actions.Actions`)."""
 
-    async def rollback(self, rollout: Rollout, verdict: Verdict, state: AnalysisState) -> AnalysisState: ...
+    async def rollback(self, rollout: Rollout, verdict: Verdict, state: AnalysisState, *,
+                       evidence: tuple[str, ...] = ()) -> AnalysisState: ...
 
-    async def review(self, rollout: Rollout, verdict: Verdict, state: AnalysisState) -> AnalysisState: ...
+    async def review(self, rollout: Rollout, verdict: Verdict, state: AnalysisState, *,
+                     evidence: tuple[str, ...] = ()) -> AnalysisState: ...
 
-    async def notify(self, rollout: Rollout, verdict: Verdict, state: AnalysisState) -> AnalysisState: ...
+    async def notify(self, rollout: Rollout, verdict: Verdict, state: AnalysisState, *,
+                     evidence: tuple[str, ...] = ()) -> AnalysisState: ...
 
     async def passed(self, rollout: Rollout, verdict: Verdict | None, state: AnalysisState) -> AnalysisState: ...
 
     async def save(self, rollout: Rollout, state: AnalysisState) -> None: ...
+
+
+MAX_EVIDENCE = 10
+"""Measured evidence lines (log lines, failed checks) handed to one alert, at most."""
+
+
+def _evidence(results: tuple[RuleResult, ...], measurements: Mapping[str, Measurement]) -> tuple[str, ...]:
+    """What the providers quoted (matching log lines, response bodies) for the signals these rules read."""
+    lines: list[str] = []
+    for result in results:
+        for name in result.values:
+            measurement = measurements.get(name)
+            if measurement is not None:
+                lines.extend(line for line in measurement.evidence if line not in lines)
+    return tuple(lines[:MAX_EVIDENCE])
 
 
 def _summarise(measurements: Mapping[str, Measurement]) -> dict[str, Any]:
@@ -119,6 +141,7 @@ class Analysis:
         self.evaluations = 0
         self._notified: set[str] = {str(r) for r in (state.decision or {}).get("notified", [])}
         self._reviewed = state.phase == "review"
+        self._unjudged_since_error = False
         self._log = log.bind(namespace=rollout.id.namespace, deployment=rollout.id.name,
                              revision=rollout.id.revision, policy=rollout.policy.name)
 
@@ -152,11 +175,18 @@ class Analysis:
         await self._sleep_until(first_tick)
         baselines = await self._measurer.measure_baselines(self.rollout) if self.rollout.baseline_ctx else {}
         if baselines:
-            self._log.info("baselines measured", baselines=_summarise(baselines))
+            self._log.info("baselines measured", baselines=_summarise(baselines),
+                           problems={n: m.message for n, m in baselines.items()
+                                     if m.phase in (Phase.ERROR, Phase.INCONCLUSIVE)})
         eval_state = EvaluationState.from_dict(self.state.rules) if self.state.rules else EvaluationState()
         tick = max(first_tick, self._clock.now())
         while True:
-            if self._bake_over(tick):
+            if self._bake_over(tick) and not self._rules_pending(tick) and not self._cannot_tell():
+                if self._reviewed:
+                    # A human was paged to review a rollback: the rollout has not "passed", and the
+                    # approval must stay valid (phase review) until the human decides.
+                    self._log.info("bake time over; the review stays pending", evaluations=self.evaluations)
+                    return
                 self.state = await self._decider.passed(self.rollout, self.last_verdict, self.state)
                 self._log.info("analysis passed", evaluations=self.evaluations)
                 return
@@ -166,10 +196,11 @@ class Analysis:
             verdict, eval_state = evaluate(self.rollout.policy, measurements, baselines, eval_state, now)
             self.evaluations += 1
             self.last_verdict = verdict
+            self._track_unjudged(verdict)
             self.last_values = _summarise(measurements)
             self._observe(measurements, verdict, started)
             self._log_evaluation(verdict, measurements, baselines)
-            if await self._act(verdict, eval_state):
+            if await self._act(verdict, eval_state, measurements):
                 return
             tick += timing.interval
             if tick <= self._clock.now():  # a slow tick: skip missed ticks instead of bursting
@@ -179,12 +210,50 @@ class Analysis:
     def _bake_over(self, tick: float) -> bool:
         return self.completed_at is not None and tick >= self.completed_at + self.rollout.policy.analysis.bake_time
 
+    def _rules_pending(self, tick: float) -> bool:
+        """Whether a rule's condition is true but its `for` has not elapsed yet. The bake time is then
+        extended until the rule either clears or fires (by at most twice the longest `for`), so a rollout
+        is never declared good while it is visibly going bad."""
+        if self.last_verdict is None or self.completed_at is None:
+            return False
+        longest = max((rule.for_ for rule in self.rollout.policy.rules), default=0.0)
+        limit = self.completed_at + self.rollout.policy.analysis.bake_time + 2 * longest
+        return tick < limit and any(r.status is RuleStatus.PENDING for r in self.last_verdict.rules)
+
+    def _cannot_tell(self) -> bool:
+        """Whether the bake time must wait: no evaluation yet, or a provider error (Prometheus down, pod
+        logs unreadable) left a rule unjudged and no reading since has judged it. An outage of the
+        measuring side must not pass a rollout any more than fail it, so the analysis goes on (the held
+        rule has asked for review) until it can tell good from bad again."""
+        return self.last_verdict is None or self._unjudged_since_error
+
+    def _track_unjudged(self, verdict: Verdict) -> None:
+        """After each evaluation: note rules held by a provider error, until they are judged again.
+
+        Rules whose `onError`/`onInconclusive` is `ignore` or `pass` do not count: the SRE said so.
+        Right after an outage the data is inconclusive for a while (a `rate()` needs fresh samples), so
+        once in error a rule stays unjudged until it is decided, not merely until the error ends."""
+        rules = {rule.name: rule for rule in self.rollout.policy.rules}
+        held = []
+        for result in verdict.rules:
+            rule = rules.get(result.rule)
+            if rule is None or result.status is not RuleStatus.HELD:
+                continue
+            choice = rule.on_error if result.unavailable is Phase.ERROR else rule.on_inconclusive
+            if choice not in (Unavailable.IGNORE, Unavailable.PASS):
+                held.append(result)
+        if any(result.unavailable is Phase.ERROR for result in held):
+            self._unjudged_since_error = True
+        elif not held:
+            self._unjudged_since_error = False
+
     async def _sleep_until(self, when: float) -> None:
         delay = when - self._clock.now()
         if delay > 0:
             await self._clock.sleep(delay)
 
-    async def _act(self, verdict: Verdict, eval_state: EvaluationState) -> bool:
+    async def _act(self, verdict: Verdict, eval_state: EvaluationState,
+                   measurements: Mapping[str, Measurement]) -> bool:
         """Hand the verdict to the decider; True when the analysis is over."""
         timers = eval_state.to_dict()
         action = verdict.action
@@ -193,11 +262,14 @@ class Analysis:
             action = self._max_action
         if action is Action.ROLLBACK:
             self.state = replace(self.state, rules=timers)
-            self.state = await self._decider.rollback(self.rollout, verdict, self.state)
+            self.state = await self._decider.rollback(self.rollout, verdict, self.state,
+                                                      evidence=_evidence(verdict.deciding, measurements))
             return True
         if action is Action.REVIEW and not self._reviewed:
             self._reviewed = True
-            self.state = await self._decider.review(self.rollout, verdict, replace(self.state, rules=timers))
+            reviewing = tuple(r for r in verdict.rules if r.action.severity >= Action.REVIEW.severity)
+            self.state = await self._decider.review(self.rollout, verdict, replace(self.state, rules=timers),
+                                                    evidence=_evidence(reviewing, measurements))
         # Held rules (missing data) may ask for notify too; each rule is announced once per rollout.
         matched_notify = [r.rule for r in verdict.rules
                           if r.action is Action.NOTIFY and r.status in (RuleStatus.MATCHED, RuleStatus.HELD)
@@ -206,8 +278,10 @@ class Analysis:
             self._notified.update(matched_notify)
             decision = dict(self.state.decision or {})
             decision["notified"] = sorted(self._notified)
+            noted = tuple(r for r in verdict.rules if r.rule in matched_notify)
             self.state = await self._decider.notify(self.rollout, verdict,
-                                                    replace(self.state, rules=timers, decision=decision))
+                                                    replace(self.state, rules=timers, decision=decision),
+                                                    evidence=_evidence(noted, measurements))
         if timers != dict(self.state.rules):
             self.state = replace(self.state, rules=timers)
             await self._decider.save(self.rollout, self.state)

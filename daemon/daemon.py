@@ -105,7 +105,8 @@ async def run_daemon(settings: RunSettings, *, stop: asyncio.Event | None = None
         elector = LeaderElector(kube, LeaseConfig(settings.lease_name, settings.lease_namespace, settings.identity,
                                                   lease_duration=settings.lease_duration,
                                                   renew_deadline=settings.lease_duration * 2 / 3,
-                                                  retry_period=settings.lease_duration / 7.5), clock=clock)
+                                                  retry_period=settings.lease_duration / 7.5), clock=clock,
+                                on_change=lambda leading: metrics.is_leader.set(1 if leading else 0))
 
     def is_leader() -> bool:
         leading = elector is None or elector.is_leader
@@ -123,6 +124,12 @@ async def run_daemon(settings: RunSettings, *, stop: asyncio.Event | None = None
             namespaces = settings.namespaces
             supervisor = Supervisor(kube=kube, rules=rules, measurer=measurer, actions=actions, clock=clock,
                                     events=events, metrics=metrics, namespaces=namespaces, is_leader=is_leader)
+            if elector is not None:
+                def leadership_changed(leading: bool) -> None:
+                    metrics.is_leader.set(1 if leading else 0)
+                    supervisor.leadership_changed()  # resume or stop analyses now, not at the next watch event
+
+                elector.on_change = leadership_changed
             http = HttpServer(build_http_app(metrics=metrics, ready=supervisor.ready, analyses=supervisor.analyses),
                               settings.http_listen)
             await http.start()

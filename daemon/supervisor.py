@@ -67,6 +67,7 @@ log = structlog.get_logger("rollguard.supervisor")
 Key = tuple[str, str]
 Obj = dict[str, Any]
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
+_WAKE: Key = ("", "")  # not a Deployment: wakes the worker to act on a leadership change
 
 
 def _epoch(timestamp: str | None, default: float) -> float:
@@ -119,6 +120,8 @@ class Supervisor:
         self._rolling_back: dict[Key, Rollout] = {}
         self._finished: deque[dict[str, Any]] = deque(maxlen=100)
         self._was_leader = False
+        self._initial: set[Key] = set()
+        """Deployments not reconciled since start or since this replica became leader: resumed, never announced."""
         self.synced = asyncio.Event()
         actions.listener = self
 
@@ -143,6 +146,10 @@ class Supervisor:
         live = [t.analysis.view() for t in self._tracked.values() if t.analysis is not None and t.task
                 and not t.task.done()]
         return live + list(self._finished)
+
+    def leadership_changed(self) -> None:
+        """Tell the worker leadership changed (the elector calls this), so it resumes or stops analyses now."""
+        self._enqueue(_WAKE)
 
     def rollback_intended(self, rollout: Rollout) -> None:
         self._rolling_back[(rollout.id.namespace, rollout.id.name)] = rollout
@@ -180,28 +187,37 @@ class Supervisor:
     async def _worker(self) -> None:
         await self.deployments.synced.wait()
         await self.replicasets.synced.wait()
-        initial = set(self.deployments.cache)
-        for key in sorted(initial):
+        self._initial = set(self.deployments.cache)
+        for key in sorted(self._initial):
             self._enqueue(key)
         self.synced.set()
         log.info("synced", deployments=len(self.deployments.cache), replicasets=len(self.replicasets.cache))
+        handled = 0
         while True:
             key = await self._dirty.get()
             self._queued.discard(key)
+            handled += 1
+            if handled % 200 == 0:
+                # Queue.get() does not suspend while work is queued; let the HTTP server and the
+                # watches run during a first sync of thousands of Deployments.
+                await asyncio.sleep(0)
             leader = self._is_leader()
             if leader != self._was_leader:
                 await self._leadership_changed(leader)
+            if key == _WAKE:
+                continue
             try:
-                await self._reconcile(key, first_sight_is_rollout=key not in initial)
+                await self._reconcile(key, first_sight_is_rollout=key not in self._initial)
             except Exception:
                 log.exception("reconcile failed", namespace=key[0], deployment=key[1])
-            initial.discard(key)
+            self._initial.discard(key)
 
     async def _leadership_changed(self, leader: bool) -> None:
         self._was_leader = leader
         if leader:
             log.info("leading: resuming analyses from state annotations")
             self._tracked.clear()  # re-read everything from the annotations, as a fresh daemon would
+            self._initial = set(self.deployments.cache)
             for key in list(self.deployments.cache):
                 self._enqueue(key)
         else:
@@ -358,9 +374,35 @@ class Supervisor:
             if state.phase == "analysing":
                 self._start_analysis(key, tracked, rollout)
             return
+        if await self._resume_rollback(key, tracked, deployment, replica_sets, policy, state):
+            return
         if tracked.phase in (RolloutPhase.PROGRESSING, RolloutPhase.WAITING_SPEC):
             # A rollout that started while no daemon was watching: analyse it from now on.
             await self._rollout_started(key, tracked, deployment, replica_sets, policy)
+
+    async def _resume_rollback(self, key: Key, tracked: Tracked, deployment: Obj, replica_sets: list[Obj],
+                               policy: RollbackPolicy, state: AnalysisState) -> bool:
+        """First sight of a rollout that is rollguard's own rollback, made before a restart (or by the
+        previous leader): the annotation says `rolling-back` for a revision whose template is no longer
+        current, and the current ReplicaSet is a re-used one. Follow it to completion (and say so when it
+        is already complete) instead of announcing it as someone else's undo."""
+        identity = tracked.identity
+        bad_hash = state.pod_template_hash
+        if (state.phase != "rolling-back" or state.revision is None or not bad_hash
+                or bad_hash == identity.pod_template_hash or state.was_rolled_back(bad_hash) is None):
+            return False
+        new_rs = self._new_rs(replica_sets, identity) or {}
+        if REVISION_HISTORY not in ((new_rs.get("metadata") or {}).get("annotations") or {}):
+            return False  # a fresh deploy landed after the rollback: not the rollback's rollout
+        current = self._rollout(deployment, replica_sets, identity, policy, state.started_at or self._clock.now())
+        bad = replace(current, id=RolloutId(key[0], key[1], state.revision, bad_hash))
+        tracked.kind, tracked.rolled_back_from = "rollback", bad
+        log.info("following rollguard's rollback (resumed)", namespace=key[0], deployment=key[1],
+                 revision=identity.revision, undoes=state.revision, phase=tracked.phase.value)
+        if tracked.phase is RolloutPhase.COMPLETE:
+            tracked.rolled_back_from = None
+            tracked.state = await self._actions.rollback_completed(bad, state, identity.revision)
+        return True
 
     def _read_state(self, deployment: Obj, default: AnalysisState) -> AnalysisState:
         try:
@@ -425,7 +467,11 @@ class Supervisor:
             return
         wanted = annotations.get(APPROVE_REVISION_ANNOTATION)
         revision = tracked.identity.revision
-        pending = tracked.rollout is not None and tracked.state.phase == "review" and tracked.state.is_for(
+        # A running analysis holds the current state (it asked for the review); `tracked.state` is only
+        # brought up to date when the analysis ends, which may be the whole bake time later.
+        live = tracked.task is not None and not tracked.task.done() and tracked.analysis is not None
+        state = tracked.analysis.state if live and tracked.analysis is not None else tracked.state
+        pending = tracked.rollout is not None and state.phase == "review" and state.is_for(
             revision, tracked.identity.pod_template_hash or "")
         problem = None
         if approval != "rollback":

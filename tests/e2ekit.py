@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from daemon.demo.manifests import backend_deployment
 from daemon.demo.stack import Stack
-from daemon.sim.resources import DEPLOYMENTS
+from daemon.receivers.slack import SlackMessage
+from daemon.sim.resources import DEPLOYMENTS, EVENTS, REPLICASETS
 
 RULES = Path(__file__).parent / "data" / "e2e" / "rules"
 
@@ -68,3 +72,132 @@ def slack_texts(stack: Stack) -> list[str]:
 
 def pagerduty_events(stack: Stack) -> list[dict[str, Any]]:
     return list(stack.pagerduty.events)
+
+
+# ----- more helpers for the analysis and action scenarios -----
+
+SLOW_RULES = Path(__file__).parent / "data" / "e2e" / "rules-slow-for"
+"""The same policy with `for: 6s` on the error-rate rule: a window wide enough to act inside (kill the
+daemon, stop Prometheus, deploy again) before the rule can match, on a slow machine too."""
+
+ROLLGUARD = "rollguard"
+"""`source.component` of the Events rollguard records."""
+
+
+def events_of(stack: Stack, name: str = "backend", namespace: str = "staging", *,
+              component: str | None = ROLLGUARD) -> list[dict[str, Any]]:
+    """Events about Deployment `name` (by default only rollguard's), oldest first."""
+    found = [e for e in stack.cluster.store.list_objects(EVENTS, namespace)[0]
+             if (e.get("involvedObject") or {}).get("name") == name
+             and (e.get("involvedObject") or {}).get("kind") == "Deployment"
+             and (component is None or (e.get("source") or {}).get("component") == component)]
+    return sorted(found, key=lambda e: (str(e.get("firstTimestamp")), str(e["metadata"]["name"])))
+
+
+def event_reasons(stack: Stack, name: str = "backend") -> list[str]:
+    return [str(e.get("reason")) for e in events_of(stack, name)]
+
+
+def pending_since(stack: Stack, rule: str, name: str = "backend") -> float | None:
+    """The rule's `for:` timer start as stored in the state annotation (None when not pending)."""
+    rules = (state_of(stack, name).get("rules") or {}).get("rules") or {}
+    value = (rules.get(rule) or {}).get("pendingSince")
+    return None if value is None else float(value)
+
+
+def state_is_for(stack: Stack, revision: int, name: str = "backend") -> bool:
+    return (state_of(stack, name).get("rollout") or {}).get("revision") == revision
+
+
+def slack_messages_for(stack: Stack, revision: int, name: str = "backend", namespace: str = "staging") -> list[str]:
+    """Texts of the Slack thread(s) of one rollout: its root(s) and their replies, oldest first."""
+    roots = [m for m in stack.slack.roots() if m.text.startswith(f"{namespace}/{name} revision {revision}:")]
+    texts: list[str] = []
+    for root in roots:
+        texts.append(root.history[0]["text"] if root.history else root.text)
+        texts.extend(m.text for m in stack.slack.replies(root))
+    return texts
+
+
+def slack_thread_for(stack: Stack, revision: int, name: str = "backend",
+                     namespace: str = "staging") -> list[SlackMessage]:
+    """The Slack messages of one rollout's thread(s): roots and replies, oldest first."""
+    roots = [m for m in stack.slack.roots() if m.text.startswith(f"{namespace}/{name} revision {revision}:")]
+    return [m for root in roots for m in (root, *stack.slack.replies(root))]
+
+
+def blocks_text(*messages: SlackMessage) -> str:
+    """Every text inside the blocks of `messages` (and their earlier versions)."""
+    out: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key == "text" and isinstance(item, str):
+                    out.append(item)
+                else:
+                    walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    for message in messages:
+        walk(message.blocks)
+        walk(message.history)
+    return "\n".join(out)
+
+
+def all_slack_blocks_text(stack: Stack) -> str:
+    """Every text inside every Slack message's blocks (and edits), for evidence searches."""
+    return blocks_text(*stack.slack.messages.values())
+
+
+def rollout_history(text: str) -> list[str]:
+    """The REVISION column of `kubectl rollout history`."""
+    return [line.split()[0] for line in text.splitlines()[2:] if line.strip()]
+
+
+def current_hash(stack: Stack, name: str = "backend", namespace: str = "staging") -> str:
+    """The pod-template-hash of the ReplicaSet of the Deployment's current revision."""
+    revision = str(revision_of(stack, name))
+    for rs in stack.cluster.store.list_objects(REPLICASETS, namespace)[0]:
+        meta = rs["metadata"]
+        if meta["name"].startswith(f"{name}-") and (meta.get("annotations") or {}).get(
+                "deployment.kubernetes.io/revision") == revision:
+            return str(meta["labels"]["pod-template-hash"])
+    raise AssertionError(f"no ReplicaSet of {namespace}/{name} has revision {revision}")
+
+
+async def wait_for_traffic(stack: Stack, *, pods: int = 3, pod_template_hash: str | None = None,
+                           timeout: float = 30) -> None:
+    """Until Prometheus has had a request rate for `pods` pods of staging for a few seconds.
+
+    A baseline is the previous revision's value at the rollout's start, which the daemon takes from the
+    new ReplicaSet's creationTimestamp (whole seconds, so up to 1 s earlier): hence the offset.
+    """
+    url = f"{stack.cluster.prometheus_url}/api/v1/query"
+    selector = 'namespace="staging"' + (f',pod_template_hash="{pod_template_hash}"' if pod_template_hash else "")
+    query = f"count(count by (pod) (rate(http_requests_total{{{selector}}}[10s] offset 3s) > 0))"
+    seen = 0.0
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(url, params={"query": query}) as resp:
+                body = await resp.json()
+            result = body["data"]["result"]
+            seen = float(result[0]["value"][1]) if result else 0.0
+            if seen >= pods:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Prometheus has a request rate for {seen:g} of {pods} pods after {timeout}s")
+            await asyncio.sleep(0.25)
+
+
+async def rollguard_cli(*args: str) -> tuple[int, str, str]:
+    """Run the installed `rollguard` console script (the real CLI) as a subprocess."""
+    binary = Path(sys.executable).parent / "rollguard"
+    proc = await asyncio.create_subprocess_exec(str(binary), *args, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

@@ -20,6 +20,8 @@ through the same client as the rest of the daemon.
 from __future__ import annotations
 
 import asyncio
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -51,19 +53,28 @@ class LeaseConfig:
 class LeaderElector:
     """Campaigns for the Lease forever; `leading` is set exactly while this replica may act."""
 
-    def __init__(self, client: KubeClient, config: LeaseConfig, *, clock: Clock | None = None) -> None:
+    def __init__(self, client: KubeClient, config: LeaseConfig, *, clock: Clock | None = None,
+                 on_change: Callable[[bool], None] | None = None) -> None:
         if not config.retry_period < config.renew_deadline < config.lease_duration:
             raise ValueError("leader election needs retry_period < renew_deadline < lease_duration")
         self._client = client
         self.config = config
         self._clock = clock or SystemClock()
         self.leading = asyncio.Event()
+        self.on_change = on_change
+        """Called with the new state each time this replica starts or stops leading (must not block)."""
         self.transitions = 0
         """How many times this replica became leader."""
         self._observed: tuple[str, str] | None = None  # (holder, renewTime) last seen
         self._observed_at = 0.0
         self._last_renew = 0.0
         self._path = api_path("coordination.k8s.io/v1", "leases", config.namespace, config.name)
+
+    @property
+    def _duration_seconds(self) -> int:
+        # The field is whole seconds; rounding down would let the others take over before this
+        # replica's renew deadline has passed.
+        return math.ceil(self.config.lease_duration)
 
     @property
     def is_leader(self) -> bool:
@@ -73,23 +84,55 @@ class LeaderElector:
         """Campaign and renew until cancelled; on cancellation release the Lease if held."""
         try:
             while True:
-                acquired = await self._try_acquire_or_renew()
-                now = self._clock.now()
+                acquired = await self._attempt()
                 if acquired:
-                    self._last_renew = now
                     if not self.leading.is_set():
                         self.transitions += 1
                         log.info("became leader", lease=self.config.name, identity=self.config.identity)
-                        self.leading.set()
-                elif self.leading.is_set() and now - self._last_renew >= self.config.renew_deadline:
-                    log.error("lost leadership: could not renew the lease in time", lease=self.config.name,
-                              identity=self.config.identity)
-                    self.leading.clear()
+                        self._set_leading(True)
+                elif self.leading.is_set() and self._clock.now() - self._last_renew >= self.config.renew_deadline:
+                    self._stop_leading()
                 await self._clock.sleep(self.config.retry_period)
         finally:
             if self.leading.is_set():
-                self.leading.clear()
+                self._set_leading(False)
                 await asyncio.shield(self._release())
+
+    def _set_leading(self, leading: bool) -> None:
+        if leading:
+            self.leading.set()
+        else:
+            self.leading.clear()
+        if self.on_change is not None:
+            self.on_change(leading)
+
+    def _stop_leading(self) -> None:
+        log.error("lost leadership: could not renew the lease in time", lease=self.config.name,
+                  identity=self.config.identity)
+        self._set_leading(False)
+
+    async def _attempt(self) -> bool:
+        """One acquire-or-renew; a leader's attempt is abandoned when its renew deadline passes.
+
+        An API server that accepts the request and never answers must not keep a replica leading
+        past `renew_deadline` (the others take over at `lease_duration`): client-go bounds each
+        renewal the same way. The deadline is timed on the elector's clock.
+        """
+        if not self.leading.is_set():
+            return await self._try_acquire_or_renew()
+        left = self._last_renew + self.config.renew_deadline - self._clock.now()
+        attempt = asyncio.create_task(self._try_acquire_or_renew(), name="lease-renew")
+        deadline = asyncio.create_task(self._clock.sleep(left), name="lease-renew-deadline")
+        try:
+            await asyncio.wait((attempt, deadline), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (attempt, deadline):
+                task.cancel()
+            await asyncio.gather(attempt, deadline, return_exceptions=True)
+        if not attempt.cancelled():
+            return attempt.result()
+        self._stop_leading()
+        return False
 
     async def _try_acquire_or_renew(self) -> bool:
         now = self._clock.now()
@@ -113,14 +156,15 @@ class LeaderElector:
         if holder and not mine and now < self._observed_at + duration:
             if self.leading.is_set():
                 log.error("another replica holds the lease", lease=self.config.name, holder=holder)
-                self.leading.clear()
+                self._set_leading(False)
             return False
         new_spec = dict(spec)
         new_spec.update({"holderIdentity": self.config.identity, "renewTime": _micro_time(now),
-                         "leaseDurationSeconds": int(self.config.lease_duration)})
+                         "leaseDurationSeconds": self._duration_seconds})
         if not mine:
             new_spec["acquireTime"] = _micro_time(now)
-            new_spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + (1 if holder else 0)
+            # client-go counts every change of hands, also after a release (empty holder).
+            new_spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
         lease["spec"] = new_spec
         try:
             await self._client.replace(self._path, lease)
@@ -129,19 +173,23 @@ class LeaderElector:
             getattr(log, level)("could not update lease", lease=self.config.name, error=str(exc))
             return False
         self._observed, self._observed_at = (self.config.identity, new_spec["renewTime"]), now
+        self._last_renew = now  # the renewTime written: the others count from no earlier than this
         return True
 
     async def _create(self, now: float) -> bool:
+        stamp = _micro_time(now)
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": self.config.name, "namespace": self.config.namespace},
                 "spec": {"holderIdentity": self.config.identity,
-                         "leaseDurationSeconds": int(self.config.lease_duration),
-                         "acquireTime": _micro_time(now), "renewTime": _micro_time(now), "leaseTransitions": 0}}
+                         "leaseDurationSeconds": self._duration_seconds,
+                         "acquireTime": stamp, "renewTime": stamp, "leaseTransitions": 0}}
         try:
             await self._client.create(api_path("coordination.k8s.io/v1", "leases", self.config.namespace), body)
         except KubeError as exc:
             log.info("could not create lease", lease=self.config.name, error=str(exc))
             return False
+        self._observed, self._observed_at = (self.config.identity, stamp), now
+        self._last_renew = now
         return True
 
     async def _release(self) -> None:

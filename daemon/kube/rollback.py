@@ -176,11 +176,14 @@ def current_hash(deployment: Mapping[str, Any], replica_sets: Sequence[Mapping[s
 
 
 async def undo(client: KubeClient, namespace: str, name: str, *, to_revision: int = 0,
-               fence: Fence | None = None, dry_run: bool = False, keep_prefix: str | None = None) -> UndoResult:
+               fence: Fence | None = None, dry_run: bool = False, keep_prefix: str | None = None,
+               set_annotations: Mapping[str, str] | None = None) -> UndoResult:
     """Roll back like `kubectl rollout undo`, but only while the Deployment is still `fence`.
 
     Raises `UndoRefused` (kubectl's reasons) or `RollbackFenced` (a newer deploy, or a concurrent write).
     With `dry_run`, the patch is sent with `dryRun=All`: validated by the server, stored nowhere.
+    `set_annotations` are written by the same patch (rollguard's state: the undo and the memory of it
+    land together or not at all, so a crash right after the undo cannot forget it).
     """
     path = api_path("apps/v1", "deployments", namespace, name)
     deployment = await client.get(path)
@@ -196,7 +199,11 @@ async def undo(client: KubeClient, namespace: str, name: str, *, to_revision: in
     if plan.skipped:
         return UndoResult(plan, deployment, dry_run)
     rv = deployment["metadata"]["resourceVersion"]
-    body = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}, *plan.patch]
+    operations = list(plan.patch)
+    if set_annotations:
+        operations = [{**op, "value": {**op["value"], **set_annotations}} if op["path"] == "/metadata/annotations"
+                      else op for op in operations]
+    body = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}, *operations]
     try:
         patched = await client.patch(path, body, content_type=JSON_PATCH, dry_run=dry_run)
     except KubeApiError as exc:

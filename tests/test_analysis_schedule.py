@@ -1,0 +1,147 @@
+"""The analysis schedule with a controllable clock: initial delay, interval, bake time, and the rule
+that a rollout is never passed while a rule's condition is true and its `for` is still running.
+
+The measurer and decider here are the two seams of `Analysis` (Protocols): scripted readings in,
+recorded decisions out. The providers and actions behind them are tested end to end elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import replace
+
+from daemon.analysis import Analysis, Rollout
+from daemon.clock import FakeClock
+from daemon.kube.rollout_state import RolloutId
+from daemon.kube.state import AnalysisState
+from daemon.rules.evaluate import Verdict
+from daemon.rules.expressions import compile_expression
+from daemon.rules.model import (
+    Action,
+    AnalysisTiming,
+    PrometheusSignal,
+    RollbackPolicy,
+    Rule,
+    Selector,
+    SignalSpec,
+    Source,
+)
+from daemon.signals.base import Measurement, Phase, SignalContext
+
+SRC = Source("t.yaml", 1)
+SIGNALS = {"error_rate": SignalSpec("error_rate", PrometheusSignal('up{a="b"}'), SRC)}
+START = 1_700_000_000.0
+
+
+def make_rollout(*, for_: float, initial_delay: float = 30, interval: float = 10, bake: float = 60) -> Rollout:
+    when = compile_expression("error_rate > 0.05", {"error_rate": SIGNALS["error_rate"].type})
+    policy = RollbackPolicy("p", Selector(), AnalysisTiming(initial_delay, interval, bake), SIGNALS,
+                            (Rule("errors", when, Action.ROLLBACK, SRC, for_),), SRC)
+    ctx = SignalContext("ns", "web", 2, "abc", "web-abc-", {}, START)
+    return Rollout(RolloutId("ns", "web", 2, "abc"), policy, ctx, None, START)
+
+
+class ScriptedMeasurer:
+    """Error ratio as a function of time since the rollout started; records when it was asked."""
+
+    def __init__(self, clock: FakeClock, ratio: Callable[[float], float]) -> None:
+        self.clock = clock
+        self.ratio = ratio
+        self.asked_at: list[float] = []
+
+    async def measure(self, rollout: Rollout) -> dict[str, Measurement]:
+        elapsed = self.clock.now() - START
+        self.asked_at.append(elapsed)
+        return {"error_rate": Measurement(Phase.OK, self.ratio(elapsed), "scripted")}
+
+    async def measure_baselines(self, rollout: Rollout) -> dict[str, Measurement]:
+        return {}
+
+
+class RecordingDecider:
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.decisions: list[tuple[str, float]] = []
+
+    def _record(self, what: str, state: AnalysisState) -> AnalysisState:
+        self.decisions.append((what, self.clock.now() - START))
+        return state
+
+    async def rollback(self, rollout: Rollout, verdict: Verdict, state: AnalysisState, **_: object) -> AnalysisState:
+        return replace(self._record("rollback", state), phase="rolling-back")
+
+    async def review(self, rollout: Rollout, verdict: Verdict, state: AnalysisState, **_: object) -> AnalysisState:
+        return replace(self._record("review", state), phase="review")
+
+    async def notify(self, rollout: Rollout, verdict: Verdict, state: AnalysisState, **_: object) -> AnalysisState:
+        return self._record("notify", state)
+
+    async def passed(self, rollout: Rollout, verdict: Verdict | None, state: AnalysisState) -> AnalysisState:
+        return replace(self._record("passed", state), phase="passed")
+
+    async def save(self, rollout: Rollout, state: AnalysisState) -> None:
+        return None
+
+
+async def drive(analysis: Analysis, clock: FakeClock, *, complete_at: float, until: float) -> None:
+    """Run the analysis on the fake clock, completing the rollout at `complete_at` seconds."""
+    task = asyncio.create_task(analysis.run())
+    completed = False
+    while clock.now() - START < until and not task.done():
+        if not completed and clock.now() - START >= complete_at:
+            analysis.rollout_completed(clock.now())
+            completed = True
+        await clock.advance(1)
+    if not task.done():
+        task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_ticks_follow_initial_delay_and_interval_and_pass_after_bake() -> None:
+    clock = FakeClock(START)
+    measurer, decider = ScriptedMeasurer(clock, lambda _t: 0.01), RecordingDecider(clock)
+    analysis = Analysis(make_rollout(for_=60), AnalysisState(), measurer=measurer, decider=decider, clock=clock)
+    await drive(analysis, clock, complete_at=20, until=600)
+    assert measurer.asked_at[:4] == [30, 40, 50, 60]
+    # Complete at 20 s, bake 60 s: passes at the first tick at or after 80 s.
+    assert decider.decisions == [("passed", 80)]
+
+
+async def test_for_ten_minutes_fires_after_ten_minutes_of_bad_readings_in_simulated_time() -> None:
+    clock = FakeClock(START)
+    measurer, decider = ScriptedMeasurer(clock, lambda t: 0.12 if t >= 100 else 0.01), RecordingDecider(clock)
+    analysis = Analysis(make_rollout(for_=600, bake=3600), AnalysisState(), measurer=measurer, decider=decider,
+                        clock=clock)
+    await drive(analysis, clock, complete_at=20, until=2000)
+    assert decider.decisions == [("rollback", 700)]
+
+
+async def test_bake_time_is_extended_while_a_rule_is_pending_and_it_still_fires() -> None:
+    clock = FakeClock(START)
+    # Bad from 70 s on; the bake time would end at 80 s, the rule needs 30 s of bad readings.
+    measurer, decider = ScriptedMeasurer(clock, lambda t: 0.12 if t >= 70 else 0.01), RecordingDecider(clock)
+    analysis = Analysis(make_rollout(for_=30), AnalysisState(), measurer=measurer, decider=decider, clock=clock)
+    await drive(analysis, clock, complete_at=20, until=600)
+    assert decider.decisions == [("rollback", 100)]
+
+
+async def test_a_rule_that_clears_during_the_extension_lets_the_rollout_pass() -> None:
+    clock = FakeClock(START)
+    measurer, decider = ScriptedMeasurer(clock, lambda t: 0.12 if 70 <= t < 90 else 0.01), RecordingDecider(clock)
+    analysis = Analysis(make_rollout(for_=30), AnalysisState(), measurer=measurer, decider=decider, clock=clock)
+    await drive(analysis, clock, complete_at=20, until=600)
+    # It cleared at the 90 s reading; the pass is decided at the next tick.
+    assert decider.decisions == [("passed", 100)]
+
+
+async def test_resumed_state_keeps_the_for_timer() -> None:
+    clock = FakeClock(START)
+    measurer, decider = ScriptedMeasurer(clock, lambda _t: 0.12), RecordingDecider(clock)
+    # A previous daemon saw the condition true since 30 s after the start; restarted at 0 s of its own,
+    # the rule must fire 60 s after the original pending start, not 60 s after the restart.
+    state = AnalysisState(revision=2, pod_template_hash="abc", started_at=START,
+                          rules={"version": 1, "rules": {"errors": {"pendingSince": START - 30}}})
+    analysis = Analysis(make_rollout(for_=60), state, measurer=measurer, decider=decider, clock=clock)
+    await drive(analysis, clock, complete_at=0, until=600)
+    assert decider.decisions == [("rollback", 30)]

@@ -1,0 +1,49 @@
+"""End to end: `--dry-run` decides and tells, and writes nothing to the cluster (scenario 10)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from daemon.demo.manifests import backend_service
+from daemon.demo.stack import running_stack
+from tests.e2ekit import (
+    RULES,
+    deploy,
+    deployment,
+    events_of,
+    eventually,
+    image_of,
+    revision_of,
+    rollout_history,
+    rollout_status,
+    slack_texts,
+)
+
+pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(180)]
+
+
+async def test_dry_run_says_it_would_roll_back_and_writes_nothing(tmp_path: Path) -> None:
+    async with running_stack(workdir=tmp_path, rules_dir=RULES, dry_run=True) as stack:
+        await stack.apply(backend_service())
+        await deploy(stack, "backend:v1")
+        await rollout_status(stack)
+        await deploy(stack, "backend:v2", SIM_ERROR_RATIO="0.12")
+        await eventually(lambda: revision_of(stack) == 2, timeout=30, what="revision 2 to start", stack=stack)
+
+        await eventually(lambda: any("Would roll back staging/backend from revision 2" in t
+                                     for t in slack_texts(stack)), timeout=60,
+                         what="Slack to say rollguard would roll back", stack=stack)
+        await asyncio.sleep(2)  # two evaluation intervals: room for a wrong write to show
+        assert image_of(stack) == "backend:v2", "dry run must not roll back"
+        history = rollout_history(await stack.kubectl("rollout", "history", "deployment/backend", "-n", "staging"))
+        assert history == ["1", "2"], history
+        assert events_of(stack) == [], f"dry run must not record Events: {events_of(stack)}"
+        annotations = deployment(stack)["metadata"].get("annotations") or {}
+        assert [k for k in annotations if k.startswith("rollguard.io/")] == [], annotations
+        describe = await stack.kubectl("describe", "deployment/backend", "-n", "staging")
+        assert "rollguard" not in describe, describe
+        texts = "\n".join(slack_texts(stack))
+        assert "[dry-run]" in texts, texts
