@@ -25,10 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import analyses, detection, rollback_cost, rules_cost, scale
+from bench import analyses, detection, rollback_cost, rules_cost, scale, sim_scale
 from bench.common import logging_to, machine
 
-SCENARIOS = ("rules_cost", "rollback_cost", "detection", "scale", "analyses")
+SCENARIOS = ("rules_cost", "rollback_cost", "detection", "scale", "analyses", "sim_scale")
 
 
 def _ints(text: str) -> list[int]:
@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="analyses: intervals measured per stage (default 3)")
     parser.add_argument("--rules-iterations", type=int, default=20_000,
                         help="rules_cost: evaluations per timing (default 20000)")
+    parser.add_argument("--sim-sizes", type=_ints, default=[2000], metavar="N[,N]",
+                        help="sim_scale: Deployments with 3 replicas each in the simulator (default 2000)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the JSON result to PATH")
     return parser
 
@@ -82,10 +84,18 @@ def _jobs(args: argparse.Namespace) -> dict[str, Callable[[], Coroutine[Any, Any
         "rollback_cost": lambda: rollback_cost.run(repetitions=args.undo_repetitions),
         "detection": lambda: detection.run(runs=args.runs, interval=args.interval),
         "scale": lambda: scale.run(sizes=args.scale_sizes, idle_seconds=args.idle_seconds),
+        "sim_scale": lambda: _sim_scale(args.sim_sizes),
         "analyses": lambda: analyses.run(counts=args.analyses, interval=args.analysis_interval,
                                          warmup_intervals=args.warmup_intervals,
                                          window_intervals=args.window_intervals),
     }
+
+
+async def _sim_scale(sizes: list[int]) -> dict[str, Any]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="rollguard-bench-sim-") as tmp:
+        return await sim_scale.run(sizes=sizes, workdir=Path(tmp))
 
 
 def _ok(flag: bool | None) -> str:
@@ -132,6 +142,17 @@ def table(results: dict[str, Any]) -> str:
                          f"< {t['idle_cpu_pct']:g}" if big else "", _ok(row["idle_cpu_pct"] < t["idle_cpu_pct"])
                          if big else ""))
             rows.append(("scale", f"{n:,} Deployments: spawn → /readyz 200, s", f"{row['ready_s']:.2f}", "", ""))
+    r = results.get("sim_scale")
+    if r and "error" not in r:
+        for row in r["rows"]:
+            n = f"{row['deployments']:,}×{row['replicas']}"
+            rows.append(("sim_scale", f"{n}: create + roll out, s / RSS MiB before → after",
+                         f"{row['create_and_roll_out_s']:.1f} / "
+                         f"{row['rss_before_mib']:.0f} → {row['rss_after_mib']:.0f}",
+                         "", ""))
+            rows.append(("sim_scale", f"{n}: LIST deployments / LIST {row['pods']:,} pods / watch initial, s",
+                         f"{row['list_deployments_s']:.2f} / {row['list_pods_s']:.2f} / "
+                         f"{row['watch_initial_events_s']:.2f}", "", ""))
     r = results.get("analyses")
     if r and "error" not in r:
         t = r["targets"]

@@ -27,14 +27,6 @@ def _add_log_flags(parser: argparse.ArgumentParser) -> None:
                         help="lowest level logged (default info)")
 
 
-def _not_implemented(name: str) -> Handler:
-    def handler(_args: argparse.Namespace) -> int:
-        print(f"rollguard {name}: not implemented yet", file=sys.stderr)
-        return EXIT_USAGE
-
-    return handler
-
-
 def _check(args: argparse.Namespace) -> int:
     from daemon.rules.check import check_paths
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import analyses, detection, rollback_cost, rules_cost, scale
+from bench import analyses, detection, rollback_cost, rules_cost, scale, sim_scale
 from bench.__main__ import main, table
 
 
@@ -68,6 +68,13 @@ async def test_detection_sees_a_bad_deploy_rolled_back() -> None:
     assert [run["image"] for run in result["runs"]] == ["backend-1:bad"], result
     assert result["to_patch_s"]["n"] == 1, result
     assert "detection" in table({"detection": result})
+
+
+async def test_sim_scale_creates_lists_and_watches_every_deployment(tmp_path: Path) -> None:
+    result = await sim_scale.run(sizes=[30], workdir=tmp_path, per_namespace=10)
+    row = result["rows"][0]
+    assert (row["deployments"], row["listed_deployments"], row["pods"]) == (30, 30, 90)
+    assert "sim_scale" in table({"sim_scale": result})
 
 
 def test_main_prints_json_and_writes_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
