@@ -145,3 +145,28 @@ async def test_resumed_state_keeps_the_for_timer() -> None:
     analysis = Analysis(make_rollout(for_=60), state, measurer=measurer, decider=decider, clock=clock)
     await drive(analysis, clock, complete_at=0, until=600)
     assert decider.decisions == [("rollback", 30)]
+
+
+class OutageMeasurer(ScriptedMeasurer):
+    """Prometheus unreachable between `down` and `up` seconds after the start."""
+
+    def __init__(self, clock: FakeClock, down: float, up: float) -> None:
+        super().__init__(clock, lambda _t: 0.01)
+        self.down, self.up = down, up
+
+    async def measure(self, rollout: Rollout) -> dict[str, Measurement]:
+        elapsed = self.clock.now() - START
+        if self.down <= elapsed < self.up:
+            self.asked_at.append(elapsed)
+            return {"error_rate": Measurement(Phase.ERROR, None, "connection refused")}
+        return await super().measure(rollout)
+
+
+async def test_a_provider_outage_at_the_end_of_the_bake_time_does_not_pass_the_rollout() -> None:
+    clock = FakeClock(START)
+    measurer, decider = OutageMeasurer(clock, down=70, up=90), RecordingDecider(clock)
+    analysis = Analysis(make_rollout(for_=30), AnalysisState(), measurer=measurer, decider=decider, clock=clock)
+    await drive(analysis, clock, complete_at=20, until=600)
+    # The bake time ends at 80 s, in the middle of the outage: the pass waits for a real reading (90 s)
+    # and is decided at the next tick. The outage was shorter than the rule's `for`, so nobody was paged.
+    assert decider.decisions == [("passed", 100)]
