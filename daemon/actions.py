@@ -190,11 +190,19 @@ class Actions:
         return state
 
     async def rollback_completed(self, rollout: Rollout, state: AnalysisState, revision: int) -> AnalysisState:
-        return await self._decide(
+        state = await self._decide(
             rollout, state, kind=AlertKind.ROLLBACK_COMPLETED, event_reason="RollbackCompleted", event_type="Normal",
             title=f"Rollback of {rollout.id.namespace}/{rollout.id.name} completed",
             summary=f"Revision {revision} (the previous template) is fully rolled out and available again.",
             phase="rolled-back")
+        target = rollout.policy.notify.pagerduty
+        if target is not None and target.resolve_on_recovery:
+            await self._decide(
+                rollout, state, kind=AlertKind.RECOVERED, event_reason="Recovered", event_type="Normal",
+                title=f"{rollout.id.namespace}/{rollout.id.name} recovered",
+                summary=f"The rollback to revision {revision} completed; the incident is resolved as the policy "
+                        "says (resolveOnRecovery).")
+        return state
 
     # ----- rollback -----
 

@@ -37,6 +37,10 @@ EXPECTED_ERRORS: dict[str, list[str]] = {
     "bad-json-path.yaml": [
         'bad/bad-json-path.yaml:13: spec.signals.health.http.expectJson.path: "status" is not a JSON path (for example $.status or $.items[0].id)'
     ],
+    "bad-resolve-on-recovery.yaml": [
+        'bad/bad-resolve-on-recovery.yaml:17: spec.notify.pagerduty.resolveOnRecovery: expected true or false, '
+        'got a string ("sometimes")'
+    ],
     "bad-on-failure.yaml": [
         'bad/bad-on-failure.yaml:14: spec.onFailure.action: "pass" is not an action (use rollback, review or notify)'
     ],

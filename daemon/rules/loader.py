@@ -531,7 +531,11 @@ class _FileLoader:
         pagerduty = None
         if "pagerduty" in fields:
             path = "spec.notify.pagerduty"
-            pd_fields = self._mapping(fields["pagerduty"], path, required=("routingKeyFrom",), optional=())
+            pd_fields = self._mapping(fields["pagerduty"], path, required=("routingKeyFrom",),
+                                      optional=("resolveOnRecovery",))
+            resolve = False
+            if pd_fields and "resolveOnRecovery" in pd_fields:
+                resolve = bool(self._bool(pd_fields["resolveOnRecovery"], f"{path}.resolveOnRecovery"))
             if pd_fields and "routingKeyFrom" in pd_fields:
                 ref = self._mapping(
                     pd_fields["routingKeyFrom"], f"{path}.routingKeyFrom", required=("secret", "key"), optional=()
@@ -540,7 +544,7 @@ class _FileLoader:
                     secret = self._str(ref["secret"], f"{path}.routingKeyFrom.secret")
                     key = self._str(ref["key"], f"{path}.routingKeyFrom.key")
                     if secret and key:
-                        pagerduty = PagerDutyTarget(SecretKeyRef(secret, key))
+                        pagerduty = PagerDutyTarget(SecretKeyRef(secret, key), resolve)
         return NotifyTargets(slack, pagerduty)
 
     # ---- typed values ---------------------------------------------------------------------------

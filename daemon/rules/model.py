@@ -247,6 +247,9 @@ class PagerDutyTarget:
 
     routing_key_from: SecretKeyRef
     """The Events API v2 routing key, read from a Secret (never written in a rule file)."""
+    resolve_on_recovery: bool = False
+    """Resolve the rollout's incident once rollguard's rollback has completed (the previous revision
+    serves again). Off by default: a human usually wants to look at the bad deploy first."""
 
 
 @dataclass(frozen=True)
