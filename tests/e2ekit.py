@@ -94,6 +94,14 @@ def events_of(stack: Stack, name: str = "backend", namespace: str = "staging", *
     return sorted(found, key=lambda e: (str(e.get("firstTimestamp")), str(e["metadata"]["name"])))
 
 
+async def wait_event(stack: Stack, reason: str, *, timeout: float = 15, name: str = "backend") -> dict[str, Any]:
+    """The first rollguard Event with `reason`, waiting for it: Events are recorded just after the write
+    they describe (the undo is never delayed by its audit trail), so a test must not expect them at once."""
+    await eventually(lambda: reason in event_reasons(stack, name), timeout=timeout, stack=stack,
+                     what=f"a {reason} Event")
+    return next(e for e in events_of(stack, name) if e["reason"] == reason)
+
+
 def event_reasons(stack: Stack, name: str = "backend") -> list[str]:
     return [str(e.get("reason")) for e in events_of(stack, name)]
 

@@ -36,6 +36,7 @@ from tests.e2ekit import (
     slack_texts,
     state_is_for,
     state_of,
+    wait_event,
 )
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(180)]
@@ -88,7 +89,7 @@ async def test_prometheus_down_holds_the_rollback_until_it_is_back(tmp_path: Pat
         await prometheus.start()
         await eventually(lambda: image_of(stack) == "backend:v1", timeout=30, stack=stack,
                          what="the rollback once Prometheus answers again")
-        rolled = next(e for e in events_of(stack) if e["reason"] == "RolledBack")
+        rolled = await wait_event(stack, "RolledBack")
         assert RULE in rolled["message"], rolled
         assert await history(stack) == ["2", "3"]
         # The pending timer was kept while the rule was held: the match counts from before the outage.

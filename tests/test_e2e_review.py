@@ -32,6 +32,7 @@ from tests.e2ekit import (
     slack_messages_for,
     state_is_for,
     state_of,
+    wait_event,
     wait_for_traffic,
 )
 
@@ -82,7 +83,7 @@ async def test_a_slower_deploy_is_reviewed_and_rolled_back_only_when_approved(tm
                             "rollguard.io/approve-revision=1")
         await eventually(lambda: "ApprovalIgnored" in event_reasons(stack), timeout=15,
                          what="the stale approval to be ignored", stack=stack)
-        ignored = next(e for e in events_of(stack) if e["reason"] == "ApprovalIgnored")
+        ignored = await wait_event(stack, "ApprovalIgnored")
         assert "revision 1" in ignored["message"], ignored
         await eventually(lambda: approval_annotations(stack) == {}, timeout=10,
                          what="the stale approval annotations to be removed", stack=stack)
@@ -102,7 +103,7 @@ async def test_a_slower_deploy_is_reviewed_and_rolled_back_only_when_approved(tm
         assert "successfully rolled out" in await rollout_status(stack)
         assert rollout_history(await stack.kubectl("rollout", "history", "deployment/backend", "-n", "staging")) \
             == ["2", "3"]
-        rolled = next(e for e in events_of(stack) if e["reason"] == "RolledBack")
+        rolled = await wait_event(stack, "RolledBack")
         assert "approved by" in rolled["message"], rolled
         await eventually(lambda: any("Rolled back staging/backend from revision 2 to revision 1" in t
                                      for t in slack_messages_for(stack, 2)), timeout=15,
