@@ -130,8 +130,8 @@ class Demo:
             status = obj.get("status") or {}
             spec = obj.get("spec") or {}
             revision = (meta.get("annotations") or {}).get("deployment.kubernetes.io/revision")
-            if revision is None:
-                return
+            if revision is None or int(status.get("observedGeneration", 0)) < int(meta.get("generation", 1)):
+                return  # the controller has not caught up with the new template yet
             image = spec["template"]["spec"]["containers"][0]["image"]
             replicas = spec.get("replicas", 0)
             updated, available = status.get("updatedReplicas", 0), status.get("availableReplicas", 0)
@@ -316,8 +316,9 @@ def print_report(demo: Demo, out: TextIO, history: str) -> None:
     out.write("\n=== PagerDuty events, as received ===\n")
     for event in stack.pagerduty.events:
         payload = event.get("payload") or {}
+        summary = payload.get("summary", "")[:110] if payload else "(incident resolved)"
         out.write(f"• {event.get('event_action'):8} {payload.get('severity', ''):8} {event.get('dedup_key')}: "
-                  f"{payload.get('summary', '')[:110]}\n")
+                  f"{summary}\n")
     out.write("\n=== kubectl rollout history deployment/backend -n staging ===\n")
     out.write(history)
     out.write("\n=== Summary ===\n")
