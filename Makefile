@@ -16,10 +16,10 @@ prometheus:
 	@scripts/ensure-prometheus
 
 lint: $(STAMP)
-	$(BIN)/ruff check daemon tests bench
+	$(BIN)/ruff check daemon sim tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict daemon
+	$(BIN)/mypy --strict daemon sim
 
 pytest: $(STAMP) prometheus
 	$(BIN)/pytest $(PYTEST_ARGS)

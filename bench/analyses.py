@@ -51,9 +51,9 @@ from bench.common import (
     wait_settled,
     write_rules,
 )
-from daemon.demo.manifests import backend_deployment
-from daemon.sim.cluster import running_cluster
-from daemon.sim.resources import DEPLOYMENTS
+from sim.cluster import running_cluster
+from sim.demo.manifests import backend_deployment
+from sim.resources import DEPLOYMENTS
 
 PER_NAMESPACE = 100
 LABELS = {"bench": "analyses"}

@@ -28,9 +28,9 @@ import yaml
 
 from daemon.logs import configure_logging
 from daemon.settings import LogSettings
-from daemon.sim.resources import DEPLOYMENTS, NAMESPACES, ResourceType
-from daemon.sim.store import Store
-from daemon.sim.strategies import apply_defaults, prepare_create
+from sim.resources import DEPLOYMENTS, NAMESPACES, ResourceType
+from sim.store import Store
+from sim.strategies import apply_defaults, prepare_create
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 REPO = Path(__file__).resolve().parent.parent

@@ -1,6 +1,6 @@
 """Detection latency: first bad sample queryable in Prometheus → rollback PATCH → rollout complete again.
 
-The whole stack of the end-to-end tests (`daemon.demo.stack.running_stack`: simulated cluster, a real
+The whole stack of the end-to-end tests (`sim.demo.stack.running_stack`: simulated cluster, a real
 Prometheus scraping every second, the Slack/PagerDuty receivers, the daemon in-process) with a policy
 that rolls back at once (`for: 0s`) when the new pods' 5xx share exceeds 5%. Each run deploys a
 bad image (12% errors) over a good one, on a Deployment of its own (the daemon caps rollbacks per
@@ -33,13 +33,13 @@ from typing import Any
 import aiohttp
 
 from bench.common import logging_to, percentile, rolled_out, summary, write_rules
-from daemon.demo.manifests import backend_deployment, backend_service
-from daemon.demo.stack import Stack, running_stack
 from daemon.kube.rollout_state import POD_TEMPLATE_HASH
 from daemon.rules.templates import render_promql
 from daemon.signals.base import SignalContext
-from daemon.sim.resources import DEPLOYMENTS, REPLICASETS
-from daemon.sim.store import WatchEvent
+from sim.demo.manifests import backend_deployment, backend_service
+from sim.demo.stack import Stack, running_stack
+from sim.resources import DEPLOYMENTS, REPLICASETS
+from sim.store import WatchEvent
 
 NAMESPACE = "staging"
 THRESHOLD = 0.05

@@ -27,8 +27,8 @@ from bench.common import create_deployments, percentile, rolled_out, summary
 from daemon.kube.client import KubeClient
 from daemon.kube.rollback import Fence, current_hash, undo
 from daemon.kube.rollout_state import revision_of
-from daemon.sim.cluster import SimCluster, running_cluster
-from daemon.sim.resources import DEPLOYMENTS, REPLICASETS
+from sim.cluster import SimCluster, running_cluster
+from sim.resources import DEPLOYMENTS, REPLICASETS
 
 NAMESPACE = "bench-undo"
 OURS = "twin-rollguard"

@@ -42,9 +42,9 @@ from bench.common import (
     wait_settled,
     write_rules,
 )
-from daemon.sim.cluster import running_cluster
-from daemon.sim.resources import DEPLOYMENTS, REPLICASETS
-from daemon.sim.store import Store, copy_json
+from sim.cluster import running_cluster
+from sim.resources import DEPLOYMENTS, REPLICASETS
+from sim.store import Store, copy_json
 
 PER_NAMESPACE = 100
 """Deployments per namespace: the simulator's controllers scan a namespace per sync, as the real ones scan

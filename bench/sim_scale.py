@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.common import create_deployments, proc_sample, wait_settled
 from daemon.kube.client import KubeClient, api_path
-from daemon.sim.cluster import running_cluster
+from sim.cluster import running_cluster
 
 
 def _rss_mib() -> float:

@@ -1,4 +1,4 @@
-"""The `rollguard` command line: `run`, `check`, `sim`, `demo`.
+"""The `rollguard` command line: `run`, `check`, `approve` (and `sim`, `demo` where the `sim` wing is installed).
 
 Exit codes: 0 success, 1 the command ran and found a problem (for example an invalid rule file),
 2 usage error or a command that is not implemented yet.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+from typing import Any
 
 from daemon import __version__
 from daemon.settings import SettingsError, log_settings
@@ -55,23 +57,6 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_PROBLEM
 
 
-def _sim(args: argparse.Namespace) -> int:
-    from daemon.logs import configure_logging
-    from daemon.settings import sim_settings
-    from daemon.sim.cluster import sim_command
-
-    settings = sim_settings(listen=args.listen, kubeconfig_out=args.kubeconfig_out,
-                            with_prometheus=args.with_prometheus, speed=args.speed, log=args.log)
-    configure_logging(settings.log)
-    return sim_command(settings)
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from daemon.demo.run import demo_command
-
-    return demo_command(fast=args.fast, keep_running=args.keep_running)
-
-
 def _approve(args: argparse.Namespace) -> int:
     import asyncio
     import os
@@ -86,6 +71,20 @@ def _approve(args: argparse.Namespace) -> int:
         print(f"rollguard approve: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
     return EXIT_OK
+
+
+def _add_plugin_commands(sub: Any, add_log_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Commands that live outside the daemon (`rollguard sim`, `rollguard demo` from the `sim` package).
+
+    They are found through the `rollguard.commands` entry points, so the daemon never imports the
+    stand-ins: in the image, which ships `daemon/` only, the commands are simply absent.
+    """
+    for entry in sorted(entry_points(group="rollguard.commands"), key=lambda e: e.name):
+        try:
+            register = entry.load()
+        except ImportError:
+            continue  # that wing is not installed here (the daemon image)
+        register(sub, add_log_flags)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,19 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig (default: $KUBECONFIG or ~/.kube/config)")
     approve.set_defaults(handler=_approve)
 
-    sim = sub.add_parser("sim", help="serve the simulated cluster until interrupted")
-    sim.add_argument("--listen", metavar="HOST:PORT", help="API server address (default 127.0.0.1:0)")
-    sim.add_argument("--kubeconfig-out", metavar="PATH", help="write a kubeconfig for the simulated cluster")
-    sim.add_argument("--with-prometheus", action="store_true",
-                     help="also start a real Prometheus scraping the simulated pods")
-    sim.add_argument("--speed", type=float, default=None, help="simulated seconds per real second (default 1)")
-    _add_log_flags(sim)
-    sim.set_defaults(handler=_sim)
-
-    demo = sub.add_parser("demo", help="play the scripted story on the simulated cluster")
-    demo.add_argument("--fast", action="store_true", help="short intervals (for tests)")
-    demo.add_argument("--keep-running", action="store_true", help="leave the cluster and daemon up at the end")
-    demo.set_defaults(handler=_demo)
+    _add_plugin_commands(sub, _add_log_flags)
     return parser
 
 

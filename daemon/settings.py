@@ -97,22 +97,6 @@ class RunSettings:
     for example against the simulated cluster. None: connect directly."""
 
 
-@dataclass(frozen=True)
-class SimSettings:
-    """Settings of `rollguard sim`, the simulated cluster."""
-
-    listen: ListenAddress = field(default_factory=lambda: ListenAddress("127.0.0.1", 0))
-    """Where the simulated API server listens; port 0 picks a free port."""
-    kubeconfig_out: Path | None = None
-    """Where to write a kubeconfig naming the real address; None writes none."""
-    with_prometheus: bool = False
-    """Also start a real Prometheus (the Debian `prometheus` binary) scraping every simulated pod."""
-    speed: float = 1.0
-    """How many simulated seconds pass per real second (pod start-up, progress deadlines)."""
-    log: LogSettings = field(default_factory=LogSettings)
-    """The simulator's own logging."""
-
-
 _LOG_FORMATS = ("auto", "json", "console")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -124,7 +108,7 @@ def _choice(value: str, choices: Sequence[str], *, source: str) -> str:
     return lowered
 
 
-def _flag_or_env(
+def flag_or_env(
     flag_value: str | None, env: Mapping[str, str], name: str, default: str | None
 ) -> tuple[str | None, str]:
     """The value and where it came from (for error messages): the flag, else ROLLGUARD_<NAME>, else default."""
@@ -152,8 +136,8 @@ def log_settings(
 ) -> LogSettings:
     """Log settings from `--log-format`/`--log-level` or ROLLGUARD_LOG_FORMAT/ROLLGUARD_LOG_LEVEL."""
     env = os.environ if env is None else env
-    fmt_value, fmt_source = _flag_or_env(fmt, env, "LOG_FORMAT", "auto")
-    level_value, level_source = _flag_or_env(level, env, "LOG_LEVEL", "info")
+    fmt_value, fmt_source = flag_or_env(fmt, env, "LOG_FORMAT", "auto")
+    level_value, level_source = flag_or_env(level, env, "LOG_LEVEL", "info")
     assert fmt_value is not None
     assert level_value is not None
     return LogSettings(
@@ -178,14 +162,14 @@ def run_settings(
 ) -> RunSettings:
     """Build `RunSettings` from parsed flags, falling back to ROLLGUARD_* variables."""
     env = os.environ if env is None else env
-    rules_value, rules_source = _flag_or_env(rules, env, "RULES", None)
+    rules_value, rules_source = flag_or_env(rules, env, "RULES", None)
     if not rules_value:
         raise SettingsError(f"{rules_source}: a rules directory is required (or set {ENV_PREFIX}RULES)")
-    kube_value, _ = _flag_or_env(kubeconfig, env, "KUBECONFIG", env.get("KUBECONFIG"))
+    kube_value, _ = flag_or_env(kubeconfig, env, "KUBECONFIG", env.get("KUBECONFIG"))
     ns: tuple[str, ...] = tuple(namespaces)
     if not ns and env.get(ENV_PREFIX + "NAMESPACES"):
         ns = tuple(n.strip() for n in env[ENV_PREFIX + "NAMESPACES"].split(",") if n.strip())
-    listen_value, listen_source = _flag_or_env(http_listen, env, "HTTP_LISTEN", "0.0.0.0:8080")
+    listen_value, listen_source = flag_or_env(http_listen, env, "HTTP_LISTEN", "0.0.0.0:8080")
     assert listen_value is not None
     duration_raw = env.get(ENV_PREFIX + "LEASE_DURATION", "15")
     try:
@@ -194,9 +178,9 @@ def run_settings(
         raise SettingsError(f"{ENV_PREFIX}LEASE_DURATION: {duration_raw!r} is not a number of seconds") from None
     if not 2 <= lease_duration <= 600:
         raise SettingsError(f"{ENV_PREFIX}LEASE_DURATION: {lease_duration} is outside 2..600 seconds")
-    proxy_value, _ = _flag_or_env(service_proxy, env, "SERVICE_PROXY", None)
-    prometheus_value, _ = _flag_or_env(prometheus_url, env, "PROMETHEUS_URL", None)
-    notify_value, _ = _flag_or_env(notify_config, env, "NOTIFY_CONFIG", None)
+    proxy_value, _ = flag_or_env(service_proxy, env, "SERVICE_PROXY", None)
+    prometheus_value, _ = flag_or_env(prometheus_url, env, "PROMETHEUS_URL", None)
+    notify_value, _ = flag_or_env(notify_config, env, "NOTIFY_CONFIG", None)
     return RunSettings(
         rules_dir=Path(rules_value),
         kubeconfig=Path(kube_value) if kube_value else None,
@@ -212,29 +196,4 @@ def run_settings(
         service_proxy=proxy_value or None,
         prometheus_url=prometheus_value or None,
         notify_config=Path(notify_value) if notify_value else None,
-    )
-
-
-def sim_settings(
-    *,
-    listen: str | None,
-    kubeconfig_out: str | None,
-    with_prometheus: bool,
-    speed: float | None,
-    log: LogSettings,
-    env: Mapping[str, str] | None = None,
-) -> SimSettings:
-    """Build `SimSettings` from parsed flags."""
-    env = os.environ if env is None else env
-    listen_value, listen_source = _flag_or_env(listen, env, "SIM_LISTEN", "127.0.0.1:0")
-    assert listen_value is not None
-    speed_value = 1.0 if speed is None else speed
-    if not 0 < speed_value <= 1000:
-        raise SettingsError(f"--speed: {speed_value} is outside (0, 1000]")
-    return SimSettings(
-        listen=parse_listen(listen_value, source=listen_source),
-        kubeconfig_out=Path(kubeconfig_out) if kubeconfig_out else None,
-        with_prometheus=with_prometheus,
-        speed=speed_value,
-        log=log,
     )

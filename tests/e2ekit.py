@@ -12,10 +12,10 @@ from typing import Any
 
 import aiohttp
 
-from daemon.demo.manifests import backend_deployment
-from daemon.demo.stack import Stack
-from daemon.receivers.slack import SlackMessage
-from daemon.sim.resources import DEPLOYMENTS, EVENTS, REPLICASETS
+from sim.demo.manifests import backend_deployment
+from sim.demo.stack import Stack
+from sim.receivers.slack import SlackMessage
+from sim.resources import DEPLOYMENTS, EVENTS, REPLICASETS
 
 RULES = Path(__file__).parent / "data" / "e2e" / "rules"
 

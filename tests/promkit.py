@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 import aiohttp
 
 from daemon.clock import Clock
-from daemon.sim.prometheus import PrometheusServer, PrometheusTargets
-from daemon.sim.resources import NAMESPACES, PODS, SERVICES
-from daemon.sim.services import WorkloadServer
-from daemon.sim.store import Obj, Store, rfc3339
+from sim.prometheus import PrometheusServer, PrometheusTargets
+from sim.resources import NAMESPACES, PODS, SERVICES
+from sim.services import WorkloadServer
+from sim.store import Obj, Store, rfc3339
 
 T = TypeVar("T")
 

@@ -22,13 +22,13 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from daemon.daemon import Extras, run_daemon
-from daemon.demo.stack import ROUTING_KEY, SLACK_CHANNEL, SLACK_TOKEN, Stack, free_port
 from daemon.settings import ListenAddress, RunSettings
-from daemon.sim.apiserver import AuditRecord, build_app
-from daemon.sim.kubeconfig import write_kubeconfig
-from daemon.sim.podlogs import PodLogSource
-from daemon.sim.resources import LEASES
-from daemon.sim.store import Store
+from sim.apiserver import AuditRecord, build_app
+from sim.demo.stack import ROUTING_KEY, SLACK_CHANNEL, SLACK_TOKEN, Stack, free_port
+from sim.kubeconfig import write_kubeconfig
+from sim.podlogs import PodLogSource
+from sim.resources import LEASES
+from sim.store import Store
 
 LEASE_SECONDS = 3.0
 """Lease duration of the replicas `replica()` starts (renew deadline 2 s, retry period 0.4 s)."""

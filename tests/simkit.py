@@ -27,12 +27,12 @@ import pytest
 from aiohttp import web
 
 from daemon.clock import Clock, ScaledClock
-from daemon.sim.apiserver import AuditRecord, build_app
-from daemon.sim.kubeconfig import write_kubeconfig
-from daemon.sim.podlogs import PodLogSource
-from daemon.sim.resources import PODS
-from daemon.sim.store import ApiError, Store
-from daemon.sim.strategies import apply_defaults
+from sim.apiserver import AuditRecord, build_app
+from sim.kubeconfig import write_kubeconfig
+from sim.podlogs import PodLogSource
+from sim.resources import PODS
+from sim.store import ApiError, Store
+from sim.strategies import apply_defaults
 
 SYSTEM_KUBECTL = Path("/usr/bin/kubectl")
 VENV_KUBECTL = Path(sys.executable).parent / "kubectl"

@@ -15,9 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from daemon.demo.manifests import backend_service
-from daemon.demo.stack import running_stack
-from daemon.sim.workload import WorkloadLogs
+from sim.demo.manifests import backend_service
+from sim.demo.stack import running_stack
+from sim.workload import WorkloadLogs
 from tests.e2ekit import RULES, deploy, eventually, image_of, rollout_status, state_of
 from tests.replicakit import FrontDoor, Replica, holder, replica
 

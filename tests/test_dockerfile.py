@@ -160,3 +160,21 @@ def test_dockerignore_keeps_local_state_out_but_not_what_the_build_copies() -> N
         excluded = [p for p in patterns if fnmatch.fnmatch(source, p) or fnmatch.fnmatch(source, p.lstrip("*/"))]
         assert not excluded, f"COPY {source} is excluded by .dockerignore {excluded}"
         assert (ROOT / source).exists(), f"COPY {source}: no such file in the build context"
+
+
+def test_the_image_ships_the_daemon_and_none_of_the_stand_ins() -> None:
+    """Only `daemon/` (plus the packaging files) reaches the image: the simulated cluster, the local
+    receivers and the demo live in `sim/`, which the build neither copies nor may see."""
+    copied = {
+        source.rstrip("/").removeprefix("./")
+        for stage in parse_stages(DOCKERFILE.read_text())
+        for kw, value in stage.instructions
+        if kw == "COPY" and not value.startswith("--from")
+        for source in value.split()[:-1]
+    }
+    assert copied == {"pyproject.toml", "constraints.txt", "README.md", "daemon"}, copied
+    patterns = {p.strip() for p in DOCKERIGNORE.read_text().splitlines() if p.strip() and not p.startswith("#")}
+    assert "sim" in patterns, ".dockerignore keeps the stand-ins out of the build context"
+    stand_ins = [p.relative_to(ROOT) for p in (ROOT / "daemon").rglob("*.py")
+                 if re.search(r"^\s*(from|import) sim\b", p.read_text(), re.MULTILINE)]
+    assert not stand_ins, f"daemon modules import the stand-ins: {stand_ins}"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.demo.manifests import backend_service
-from daemon.demo.stack import running_stack
+from sim.demo.manifests import backend_service
+from sim.demo.stack import running_stack
 from tests.e2ekit import (
     RULES,
     deploy,

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.demo.manifests import backend_service
-from daemon.demo.stack import running_stack
-from daemon.receivers.slack import SlackMessage
+from sim.demo.manifests import backend_service
+from sim.demo.stack import running_stack
+from sim.receivers.slack import SlackMessage
 from tests.e2ekit import (
     RULES,
     blocks_text,

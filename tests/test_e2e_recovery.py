@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.demo.manifests import backend_service
-from daemon.demo.stack import running_stack
+from sim.demo.manifests import backend_service
+from sim.demo.stack import running_stack
 from tests.e2ekit import deploy, eventually, image_of, rollout_status, slack_texts
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(240)]

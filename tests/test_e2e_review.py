@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.demo.manifests import backend_service
-from daemon.demo.stack import Stack, running_stack
+from sim.demo.manifests import backend_service
+from sim.demo.stack import Stack, running_stack
 from tests.e2ekit import (
     RULES,
     current_hash,

@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from daemon.demo.manifests import backend_deployment
 from daemon.kube.client import KubeClient
 from daemon.kube.rollback import Fence, RollbackFenced, undo
-from daemon.sim.cluster import SimCluster, running_cluster
-from daemon.sim.resources import DEPLOYMENTS, REPLICASETS
+from sim.cluster import SimCluster, running_cluster
+from sim.demo.manifests import backend_deployment
+from sim.resources import DEPLOYMENTS, REPLICASETS
 
 pytestmark = [pytest.mark.kubectl, pytest.mark.timeout(120)]
 

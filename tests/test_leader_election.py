@@ -25,13 +25,13 @@ import aiohttp
 import pytest
 
 from daemon.clock import FakeClock
-from daemon.demo.manifests import backend_service
-from daemon.demo.stack import Stack, running_stack
 from daemon.kube.client import KubeClient
 from daemon.kube.leader import LeaderElector, LeaseConfig
-from daemon.sim.resources import EVENTS, LEASES
-from daemon.sim.store import Store
-from daemon.sim.workload import WorkloadLogs
+from sim.demo.manifests import backend_service
+from sim.demo.stack import Stack, running_stack
+from sim.resources import EVENTS, LEASES
+from sim.store import Store
+from sim.workload import WorkloadLogs
 from tests.e2ekit import RULES, deploy, image_of, revision_of, rollout_status, state_of
 from tests.replicakit import LEASE_SECONDS, FrontDoor, Replica, holder, kill, replica
 from tests.simkit import sim_server

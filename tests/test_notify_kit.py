@@ -37,9 +37,9 @@ from daemon.notify import (
 )
 from daemon.notify.console import ConsoleNotifier
 from daemon.notify.nop import NopNotifier
-from daemon.receivers import LocalReceiver
-from daemon.receivers.pagerduty import PagerDutyReceiver
-from daemon.receivers.slack import SlackReceiver
+from sim.receivers import LocalReceiver
+from sim.receivers.pagerduty import PagerDutyReceiver
+from sim.receivers.slack import SlackReceiver
 
 # Recognisable secrets: if any of these shows up where it should not, the scan below finds it.
 SLACK_TOKEN = "xoxb-1111-2222-SECRETslackTOKENdoNotLeak"

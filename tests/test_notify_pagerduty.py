@@ -10,7 +10,7 @@ import pytest
 from daemon.clock import FakeClock
 from daemon.notify import AlertKind, NotificationPipeline, NotifyConfigError, Redactor
 from daemon.notify.pagerduty import PagerDutyNotifier
-from daemon.receivers.pagerduty import PagerDutyReceiver
+from sim.receivers.pagerduty import PagerDutyReceiver
 from tests.test_notify_kit import ROUTING_KEY, eventually, make_alert
 
 DEDUP_KEY = "rollguard/staging/backend/7"

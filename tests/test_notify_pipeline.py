@@ -30,8 +30,8 @@ from daemon.notify import (
     build_notifiers,
 )
 from daemon.notify.pipeline import Deduplicator, RetryPolicy
-from daemon.receivers.pagerduty import PagerDutyReceiver
-from daemon.receivers.slack import SlackReceiver
+from sim.receivers.pagerduty import PagerDutyReceiver
+from sim.receivers.slack import SlackReceiver
 from tests.test_notify_kit import ROUTING_KEY, SLACK_TOKEN, eventually, make_alert
 
 

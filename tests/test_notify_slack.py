@@ -9,7 +9,7 @@ import pytest
 from daemon.clock import FakeClock
 from daemon.notify import AlertKind, NotificationPipeline, Redactor
 from daemon.notify.slack import SlackNotifier, SlackWebhookNotifier
-from daemon.receivers.slack import SlackReceiver
+from sim.receivers.slack import SlackReceiver
 from tests.test_notify_kit import SLACK_TOKEN, eventually, make_alert
 
 

@@ -18,11 +18,11 @@ import helm_python as helm
 import pytest
 import yaml
 
-from daemon.demo.manifests import backend_service
-from daemon.demo.stack import running_stack
-from daemon.sim.apiserver import AuditRecord
-from daemon.sim.resources import JOBS
-from daemon.sim.workload import WorkloadLogs
+from sim.apiserver import AuditRecord
+from sim.demo.manifests import backend_service
+from sim.demo.stack import running_stack
+from sim.resources import JOBS
+from sim.workload import WorkloadLogs
 from tests.e2ekit import RULES, deploy, eventually, image_of, rollout_status, state_of
 from tests.replicakit import FrontDoor
 

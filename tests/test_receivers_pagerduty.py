@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from daemon.receivers.pagerduty import PagerDutyReceiver
+from sim.receivers.pagerduty import PagerDutyReceiver
 from tests.test_notify_kit import ROUTING_KEY
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from daemon.receivers.slack import SlackReceiver, validate_blocks
+from sim.receivers.slack import SlackReceiver, validate_blocks
 from tests.test_notify_kit import SLACK_TOKEN
 
 AUTH = {"Authorization": f"Bearer {SLACK_TOKEN}"}

@@ -13,8 +13,8 @@ from daemon.settings import (
     log_settings,
     parse_listen,
     run_settings,
-    sim_settings,
 )
+from sim.settings import sim_settings
 
 
 def test_parse_listen_accepts_ipv4_ipv6_and_localhost() -> None:

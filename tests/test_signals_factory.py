@@ -26,8 +26,8 @@ from daemon.signals.logs import LogsProvider
 from daemon.signals.prometheus import PrometheusClient, PrometheusProvider
 from daemon.signals.session import new_session
 from daemon.signals.websocket import WebSocketProvider
-from daemon.sim.services import WorkloadServer
-from daemon.sim.store import Store
+from sim.services import WorkloadServer
+from sim.store import Store
 from tests.promkit import make_pod, make_service
 
 SIGNALS = {

@@ -19,9 +19,9 @@ from daemon.rules.model import HttpSignal, JsonExpectation
 from daemon.signals.base import Phase, SignalContext
 from daemon.signals.http import HttpProvider, JsonPathError, json_equal, json_path_get
 from daemon.signals.session import describe_error, redact_url
-from daemon.sim.prometheus import free_port
-from daemon.sim.services import WorkloadServer
-from daemon.sim.store import Store
+from sim.prometheus import free_port
+from sim.services import WorkloadServer
+from sim.store import Store
 from tests.promkit import make_pod, make_service, set_ready
 
 HEALTH = "http://backend.{{namespace}}:8000/health"

@@ -2,7 +2,7 @@
 
 The simulated pods' logs are computed from the cluster clock (a `FakeClock` here): line i of a container
 that started at S is stamped S + i/SIM_LOG_RATE, and with SIM_LOG_ERROR_RATIO=0.25 exactly the lines
-i ≡ 3 (mod 4) are errors (`daemon.sim.workload`). So the expected counts below are worked out by hand.
+i ≡ 3 (mod 4) are errors (`sim.workload`). So the expected counts below are worked out by hand.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from daemon.kube.client import KubeClient
 from daemon.rules.model import LogsSignal
 from daemon.signals.base import Phase, SignalContext
 from daemon.signals.logs import LogsProvider, parse_kubelet_time
-from daemon.sim.apiserver import build_app
-from daemon.sim.resources import PODS
-from daemon.sim.store import Store
-from daemon.sim.workload import WorkloadLogs
+from sim.apiserver import build_app
+from sim.resources import PODS
+from sim.store import Store
+from sim.workload import WorkloadLogs
 from tests.promkit import make_pod
 
 T0 = 1_764_151_200.0

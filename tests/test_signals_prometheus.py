@@ -1,6 +1,6 @@
 """Prometheus signals, judged by the real Prometheus scraping simulated pods, and coalescing counted on the wire.
 
-The real-Prometheus tests run the Debian `prometheus` binary through `daemon.sim.prometheus` (they fail
+The real-Prometheus tests run the Debian `prometheus` binary through `sim.prometheus` (they fail
 with the install hint where it is missing). Coalescing and the odd answers Prometheus itself will
 not give on demand (a slow answer, a proxy's HTML error page) are tested on a small aiohttp server
 that speaks the `/api/v1/query` API and counts what reaches it.
@@ -22,8 +22,8 @@ from daemon.clock import FakeClock, ScaledClock
 from daemon.rules.model import BaselineMode, PrometheusSignal
 from daemon.signals.base import Measurement, Phase, SignalContext
 from daemon.signals.prometheus import PrometheusClient, PrometheusProvider, QueryCoalescer
-from daemon.sim.prometheus import PrometheusServer
-from daemon.sim.store import Store
+from sim.prometheus import PrometheusServer
+from sim.store import Store
 from tests.promkit import instant_query, make_pod, poll, prometheus_stack
 
 ERROR_RATIO = """

@@ -13,9 +13,9 @@ from daemon.clock import FakeClock
 from daemon.rules.model import WebSocketSignal
 from daemon.signals.base import Measurement, Phase, SignalContext
 from daemon.signals.websocket import WebSocketProvider
-from daemon.sim.prometheus import free_port
-from daemon.sim.services import WorkloadServer
-from daemon.sim.store import Store
+from sim.prometheus import free_port
+from sim.services import WorkloadServer
+from sim.store import Store
 from tests.promkit import make_pod, make_service, set_ready
 
 WS = "ws://backend.{{namespace}}:8000/ws"

@@ -12,11 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from daemon.sim import openapi
-from daemon.sim.apiserver import AuditRecord
-from daemon.sim.resources import ALL, DEPLOYMENTS, PODS, REPLICASETS
-from daemon.sim.store import Store, copy_json
-from daemon.sim.strategies import apply_defaults
+from sim import openapi
+from sim.apiserver import AuditRecord
+from sim.resources import ALL, DEPLOYMENTS, PODS, REPLICASETS
+from sim.store import Store, copy_json
+from sim.strategies import apply_defaults
 from tests.simkit import FakeLogs, SimCluster, deployment_manifest, make_pod, sim_server
 
 NS = "shop"

@@ -14,7 +14,7 @@ from kubernetes_asyncio.client.rest import ApiException
 from kubernetes_asyncio.leaderelection import electionconfig, leaderelection
 from kubernetes_asyncio.leaderelection.resourcelock.leaselock import LeaseLock
 
-from daemon.sim.resources import DEPLOYMENTS, LEASES
+from sim.resources import DEPLOYMENTS, LEASES
 from tests.simkit import SimCluster, deployment_manifest, sim_server
 
 NS = "default"

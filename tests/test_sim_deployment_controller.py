@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from daemon.clock import FakeClock, ScaledClock
-from daemon.sim.controllers import ControllerManager, pod_is_ready
-from daemon.sim.controllers.events import EventRecorder
-from daemon.sim.controllers.hashing import SAFE_ALPHABET, template_hash
-from daemon.sim.resources import DEPLOYMENTS, EVENTS, NAMESPACES, PODS, REPLICASETS
-from daemon.sim.store import Obj, Store, WatchEvent, copy_json
+from sim.controllers import ControllerManager, pod_is_ready
+from sim.controllers.events import EventRecorder
+from sim.controllers.hashing import SAFE_ALPHABET, template_hash
+from sim.resources import DEPLOYMENTS, EVENTS, NAMESPACES, PODS, REPLICASETS
+from sim.store import Obj, Store, WatchEvent, copy_json
 
 REVISION = "deployment.kubernetes.io/revision"
 SPEED = 50.0

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from daemon.sim.controllers.hashing import (
+from sim.controllers.hashing import (
     SAFE_ALPHABET,
     fnv1a_32,
     normalise,

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from daemon.clock import FakeClock
-from daemon.sim.controllers import ControllerManager
-from daemon.sim.resources import EVENTS, JOBS, NAMESPACES, PODS
-from daemon.sim.store import Obj, Store, WatchEvent, rfc3339
+from sim.controllers import ControllerManager
+from sim.resources import EVENTS, JOBS, NAMESPACES, PODS
+from sim.store import Obj, Store, WatchEvent, rfc3339
 
 T0 = 1_700_000_000.0
 

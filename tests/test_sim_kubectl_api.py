@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 
 from daemon.clock import FakeClock, ScaledClock
-from daemon.sim.resources import DEPLOYMENTS, EVENTS, NAMESPACES, PODS, REPLICASETS
-from daemon.sim.store import Store, copy_json, rfc3339
-from daemon.sim.strategies import apply_defaults
+from sim.resources import DEPLOYMENTS, EVENTS, NAMESPACES, PODS, REPLICASETS
+from sim.store import Store, copy_json, rfc3339
+from sim.strategies import apply_defaults
 from tests.simkit import (
     KUBECTL_BINARIES,
     FakeLogs,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from daemon.sim.cluster import SimCluster, running_cluster
+from sim.cluster import SimCluster, running_cluster
 from tests.simkit import KUBECTL_BINARIES, run_kubectl
 
 pytestmark = [pytest.mark.kubectl, pytest.mark.parametrize("kubectl", KUBECTL_BINARIES),

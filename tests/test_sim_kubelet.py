@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from daemon.clock import FakeClock
-from daemon.sim.controllers import ControllerManager, pod_is_available, pod_is_ready
-from daemon.sim.controllers.kubelet import Kubelet
-from daemon.sim.resources import EVENTS, NAMESPACES, PODS
-from daemon.sim.store import Obj, Store, rfc3339
+from sim.controllers import ControllerManager, pod_is_available, pod_is_ready
+from sim.controllers.kubelet import Kubelet
+from sim.resources import EVENTS, NAMESPACES, PODS
+from sim.store import Obj, Store, rfc3339
 
 T0 = 1_700_000_000.0
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from daemon.sim.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
+from sim.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 
 
 def deployment() -> dict[str, Any]:

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from daemon.clock import FakeClock, ScaledClock
-from daemon.sim.prometheus import (
+from sim.prometheus import (
     BINARY_ENV,
     PrometheusNotInstalled,
     PrometheusServer,
@@ -24,9 +24,9 @@ from daemon.sim.prometheus import (
     PrometheusTargets,
     find_prometheus_binary,
 )
-from daemon.sim.resources import PODS
-from daemon.sim.store import Store
-from daemon.sim.workload import render_metrics
+from sim.resources import PODS
+from sim.store import Store
+from sim.workload import render_metrics
 from tests.promkit import instant_query, make_pod, pod_object, poll, prometheus_stack
 
 ERROR_RATIO = """

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from daemon.clock import FakeClock
-from daemon.sim.controllers import ControllerManager
-from daemon.sim.controllers.hashing import SAFE_ALPHABET
-from daemon.sim.controllers.replicaset import pod_deletion_order
-from daemon.sim.resources import EVENTS, NAMESPACES, PODS, REPLICASETS
-from daemon.sim.store import Obj, Store, copy_json, rfc3339
+from sim.controllers import ControllerManager
+from sim.controllers.hashing import SAFE_ALPHABET
+from sim.controllers.replicaset import pod_deletion_order
+from sim.resources import EVENTS, NAMESPACES, PODS, REPLICASETS
+from sim.store import Obj, Store, copy_json, rfc3339
 
 T0 = 1_700_000_000.0
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.sim.resources import DEPLOYMENTS, EVENTS, EVENTS_V1, PODS
-from daemon.sim.selectors import (
+from sim.resources import DEPLOYMENTS, EVENTS, EVENTS_V1, PODS
+from sim.selectors import (
     label_selector_string,
     parse_field_selector,
     parse_label_selector,
     selector_matches,
 )
-from daemon.sim.store import ApiError
+from sim.store import ApiError
 
 LABELS = {"app": "web", "tier": "frontend", "track": "stable", "rank": "7"}
 

@@ -12,9 +12,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.clock import FakeClock
-from daemon.sim.resources import PODS
-from daemon.sim.services import POD_HEADER, WorkloadServer, parse_cluster_host, sim_client_session_kwargs
-from daemon.sim.store import Store
+from sim.resources import PODS
+from sim.services import POD_HEADER, WorkloadServer, parse_cluster_host, sim_client_session_kwargs
+from sim.store import Store
 from tests.promkit import make_pod, make_service, set_ready
 
 FAST = {"SIM_LATENCY_MS": "1"}

@@ -10,9 +10,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.clock import FakeClock
-from daemon.sim.resources import PODS
-from daemon.sim.store import ApiError, Store, rfc3339
-from daemon.sim.workload import LATENCY_BUCKETS, WorkloadLogs, pod_identity, render_metrics
+from sim.resources import PODS
+from sim.store import ApiError, Store, rfc3339
+from sim.workload import LATENCY_BUCKETS, WorkloadLogs, pod_identity, render_metrics
 from tests.promkit import make_pod, pod_object
 
 T0 = 1_764_151_200.0  # 2025-11-26T10:00:00Z

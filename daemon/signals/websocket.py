@@ -3,7 +3,7 @@
 `WebSocketProvider` renders the `ws://` / `wss://` URL for the revision (`render_url`), connects
 through the daemon's pooled session (through `proxy` when set: aiohttp then writes the absolute
 `ws://svc.ns:port/path` URL on the request line with the Upgrade headers, which is what the
-simulated cluster's service proxy routes, `daemon.sim.services`), sends `spec.send` if set, and
+simulated cluster's service proxy routes, `sim.services`), sends `spec.send` if set, and
 waits for a text (or binary, decoded as UTF-8) message in which `spec.expect` is found.
 
 `expect` is a Python regular expression, searched in each message (`re.search`), as the rule model

@@ -28,9 +28,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from daemon.clock import Clock
-from daemon.sim.controllers.events import NORMAL, WARNING, EventRecorder
-from daemon.sim.controllers.hashing import random_suffix
-from daemon.sim.controllers.kubelet import (
+from sim.controllers.events import NORMAL, WARNING, EventRecorder
+from sim.controllers.hashing import random_suffix
+from sim.controllers.kubelet import (
     NODE_NAME,
     parse_time,
     pod_is_active,
@@ -40,10 +40,10 @@ from daemon.sim.controllers.kubelet import (
     pod_ready_since,
     qos_class,
 )
-from daemon.sim.resources import PODS, REPLICASETS, ResourceType
-from daemon.sim.selectors import selector_matches
-from daemon.sim.store import ApiError, Obj, Store, copy_json, rfc3339
-from daemon.sim.strategies import apply_defaults
+from sim.resources import PODS, REPLICASETS, ResourceType
+from sim.selectors import selector_matches
+from sim.store import ApiError, Obj, Store, copy_json, rfc3339
+from sim.strategies import apply_defaults
 
 __all__ = [
     "BURST_REPLICAS",

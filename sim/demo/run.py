@@ -33,13 +33,13 @@ from typing import Any, TextIO
 import aiohttp
 import yaml
 
-from daemon.demo.manifests import backend_deployment, backend_service
-from daemon.demo.stack import Stack, running_stack
 from daemon.logs import configure_logging
 from daemon.rules.durations import format_duration, parse_duration
 from daemon.settings import LogSettings
-from daemon.sim.resources import DEPLOYMENTS, EVENTS, REPLICASETS
-from daemon.sim.store import WatchEvent
+from sim.demo.manifests import backend_deployment, backend_service
+from sim.demo.stack import Stack, running_stack
+from sim.resources import DEPLOYMENTS, EVENTS, REPLICASETS
+from sim.store import WatchEvent
 
 REPO_RULES = Path(__file__).resolve().parent.parent.parent / "rules"
 

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from daemon.daemon import Extras, run_daemon
-from daemon.receivers.pagerduty import PagerDutyReceiver
-from daemon.receivers.slack import SlackReceiver
 from daemon.settings import ListenAddress, LogSettings, RunSettings
-from daemon.sim.cluster import SimCluster, running_cluster
+from sim.cluster import SimCluster, running_cluster
+from sim.receivers.pagerduty import PagerDutyReceiver
+from sim.receivers.slack import SlackReceiver
 
 SLACK_TOKEN = "xoxb-1111111111-2222222222-rollguarddemotokenabcdef"
 ROUTING_KEY = "R0LLGUARDDEM0R0UT1NGKEY000000001"  # 32 characters, as PagerDuty's are

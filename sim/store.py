@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from daemon.clock import Clock
-from daemon.sim.resources import NAMESPACES, ResourceType
+from sim.resources import NAMESPACES, ResourceType
 
 Obj = dict[str, Any]
 _T = TypeVar("_T")

@@ -23,14 +23,15 @@ from pathlib import Path
 from aiohttp import web
 
 from daemon.clock import Clock, ScaledClock
-from daemon.settings import ListenAddress, SimSettings
-from daemon.sim.apiserver import AuditRecord, build_app
-from daemon.sim.controllers.manager import ControllerManager
-from daemon.sim.kubeconfig import write_kubeconfig
-from daemon.sim.prometheus import PrometheusServer, PrometheusTargets
-from daemon.sim.services import WorkloadServer
-from daemon.sim.store import Store
-from daemon.sim.workload import WorkloadLogs
+from daemon.settings import ListenAddress
+from sim.apiserver import AuditRecord, build_app
+from sim.controllers.manager import ControllerManager
+from sim.kubeconfig import write_kubeconfig
+from sim.prometheus import PrometheusServer, PrometheusTargets
+from sim.services import WorkloadServer
+from sim.settings import SimSettings
+from sim.store import Store
+from sim.workload import WorkloadLogs
 
 
 @dataclass

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from daemon.sim.store import copy_json
+from sim.store import copy_json
 
 # Field name → merge key, from the `patchStrategy:"merge" patchMergeKey:"…"` tags of the core and
 # apps API types (the lists this simulator's kinds contain).

@@ -7,7 +7,7 @@ curl `-x`, or `HTTP_PROXY`/`WS_PROXY` with `trust_env=True`) writes the absolute
 line (`GET http://backend.staging:8000/health HTTP/1.1`, and for WebSockets `GET ws://…` with the
 Upgrade headers, which aiohttp sends the same way). The server resolves `<svc>.<ns>`,
 `<svc>.<ns>.svc` or `<svc>.<ns>.svc.cluster.local` and the port to a Service in the store, picks a
-Ready pod behind it round robin, and answers in-process as that pod (`daemon.sim.workload`). Origin-form
+Ready pod behind it round robin, and answers in-process as that pod (`sim.workload`). Origin-form
 requests whose `Host` header is such a name are routed the same way (`curl --resolve`, or a client
 whose resolver points the name at this port). Anything else through the proxy (e.g. `127.0.0.1`) is a 502: the
 simulator forwards nothing off-cluster, so such clients must bypass it (`NO_PROXY=127.0.0.1,localhost`).
@@ -35,9 +35,9 @@ from aiohttp import web
 from yarl import URL
 
 from daemon.clock import Clock
-from daemon.sim.resources import NAMESPACES, PODS, SERVICES
-from daemon.sim.store import Obj, Store, WatchEvent
-from daemon.sim.workload import Workloads
+from sim.resources import NAMESPACES, PODS, SERVICES
+from sim.store import Obj, Store, WatchEvent
+from sim.workload import Workloads
 
 __all__ = [
     "POD_HEADER",

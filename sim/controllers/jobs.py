@@ -28,23 +28,23 @@ from collections.abc import Mapping
 from typing import Any
 
 from daemon.clock import Clock
-from daemon.sim.controllers.events import NORMAL, WARNING, EventRecorder
-from daemon.sim.controllers.kubelet import (
+from sim.controllers.events import NORMAL, WARNING, EventRecorder
+from sim.controllers.kubelet import (
     NODE_NAME,
     parse_time,
     pod_is_active,
     pod_is_ready,
     pod_is_terminating,
 )
-from daemon.sim.controllers.replicaset import (
+from sim.controllers.replicaset import (
     Schedule,
     create_pod,
     delete_pod,
     is_controlled_by,
     pod_deletion_order,
 )
-from daemon.sim.resources import JOBS, PODS
-from daemon.sim.store import ApiError, Obj, Store, rfc3339
+from sim.resources import JOBS, PODS
+from sim.store import ApiError, Obj, Store, rfc3339
 
 __all__ = ["JOB_BACKOFF_INITIAL", "JOB_BACKOFF_MAX", "JobController", "pod_failure_backoff"]
 

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.sim.resources import (
+from sim.resources import (
     DEPLOYMENTS,
     EVENTS,
     EVENTS_V1,
@@ -41,13 +41,13 @@ from daemon.sim.resources import (
     SERVICES,
     ResourceType,
 )
-from daemon.sim.selectors import (
+from sim.selectors import (
     label_key_error,
     label_selector_errors,
     label_value_error,
     selector_matches,
 )
-from daemon.sim.store import ApiError, Obj, Store
+from sim.store import ApiError, Obj, Store
 
 DEFAULT_SCHEDULER = "default-scheduler"
 SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/16")

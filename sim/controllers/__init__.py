@@ -4,14 +4,14 @@
   controller, clock-driven timers, garbage collection of dependents; `start()`/`stop()` or `async with`.
 * `deployment`: the Deployment controller (ReplicaSets, revisions, RollingUpdate/Recreate, conditions).
 * `replicaset`: the ReplicaSet controller and the ownership/pod helpers the others share.
-* `jobs`: the Job controller. `kubelet`: pod lifecycle driven by `daemon.sim.behaviour`.
+* `jobs`: the Job controller. `kubelet`: pod lifecycle driven by `sim.behaviour`.
 * `hashing`: `pod-template-hash`, template normalisation and equality. `events`: the core/v1 Event recorder.
 
 Layering: hashing, events ← kubelet ← replicaset ← deployment, jobs ← manager. Nothing here imports the
 API server; the controllers only talk to the `Store`.
 """
 
-from daemon.sim.controllers.kubelet import pod_is_available, pod_is_ready
-from daemon.sim.controllers.manager import ControllerManager
+from sim.controllers.kubelet import pod_is_available, pod_is_ready
+from sim.controllers.manager import ControllerManager
 
 __all__ = ["ControllerManager", "pod_is_available", "pod_is_ready"]

@@ -32,13 +32,13 @@ from typing import Any
 import structlog
 
 from daemon.clock import Clock
-from daemon.sim.controllers.deployment import DeploymentController
-from daemon.sim.controllers.jobs import JobController
-from daemon.sim.controllers.kubelet import NODE_NAME, Kubelet
-from daemon.sim.controllers.replicaset import ReplicaSetController, controller_ref, delete_pod
-from daemon.sim.resources import DEPLOYMENTS, JOBS, PODS, REPLICASETS
-from daemon.sim.selectors import selector_matches
-from daemon.sim.store import ApiError, Store, WatchEvent
+from sim.controllers.deployment import DeploymentController
+from sim.controllers.jobs import JobController
+from sim.controllers.kubelet import NODE_NAME, Kubelet
+from sim.controllers.replicaset import ReplicaSetController, controller_ref, delete_pod
+from sim.resources import DEPLOYMENTS, JOBS, PODS, REPLICASETS
+from sim.selectors import selector_matches
+from sim.store import ApiError, Store, WatchEvent
 
 __all__ = ["ControllerManager", "WorkQueue"]
 

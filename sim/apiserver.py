@@ -49,10 +49,10 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from daemon.sim import openapi, tables
-from daemon.sim.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
-from daemon.sim.podlogs import PodLogSource
-from daemon.sim.resources import (
+from sim import openapi, tables
+from sim.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
+from sim.podlogs import PodLogSource
+from sim.resources import (
     ALL,
     EVENTS,
     EVENTS_V1,
@@ -62,9 +62,9 @@ from daemon.sim.resources import (
     find,
     group_versions,
 )
-from daemon.sim.selectors import label_selector_string, parse_field_selector, parse_label_selector
-from daemon.sim.store import ApiError, Obj, Store, WatchEvent, copy_json, rfc3339
-from daemon.sim.strategies import (
+from sim.selectors import label_selector_string, parse_field_selector, parse_label_selector
+from sim.store import ApiError, Obj, Store, WatchEvent, copy_json, rfc3339
+from sim.strategies import (
     FieldError,
     apply_defaults,
     drop_nulls,

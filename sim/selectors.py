@@ -20,8 +20,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from daemon.sim.resources import ResourceType
-from daemon.sim.store import ApiError
+from sim.resources import ResourceType
+from sim.store import ApiError
 
 LabelPredicate = Callable[[Mapping[str, str]], bool]
 ObjectPredicate = Callable[[Mapping[str, Any]], bool]

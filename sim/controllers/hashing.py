@@ -5,7 +5,7 @@
   template marshalled from a typed struct (`creationTimestamp: null`, `resources: {}`), so templates
   are only ever compared in this form.
 * `templates_equal(a, b)`: equality of two pod templates ignoring the `pod-template-hash` label, both
-  taken with the API's pod defaults applied (`daemon.sim.strategies.default_pod_spec`) and normalised,
+  taken with the API's pod defaults applied (`sim.strategies.default_pod_spec`) and normalised,
   so a template written straight into the Store equals its defaulted copy on a ReplicaSet.
 * `template_hash(template, collision_count)`: the `pod-template-hash` value, ≤ 10 characters from the
   safe alphabet. Like upstream it is FNV-1a-32 over a deterministic dump of the template (here the
@@ -22,8 +22,8 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from daemon.sim.store import copy_json
-from daemon.sim.strategies import default_pod_spec
+from sim.store import copy_json
+from sim.strategies import default_pod_spec
 
 __all__ = [
     "POD_TEMPLATE_HASH",

@@ -1,7 +1,7 @@
 """The simulated kubelet (and scheduler): the lifecycle of every pod, driven by its `Behaviour`.
 
 A pod's status is a pure function of when the kubelet first saw it (`t0`), its behaviour (read from the
-template's `SIM_*` env vars and image tag by `daemon.sim.behaviour`) and the clock; `sync` writes that
+template's `SIM_*` env vars and image tag by `sim.behaviour`) and the clock; `sync` writes that
 status when it differs from the stored one and asks to be called again at the next transition.
 
 Long-running pods (`restartPolicy: Always`, the default)::
@@ -41,10 +41,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from daemon.clock import Clock
-from daemon.sim.behaviour import Behaviour, BehaviourError, behaviour_of_pod
-from daemon.sim.controllers.events import NORMAL, WARNING, EventRecorder
-from daemon.sim.resources import PODS
-from daemon.sim.store import ApiError, Obj, Store, rfc3339
+from sim.behaviour import Behaviour, BehaviourError, behaviour_of_pod
+from sim.controllers.events import NORMAL, WARNING, EventRecorder
+from sim.resources import PODS
+from sim.store import ApiError, Obj, Store, rfc3339
 
 __all__ = [
     "BACKOFF_INITIAL",

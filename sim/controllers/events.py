@@ -35,8 +35,8 @@ from typing import Any
 import structlog
 
 from daemon.clock import Clock
-from daemon.sim.resources import EVENTS
-from daemon.sim.store import ApiError, Obj, Store, rfc3339
+from sim.resources import EVENTS
+from sim.store import ApiError, Obj, Store, rfc3339
 
 __all__ = ["NORMAL", "WARNING", "EventRecorder", "object_reference"]
 

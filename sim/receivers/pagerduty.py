@@ -6,7 +6,7 @@ faults answer 429 (throttled) or 5xx. Accepted events drive a small incident mod
 dedup_key — trigger opens (or adds to) an incident, acknowledge acknowledges it, resolve closes it,
 and a trigger after a resolve opens a new one — so a test can assert "exactly one open incident".
 
-TLS: the certificate comes from `daemon.receivers.tls` (made with openssl at start). Clients trust
+TLS: the certificate comes from `sim.receivers.tls` (made with openssl at start). Clients trust
 `ca_file` (or `client_ssl_context()`), e.g. `EventsApiV2Client(key, base_url=rx.url,
 verify=rx.client_ssl_context())`.
 
@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from daemon.receivers import LocalReceiver, read_body, respond
-from daemon.receivers.tls import TlsMaterial, make_local_tls
+from sim.receivers import LocalReceiver, read_body, respond
+from sim.receivers.tls import TlsMaterial, make_local_tls
 
 ROUTING_KEY_LENGTH = 32
 MAX_DEDUP_KEY = 255

@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from daemon.sim.openapi import parse_time
-from daemon.sim.selectors import label_selector_string
-from daemon.sim.store import Obj
+from sim.openapi import parse_time
+from sim.selectors import label_selector_string
+from sim.store import Obj
 
 Cells = list[Any]
 Column = dict[str, Any]

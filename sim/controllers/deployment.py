@@ -27,13 +27,13 @@ from typing import Any
 import structlog
 
 from daemon.clock import Clock
-from daemon.sim.controllers.events import NORMAL, WARNING, EventRecorder
-from daemon.sim.controllers.hashing import POD_TEMPLATE_HASH, normalise, template_hash, templates_equal
-from daemon.sim.controllers.kubelet import parse_time
-from daemon.sim.controllers.replicaset import claim, controller_ref, is_controlled_by, owner_reference
-from daemon.sim.resources import DEPLOYMENTS, PODS, REPLICASETS
-from daemon.sim.store import ApiError, Obj, Store, copy_json, rfc3339
-from daemon.sim.strategies import apply_defaults
+from sim.controllers.events import NORMAL, WARNING, EventRecorder
+from sim.controllers.hashing import POD_TEMPLATE_HASH, normalise, template_hash, templates_equal
+from sim.controllers.kubelet import parse_time
+from sim.controllers.replicaset import claim, controller_ref, is_controlled_by, owner_reference
+from sim.resources import DEPLOYMENTS, PODS, REPLICASETS
+from sim.store import ApiError, Obj, Store, copy_json, rfc3339
+from sim.strategies import apply_defaults
 
 __all__ = [
     "DESIRED_REPLICAS_ANNOTATION",

@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from daemon.receivers import LocalReceiver, read_body, respond
+from sim.receivers import LocalReceiver, read_body, respond
 
 TEAM_ID = "T0ROLLGRD"
 BOT_ID = "B0ROLLGRD"

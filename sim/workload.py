@@ -1,7 +1,7 @@
 """The simulated workload behind every pod: metrics, logs, and HTTP/WebSocket answers.
 
 Nothing here runs per pod. Every observable is *computed* from the pod object (its `Behaviour`, read
-from the `SIM_*` env vars by `daemon.sim.behaviour`), its container's start time and the cluster clock,
+from the `SIM_*` env vars by `sim.behaviour`), its container's start time and the cluster clock,
 so ten thousand pods cost nothing until somebody scrapes, reads or calls one of them.
 
 **Metrics** (`render_metrics`), Prometheus text format 0.0.4, for a pod whose first container runs:
@@ -22,7 +22,7 @@ in real time, so under a `ScaledClock` of speed s every rate reads s times highe
 quantiles are unchanged; under a `FakeClock` the counters only move when the test advances the clock.
 Requests accrue from the container's start whether or not the pod is Ready. The identity labels
 (`namespace`, `pod`, `deployment`, `pod_template_hash`) are not in the exposition: Prometheus adds
-them as target labels from file service discovery (`daemon.sim.prometheus`), as kubernetes_sd
+them as target labels from file service discovery (`sim.prometheus`), as kubernetes_sd
 relabeling would. `render_metrics(..., identity_labels=True)` puts them in for readers without it.
 
 **Logs** (`WorkloadLogs`, a `PodLogSource`): line i of a container is written at
@@ -65,9 +65,9 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from daemon.clock import Clock
-from daemon.sim.behaviour import Behaviour, BehaviourError, behaviour_of_pod
-from daemon.sim.resources import PODS
-from daemon.sim.store import ApiError, Obj, Store, WatchEvent
+from sim.behaviour import Behaviour, BehaviourError, behaviour_of_pod
+from sim.resources import PODS
+from sim.store import ApiError, Obj, Store, WatchEvent
 
 __all__ = [
     "LATENCY_BUCKETS",

@@ -13,7 +13,7 @@ class PodLogSource(Protocol):
              since_time: float | None = None, tail_lines: int | None = None, timestamps: bool = False) -> list[str]:
         """Lines written so far (each without its trailing newline), oldest first, filtered as asked.
 
-        Raises `daemon.sim.store.ApiError` (404) for an unknown pod or container.
+        Raises `sim.store.ApiError` (404) for an unknown pod or container.
         """
         ...
 

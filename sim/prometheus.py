@@ -1,7 +1,7 @@
 """A real Prometheus for the simulated cluster: its scrape targets and its process.
 
 `PrometheusTargets` keeps a file_sd JSON file listing every Running pod as a target of the workload
-server (`daemon.sim.services`), one target group per pod::
+server (`sim.services`), one target group per pod::
 
     [{"targets": ["127.0.0.1:PORT"],
       "labels": {"__metrics_path__": "/pods/staging/backend-7c5d-x2x/metrics", "job": "kubernetes-pods",
@@ -17,7 +17,7 @@ atomically (temp file + rename, which Prometheus' file watcher sees as one chang
 `PrometheusServer` runs the `prometheus` binary (Debian's 2.42 is what CI installs) on 127.0.0.1 with a
 generated config, a private temporary TSDB and `--web.enable-lifecycle`; `stop()` and `start()` take it
 down and bring it back on the same port and data (a test of "Prometheus is down"). Prometheus samples in
-real time while the workload's counters follow the cluster clock: see `daemon.sim.workload`.
+real time while the workload's counters follow the cluster clock: see `sim.workload`.
 Prometheus applies new targets only every 5 s (its discovery and scrape managers batch updates), so a
 new pod's first sample arrives 0–10 s after it starts running.
 
@@ -48,9 +48,9 @@ import aiohttp
 import yaml
 from yarl import URL
 
-from daemon.sim.resources import PODS
-from daemon.sim.store import Store, WatchEvent
-from daemon.sim.workload import pod_identity
+from sim.resources import PODS
+from sim.store import Store, WatchEvent
+from sim.workload import pod_identity
 
 __all__ = [
     "BINARY_ENV",

@@ -42,9 +42,9 @@ from typing import Any
 
 import kubernetes_asyncio.client.models as k8s_models
 
-from daemon.sim.patch import LIST_MERGE_KEYS, PRIMITIVE_MERGE_LISTS, RETAIN_KEYS_FIELDS
-from daemon.sim.resources import ResourceType, group_versions
-from daemon.sim.store import ApiError, Obj
+from sim.patch import LIST_MERGE_KEYS, PRIMITIVE_MERGE_LISTS, RETAIN_KEYS_FIELDS
+from sim.resources import ResourceType, group_versions
+from sim.store import ApiError, Obj
 
 # Served kinds → the kubernetes_asyncio model class that describes them.
 _MODEL_OF: dict[tuple[str, str], str] = {
