@@ -58,19 +58,61 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _approve(args: argparse.Namespace) -> int:
+    """`rollguard approve` and `rollguard deny` (args.command says which)."""
     import asyncio
     import os
     from pathlib import Path
 
-    from daemon.approve import ApproveError, approve
+    from daemon.approve import ApproveError, approve, deny
 
     kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+    answer = approve if args.command == "approve" else deny
     try:
-        print(asyncio.run(approve(args.target, kubeconfig=Path(kubeconfig))))
+        print(asyncio.run(answer(args.target, kubeconfig=Path(kubeconfig), revision=args.revision, by=args.by)))
     except ApproveError as exc:
-        print(f"rollguard approve: {exc}", file=sys.stderr)
+        print(f"rollguard {args.command}: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
     return EXIT_OK
+
+
+def _approve_target(value: str) -> str:
+    from daemon.approve import ApproveError, parse_target
+
+    try:
+        parse_target(value)
+    except ApproveError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _revision_number(value: str) -> int:
+    if not value.isascii() or not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a revision number")
+    return int(value)
+
+
+def _approver_name(value: str) -> str:
+    from daemon.approval import clean_approver
+
+    if clean_approver(value) is None:
+        raise argparse.ArgumentTypeError("the approver's name is empty")
+    return value
+
+
+def _add_approve_commands(sub: Any) -> None:
+    helps = {"approve": "approve the rollback a review asked for",
+             "deny": "close a review without rolling back"}
+    for command, help_ in helps.items():
+        parser = sub.add_parser(command, help=help_)
+        parser.add_argument("target", metavar="NAMESPACE/DEPLOYMENT", type=_approve_target)
+        parser.add_argument("--revision", metavar="N", type=_revision_number,
+                            help="the revision you reviewed (refused if the review is for another one)")
+        parser.add_argument("--by", metavar="NAME", type=_approver_name,
+                            help="who answers (default: the kubeconfig's current user, else $USER); "
+                                 "self-declared, Kubernetes does not record it")
+        parser.add_argument("--kubeconfig", metavar="PATH",
+                            help="kubeconfig (default: $KUBECONFIG or ~/.kube/config)")
+        parser.set_defaults(handler=_approve)
 
 
 def _add_plugin_commands(sub: Any, add_log_flags: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -118,10 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("paths", nargs="+", metavar="PATH", help="rule files or directories")
     check.set_defaults(handler=_check)
 
-    approve = sub.add_parser("approve", help="approve the rollback a review asked for")
-    approve.add_argument("target", metavar="NAMESPACE/DEPLOYMENT")
-    approve.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig (default: $KUBECONFIG or ~/.kube/config)")
-    approve.set_defaults(handler=_approve)
+    _add_approve_commands(sub)
 
     _add_plugin_commands(sub, _add_log_flags)
     return parser

@@ -19,7 +19,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_the_planned_subcommands() -> None:
     result = run_cli("--help")
     assert result.returncode == 0, result.stderr
-    for command in ("run", "check", "sim", "demo"):
+    for command in ("run", "check", "approve", "deny", "sim", "demo"):
         assert f"    {command} " in result.stdout, f"{command!r} missing from --help:\n{result.stdout}"
 
 
