@@ -28,47 +28,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 import structlog
 
 from daemon.clock import Clock
-from daemon.kube.rollout_state import RolloutId
 from daemon.kube.state import AnalysisState
+from daemon.lifecycle import Event
+from daemon.measurement import Measurement, Phase
 from daemon.metrics import Metrics
+from daemon.rollout import Rollout
 from daemon.rules.evaluate import EvaluationState, RuleResult, RuleStatus, Verdict, evaluate
-from daemon.rules.model import Action, RollbackPolicy, Unavailable
-from daemon.signals.base import Measurement, Phase, SignalContext
+from daemon.rules.model import Action, Unavailable
 from daemon.signals.factory import ProviderKind
 
 log = structlog.get_logger("rollguard.analysis")
-
-
-@dataclass(frozen=True)
-class Rollout:
-    """A rollout being analysed: which revision, under which policy, measured how."""
-
-    id: RolloutId
-    policy: RollbackPolicy
-    ctx: SignalContext
-    """Template variables of the new revision."""
-    baseline_ctx: SignalContext | None
-    """Template variables of the previous revision (None for a first deploy)."""
-    started_at: float
-    """When the rollout started, epoch seconds."""
-    images: tuple[str, ...] = ()
-    """The new revision's container images, for people reading the alerts."""
-    uid: str = ""
-    """The Deployment's UID (Events name it, so `kubectl describe` finds them)."""
-
-    @property
-    def key(self) -> str:
-        return f"{self.id.namespace}/{self.id.name}/{self.id.revision}"
-
-    @property
-    def hash(self) -> str:
-        return self.id.pod_template_hash or ""
 
 
 class Measurer(Protocol):
@@ -89,7 +64,7 @@ class Decider(Protocol):
     async def rollback(self, rollout: Rollout, verdict: Verdict, state: AnalysisState, *,
                        evidence: tuple[str, ...] = ()) -> AnalysisState: ...
 
-    async def review(self, rollout: Rollout, verdict: Verdict, state: AnalysisState, *,
+    async def review(self, rollout: Rollout, verdict: Verdict, state: AnalysisState, *, event: Event,
                      evidence: tuple[str, ...] = ()) -> AnalysisState: ...
 
     async def notify(self, rollout: Rollout, verdict: Verdict, state: AnalysisState, *,
@@ -152,10 +127,6 @@ class Analysis:
             self.state = replace(self.state, completed_at=at)
             self._completed.set()
 
-    @property
-    def outcome(self) -> str:
-        return self.state.phase
-
     def view(self) -> dict[str, Any]:
         """A JSON-able summary for `/api/v1/analyses`."""
         return {
@@ -178,7 +149,7 @@ class Analysis:
             self._log.info("baselines measured", baselines=_summarise(baselines),
                            problems={n: m.message for n, m in baselines.items()
                                      if m.phase in (Phase.ERROR, Phase.INCONCLUSIVE)})
-        eval_state = EvaluationState.from_dict(self.state.rules) if self.state.rules else EvaluationState()
+        eval_state = self._timers()
         tick = max(first_tick, self._clock.now())
         while True:
             if self._bake_over(tick) and not self._rules_pending(tick) and not self._cannot_tell():
@@ -192,8 +163,9 @@ class Analysis:
                 return
             started = time.perf_counter()
             measurements = await self._measurer.measure(self.rollout)
-            now = self._clock.now()
-            verdict, eval_state = evaluate(self.rollout.policy, measurements, baselines, eval_state, now)
+            # Held times count from the scheduled evaluation times (Prometheus' `for:`), not from when
+            # the answers arrived: otherwise `for` minus the query time waits one interval more.
+            verdict, eval_state = evaluate(self.rollout.policy, measurements, baselines, eval_state, tick)
             self.evaluations += 1
             self.last_verdict = verdict
             self._track_unjudged(verdict)
@@ -206,6 +178,16 @@ class Analysis:
             if tick <= self._clock.now():  # a slow tick: skip missed ticks instead of bursting
                 tick = self._clock.now()
             await self._sleep_until(tick)
+
+    def _timers(self) -> EvaluationState:
+        """The `for:` timers saved in the state; unreadable timers restart from nothing (logged)."""
+        if not self.state.rules:
+            return EvaluationState()
+        try:
+            return EvaluationState.from_dict(self.state.rules)
+        except ValueError as exc:
+            self._log.warning("ignoring saved rule timers", error=str(exc))
+            return EvaluationState()
 
     def _bake_over(self, tick: float) -> bool:
         return self.completed_at is not None and tick >= self.completed_at + self.rollout.policy.analysis.bake_time
@@ -269,6 +251,7 @@ class Analysis:
             self._reviewed = True
             reviewing = tuple(r for r in verdict.rules if r.action.severity >= Action.REVIEW.severity)
             self.state = await self._decider.review(self.rollout, verdict, replace(self.state, rules=timers),
+                                                    event=Event.REVIEW_RULE,
                                                     evidence=_evidence(reviewing, measurements))
         # Held rules (missing data) may ask for notify too; each rule is announced once per rollout.
         matched_notify = [r.rule for r in verdict.rules

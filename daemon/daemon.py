@@ -21,7 +21,7 @@ import aiohttp
 import structlog
 import yaml
 
-from daemon.actions import Actions, ActionSettings
+from daemon.actions import Actions, ActionSettings, RollbackRegistry
 from daemon.aio import run_guarded
 from daemon.clock import Clock, SystemClock
 from daemon.http import HttpServer, build_http_app
@@ -32,9 +32,11 @@ from daemon.measure import ProviderMeasurer
 from daemon.metrics import Metrics
 from daemon.notify import NotificationPipeline, build_notifiers
 from daemon.notify.pipeline import PrometheusMetrics
+from daemon.reconcile import Reconciler
 from daemon.rulesets import RuleSet
 from daemon.settings import RunSettings
 from daemon.supervisor import Supervisor
+from daemon.writer import ClusterWriter
 
 log = structlog.get_logger("rollguard.daemon")
 
@@ -114,16 +116,24 @@ async def run_daemon(settings: RunSettings, *, stop: asyncio.Event | None = None
         return leading
 
     events = EventRecorder(kube, clock=clock, dry_run=settings.dry_run, instance=settings.identity or None)
+    writer = ClusterWriter(kube, events, dry_run=settings.dry_run,
+                           lease=elector.holds_lease if elector is not None else None,
+                           margin=settings.actions.write_margin)
     prometheus_url = extras.prometheus_url or settings.prometheus_url
     try:
         async with _session() as session:
             measurer = ProviderMeasurer(prometheus_url=prometheus_url, kube=kube, session=session,
                                         proxy=settings.service_proxy, clock=clock)
-            actions = Actions(kube, pipeline, clock=clock, events=events, metrics=metrics, is_leader=is_leader,
-                              settings=ActionSettings(dry_run=settings.dry_run))
+            registry = RollbackRegistry()
+            actions = Actions(kube, writer, pipeline, clock=clock, registry=registry, metrics=metrics,
+                              settings=ActionSettings(dry_run=settings.dry_run,
+                                                      max_rollbacks=settings.actions.max_rollbacks,
+                                                      rollback_window=settings.actions.rollback_window))
+            reconciler = Reconciler(policies=rules, measurer=measurer, actions=actions, writer=writer,
+                                    registry=registry, clock=clock, metrics=metrics)
             namespaces = settings.namespaces
-            supervisor = Supervisor(kube=kube, rules=rules, measurer=measurer, actions=actions, clock=clock,
-                                    events=events, metrics=metrics, namespaces=namespaces, is_leader=is_leader)
+            supervisor = Supervisor(kube=kube, reconciler=reconciler, clock=clock, namespaces=namespaces,
+                                    is_leader=is_leader)
             if elector is not None:
                 def leadership_changed(leading: bool) -> None:
                     metrics.is_leader.set(1 if leading else 0)

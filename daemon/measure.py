@@ -15,9 +15,9 @@ from typing import Any
 import aiohttp
 import structlog
 
-from daemon.analysis import Rollout
 from daemon.clock import Clock
 from daemon.kube.client import KubeClient
+from daemon.rollout import Rollout
 from daemon.rules.model import RollbackPolicy
 from daemon.signals.base import Measurement, Phase, SignalProvider
 from daemon.signals.factory import build_providers
@@ -37,45 +37,57 @@ class ProviderMeasurer:
         self._proxy = proxy
         self._clock = clock
         self._timeout = timeout
-        self._providers: dict[int, tuple[RollbackPolicy, dict[str, SignalProvider] | str]] = {}
+        self._providers: dict[int, tuple[RollbackPolicy, dict[str, SignalProvider | str]]] = {}
 
-    def _for(self, policy: RollbackPolicy) -> dict[str, SignalProvider] | str:
+    def _for(self, policy: RollbackPolicy) -> dict[str, SignalProvider | str]:
+        """The providers of each signal, built per signal: one that cannot be built (for example a
+        Prometheus signal with no Prometheus configured) errors alone and never blanks the others."""
         cached = self._providers.get(id(policy))
         if cached is not None and cached[0] is policy:
             return cached[1]
-        built: dict[str, SignalProvider] | str
-        try:
-            built = build_providers(policy.signals, prometheus=self._prometheus, kube=self._kube,
-                                    session=self._session, proxy=self._proxy)
-        except ValueError as exc:
-            log.error("cannot measure the signals of a policy", policy=policy.name, error=str(exc))
-            built = str(exc)
+        built: dict[str, SignalProvider | str] = {}
+        for name, spec in policy.signals.items():
+            try:
+                built[name] = build_providers({name: spec}, prometheus=self._prometheus, kube=self._kube,
+                                              session=self._session, proxy=self._proxy)[name]
+            except ValueError as exc:
+                log.error("cannot measure a signal of a policy", policy=policy.name, signal=name, error=str(exc))
+                built[name] = str(exc)
         if len(self._providers) > 1000:
             self._providers.clear()
         self._providers[id(policy)] = (policy, built)
         return built
 
     async def _bounded(self, name: str, coro: Any) -> Measurement:
+        """One provider's reading, bounded in time; whatever it raises is that signal's ERROR, never the
+        end of the analysis (a workload's answer can be hostile by definition)."""
         try:
             result: Measurement = await asyncio.wait_for(coro, self._timeout)
             return result
         except TimeoutError:
             return Measurement(Phase.ERROR, None, f"{name}: no answer within {self._timeout:g}s")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any failure of one signal is that signal's error
+            log.warning("signal measurement failed", signal=name, error_type=type(exc).__name__)
+            return Measurement(Phase.ERROR, None, f"{name}: the measurement failed ({type(exc).__name__}: "
+                                                  f"{str(exc)[:200]})")
 
     async def measure(self, rollout: Rollout) -> dict[str, Measurement]:
         providers = self._for(rollout.policy)
-        if isinstance(providers, str):
-            return {name: Measurement(Phase.ERROR, None, providers) for name in rollout.policy.signals}
         names = list(providers)
-        results = await asyncio.gather(*(self._bounded(n, providers[n].measure(rollout.ctx)) for n in names))
+        results = await asyncio.gather(*(self._measure_one(n, providers[n], rollout) for n in names))
         return dict(zip(names, results, strict=True))
+
+    async def _measure_one(self, name: str, provider: SignalProvider | str, rollout: Rollout) -> Measurement:
+        if isinstance(provider, str):
+            return Measurement(Phase.ERROR, None, provider)
+        return await self._bounded(name, provider.measure(rollout.ctx))
 
     async def measure_baselines(self, rollout: Rollout) -> dict[str, Measurement]:
         if rollout.baseline_ctx is None:
             return {}
         providers = self._for(rollout.policy)
-        if isinstance(providers, str):
-            return {}
         wanted = {name: p for name, p in providers.items()
                   if rollout.policy.signals[name].has_baseline and isinstance(p, PrometheusProvider)}
         names = list(wanted)

@@ -62,6 +62,20 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class ActionLimits:
+    """How far rollguard may act on its own (ROLLGUARD_MAX_ROLLBACKS, ROLLGUARD_ROLLBACK_WINDOW,
+    ROLLGUARD_WRITE_MARGIN)."""
+
+    max_rollbacks: int = 3
+    """Rollbacks of one Deployment within `rollback_window`; past the cap a human reviews the next one."""
+    rollback_window: float = 3600.0
+    """Seconds over which `max_rollbacks` is counted."""
+    write_margin: float = 2.0
+    """Seconds the leader's lease must still be valid for at the moment of any write; a replica whose
+    lease ends sooner writes nothing (so a stalled event loop cannot let a deposed leader act)."""
+
+
+@dataclass(frozen=True)
 class RunSettings:
     """Settings of `rollguard run`, the daemon proper."""
 
@@ -95,6 +109,8 @@ class RunSettings:
     service_proxy: str | None = None
     """HTTP proxy for in-cluster check URLs (`http://svc.ns:port`); only for running outside a cluster,
     for example against the simulated cluster. None: connect directly."""
+    actions: ActionLimits = field(default_factory=ActionLimits)
+    """The rollback cap and the write margin."""
 
 
 _LOG_FORMATS = ("auto", "json", "console")
@@ -178,6 +194,11 @@ def run_settings(
         raise SettingsError(f"{ENV_PREFIX}LEASE_DURATION: {duration_raw!r} is not a number of seconds") from None
     if not 2 <= lease_duration <= 600:
         raise SettingsError(f"{ENV_PREFIX}LEASE_DURATION: {lease_duration} is outside 2..600 seconds")
+    actions = ActionLimits(
+        max_rollbacks=int(_number(env, "MAX_ROLLBACKS", 3, low=0, high=1000, whole=True)),
+        rollback_window=_number(env, "ROLLBACK_WINDOW", 3600, low=60, high=7 * 86400),
+        write_margin=_number(env, "WRITE_MARGIN", 2, low=0, high=lease_duration / 2),
+    )
     proxy_value, _ = flag_or_env(service_proxy, env, "SERVICE_PROXY", None)
     prometheus_value, _ = flag_or_env(prometheus_url, env, "PROMETHEUS_URL", None)
     notify_value, _ = flag_or_env(notify_config, env, "NOTIFY_CONFIG", None)
@@ -196,4 +217,21 @@ def run_settings(
         service_proxy=proxy_value or None,
         prometheus_url=prometheus_value or None,
         notify_config=Path(notify_value) if notify_value else None,
+        actions=actions,
     )
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, low: float, high: float,
+            whole: bool = False) -> float:
+    """A ROLLGUARD_<name> number within [low, high] (seconds, or a count when `whole`)."""
+    raw = env.get(ENV_PREFIX + name)
+    if raw is None or raw == "":
+        return float(default)
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        kind = "a whole number" if whole else "a number of seconds"
+        raise SettingsError(f"{ENV_PREFIX}{name}: {raw!r} is not {kind}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{ENV_PREFIX}{name}: {value} is outside {low:g}..{high:g}")
+    return float(value)

@@ -11,10 +11,11 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import replace
 
-from daemon.analysis import Analysis, Rollout
+from daemon.analysis import Analysis
 from daemon.clock import FakeClock
 from daemon.kube.rollout_state import RolloutId
 from daemon.kube.state import AnalysisState
+from daemon.rollout import Rollout
 from daemon.rules.evaluate import Verdict
 from daemon.rules.expressions import compile_expression
 from daemon.rules.model import (

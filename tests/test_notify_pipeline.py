@@ -81,7 +81,8 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 def test_the_matrix_matches_the_runbook() -> None:
     slack_only = {k for k, chans in ROUTES.items() if chans == {Channel.SLACK}}
-    assert slack_only == {AlertKind.ROLLOUT_STARTED, AlertKind.ROLLOUT_COMPLETE, AlertKind.NOTIFY_MATCHED}
+    assert slack_only == {AlertKind.ROLLOUT_STARTED, AlertKind.ROLLOUT_COMPLETE, AlertKind.NOTIFY_MATCHED,
+                          AlertKind.SUPERSEDED}
     paging = {k for k, chans in ROUTES.items() if Channel.PAGERDUTY in chans}
     assert all(Channel.SLACK in ROUTES[k] for k in paging), "everything that pages also goes to Slack"
     assert {k: (a.event_action, a.severity) for k, a in PAGERDUTY_ACTIONS.items()} == {
@@ -91,6 +92,9 @@ def test_the_matrix_matches_the_runbook() -> None:
         AlertKind.ROLLBACK_COMPLETED: ("trigger", "critical"),
         AlertKind.ROLLBACK_FAILED: ("trigger", "critical"),
         AlertKind.RECOVERED: ("resolve", None),
+        # A denied review closes the review incident; a crashed analysis asks a human to look.
+        AlertKind.REVIEW_CLOSED: ("resolve", None),
+        AlertKind.ANALYSIS_ERROR: ("trigger", "warning"),
     }
     assert set(ROUTES) == set(AlertKind)
 

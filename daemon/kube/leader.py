@@ -80,6 +80,15 @@ class LeaderElector:
     def is_leader(self) -> bool:
         return self.leading.is_set()
 
+    def holds_lease(self, margin: float) -> bool:
+        """Whether this replica leads and its last renewal keeps it leading for at least `margin` more
+        seconds: it stops leading at `renew_deadline` after a renewal, before the others may take over
+        at `lease_duration`. Writers call this right before each write, so a stalled event loop or a
+        renewal that is failing cannot let a deposed leader write."""
+        if not self.leading.is_set():
+            return False
+        return self._clock.now() + margin < self._last_renew + self.config.renew_deadline
+
     async def run(self) -> None:
         """Campaign and renew until cancelled; on cancellation release the Lease if held."""
         try:

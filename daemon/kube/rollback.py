@@ -10,7 +10,9 @@ The controller then re-uses the target ReplicaSet (it becomes the newest revisio
 Fencing: immediately before writing, the Deployment is read again and the undo proceeds only if
 its revision and template are still those the caller analysed; the patch itself starts with a
 JSON-patch `test` of that read's `metadata.resourceVersion`, so a deploy that lands between the
-read and the write makes the patch fail instead of being undone.
+read and the write makes the patch fail instead of being undone. A failed `test` is not a verdict:
+the Deployment is read again, and only a newer revision fences; any other write (a status update,
+an HPA scale, a GitOps annotation) is retried over.
 
 `plan_undo` is pure; `undo` does the I/O.
 
@@ -18,12 +20,13 @@ Exceptions:
 
     RollbackError          nothing was written
      ├── UndoRefused       kubectl would refuse too (no history, unknown revision, paused)
-     └── RollbackFenced    the Deployment is no longer the revision that was analysed
+     ├── RollbackFenced    the Deployment is no longer the revision that was analysed
+     └── RollbackContended other writers changed it on every attempt
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +63,15 @@ class UndoRefused(RollbackError):
 
 class RollbackFenced(RollbackError):
     """The Deployment moved on (a newer deploy) since it was analysed; it is left alone."""
+
+    def __init__(self, message: str, *, revision: int | None = None) -> None:
+        super().__init__(message)
+        self.revision = revision
+        """The revision that is live instead."""
+
+
+class RollbackContended(RollbackError):
+    """Other writers changed the Deployment on every attempt; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -175,41 +187,71 @@ def current_hash(deployment: Mapping[str, Any], replica_sets: Sequence[Mapping[s
     return None
 
 
+def check_fence(namespace: str, name: str, deployment: Mapping[str, Any], replica_sets: Sequence[Mapping[str, Any]],
+                fence: Fence) -> None:
+    """Raise `RollbackFenced` unless the Deployment still runs the fenced revision and template."""
+    revision = revision_of(deployment)
+    live_hash = current_hash(deployment, replica_sets)
+    if revision != fence.revision or live_hash != fence.pod_template_hash:
+        raise RollbackFenced(
+            f"deployment {namespace}/{name} is now at revision {revision} (template {live_hash}), not the "
+            f"analysed revision {fence.revision} (template {fence.pod_template_hash}); not rolling back",
+            revision=revision)
+
+
+async def read_for_undo(client: KubeClient, namespace: str, name: str) -> tuple[Obj, list[Obj]]:
+    """The Deployment and the ReplicaSets it controls, read now."""
+    deployment = await client.get(api_path("apps/v1", "deployments", namespace, name))
+    return deployment, await list_owned_replica_sets(client, deployment)
+
+
+MAX_PRECONDITION_RETRIES = 5
+"""How often a failed resourceVersion `test` is retried after a re-read that shows the fence still holds."""
+
+
 async def undo(client: KubeClient, namespace: str, name: str, *, to_revision: int = 0,
                fence: Fence | None = None, dry_run: bool = False, keep_prefix: str | None = None,
-               set_annotations: Mapping[str, str] | None = None) -> UndoResult:
+               set_annotations: Mapping[str, str] | None = None,
+               before_write: Callable[[], None] | None = None) -> UndoResult:
     """Roll back like `kubectl rollout undo`, but only while the Deployment is still `fence`.
 
-    Raises `UndoRefused` (kubectl's reasons) or `RollbackFenced` (a newer deploy, or a concurrent write).
+    Raises `UndoRefused` (kubectl's reasons) or `RollbackFenced` (a newer revision is live). A write
+    by someone else between the read and the patch (a status update, a scale, an annotation) fails
+    the patch's resourceVersion `test`; the Deployment is then read again and, while the fence still
+    holds, the undo is planned and sent again (at most `MAX_PRECONDITION_RETRIES` times).
     With `dry_run`, the patch is sent with `dryRun=All`: validated by the server, stored nowhere.
     `set_annotations` are written by the same patch (rollguard's state: the undo and the memory of it
     land together or not at all, so a crash right after the undo cannot forget it).
+    `before_write` is called right before each patch and may raise to stop it (the leadership check).
     """
     path = api_path("apps/v1", "deployments", namespace, name)
-    deployment = await client.get(path)
-    replica_sets = await list_owned_replica_sets(client, deployment)
-    if fence is not None:
-        revision = revision_of(deployment)
-        live_hash = current_hash(deployment, replica_sets)
-        if revision != fence.revision or live_hash != fence.pod_template_hash:
-            raise RollbackFenced(
-                f"deployment {namespace}/{name} is now at revision {revision} (template {live_hash}), not the "
-                f"analysed revision {fence.revision} (template {fence.pod_template_hash}); not rolling back")
-    plan = plan_undo(deployment, replica_sets, to_revision=to_revision, keep_prefix=keep_prefix)
-    if plan.skipped:
-        return UndoResult(plan, deployment, dry_run)
-    rv = deployment["metadata"]["resourceVersion"]
-    operations = list(plan.patch)
-    if set_annotations:
-        operations = [{**op, "value": {**op["value"], **set_annotations}} if op["path"] == "/metadata/annotations"
-                      else op for op in operations]
-    body = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}, *operations]
-    try:
-        patched = await client.patch(path, body, content_type=JSON_PATCH, dry_run=dry_run)
-    except KubeApiError as exc:
-        # A failed `test` op is 422 on current servers (500 on some old ones); 409 is a lost race.
-        if exc.code in (409, 422) or (exc.code == 500 and "test" in exc.message.lower()):
-            raise RollbackFenced(f"deployment {namespace}/{name} changed while rolling back ({exc.code} "
-                                 f"{exc.reason}); not rolling back") from exc
-        raise
-    return UndoResult(plan, patched, dry_run)
+    attempt = 0
+    while True:
+        deployment, replica_sets = await read_for_undo(client, namespace, name)
+        if fence is not None:
+            check_fence(namespace, name, deployment, replica_sets, fence)
+        plan = plan_undo(deployment, replica_sets, to_revision=to_revision, keep_prefix=keep_prefix)
+        if plan.skipped:
+            return UndoResult(plan, deployment, dry_run)
+        rv = deployment["metadata"]["resourceVersion"]
+        operations = list(plan.patch)
+        if set_annotations:
+            operations = [{**op, "value": {**op["value"], **set_annotations}}
+                          if op["path"] == "/metadata/annotations" else op for op in operations]
+        body = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}, *operations]
+        if before_write is not None:
+            before_write()
+        try:
+            patched = await client.patch(path, body, content_type=JSON_PATCH, dry_run=dry_run)
+        except KubeApiError as exc:
+            # A failed `test` op is 422 on current servers (500 on some old ones); 409 is a lost race.
+            lost_race = exc.code in (409, 422) or (exc.code == 500 and "test" in exc.message.lower())
+            if not lost_race:
+                raise
+            attempt += 1
+            if attempt > MAX_PRECONDITION_RETRIES:
+                raise RollbackContended(
+                    f"deployment {namespace}/{name} kept changing while rolling back ({attempt} attempts, last: "
+                    f"{exc.code} {exc.reason}); the undo was not written") from exc
+            continue
+        return UndoResult(plan, patched, dry_run)

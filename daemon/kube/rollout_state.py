@@ -256,3 +256,10 @@ def _drop_empty(value: object) -> object:
     if isinstance(value, list | tuple):
         return [_drop_empty(item) for item in value]
     return value
+
+
+def new_replica_set(
+    deployment: Mapping[str, Any], replica_sets: Sequence[Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
+    """The ReplicaSet of the Deployment's current template, chosen as the controller chooses it."""
+    return _new_replica_set(deployment, replica_sets)

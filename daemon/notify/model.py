@@ -51,6 +51,12 @@ class AlertKind(enum.StrEnum):
     """The rollback could not be written or did not finish."""
     RECOVERED = "recovered"
     """The rollout is healthy again; resolves the PagerDuty incident."""
+    SUPERSEDED = "superseded"
+    """A newer rollout of the Deployment started before this one's analysis reached a verdict."""
+    REVIEW_CLOSED = "review_closed"
+    """A human denied the rollback a review asked for: the revision stays, rollguard stops judging it."""
+    ANALYSIS_ERROR = "analysis_error"
+    """rollguard's own analysis of a rollout failed unexpectedly; it restarts it, but a human should know."""
 
 
 KIND_LABELS: Mapping[AlertKind, str] = MappingProxyType(
@@ -64,6 +70,9 @@ KIND_LABELS: Mapping[AlertKind, str] = MappingProxyType(
         AlertKind.ROLLBACK_COMPLETED: "Rollback completed",
         AlertKind.ROLLBACK_FAILED: "Rollback failed",
         AlertKind.RECOVERED: "Recovered",
+        AlertKind.SUPERSEDED: "Superseded",
+        AlertKind.REVIEW_CLOSED: "Review closed",
+        AlertKind.ANALYSIS_ERROR: "Analysis error",
     }
 )
 """Short human labels, for message headers and console lines."""
@@ -89,6 +98,9 @@ ROUTES: Mapping[AlertKind, frozenset[Channel]] = MappingProxyType(
         AlertKind.ROLLBACK_COMPLETED: frozenset({Channel.SLACK, Channel.PAGERDUTY}),
         AlertKind.ROLLBACK_FAILED: frozenset({Channel.SLACK, Channel.PAGERDUTY}),
         AlertKind.RECOVERED: frozenset({Channel.SLACK, Channel.PAGERDUTY}),
+        AlertKind.SUPERSEDED: frozenset({Channel.SLACK}),
+        AlertKind.REVIEW_CLOSED: frozenset({Channel.SLACK, Channel.PAGERDUTY}),
+        AlertKind.ANALYSIS_ERROR: frozenset({Channel.SLACK, Channel.PAGERDUTY}),
     }
 )
 """The notification matrix: which channels each kind of alert goes to (LOG channels get everything)."""
@@ -119,6 +131,8 @@ PAGERDUTY_ACTIONS: Mapping[AlertKind, PagerDutyAction] = MappingProxyType(
         AlertKind.ROLLBACK_COMPLETED: PagerDutyAction("trigger", "critical"),
         AlertKind.ROLLBACK_FAILED: PagerDutyAction("trigger", "critical"),
         AlertKind.RECOVERED: PagerDutyAction("resolve"),
+        AlertKind.REVIEW_CLOSED: PagerDutyAction("resolve"),
+        AlertKind.ANALYSIS_ERROR: PagerDutyAction("trigger", "warning"),
     }
 )
 """PagerDuty event per routed kind. Every kind routed to PAGERDUTY in `ROUTES` has an entry."""

@@ -61,6 +61,9 @@ _EMOJI: Mapping[AlertKind, str] = {
     AlertKind.ROLLBACK_STARTED: ":rewind:",
     AlertKind.ROLLBACK_COMPLETED: ":leftwards_arrow_with_hook:",
     AlertKind.ROLLBACK_FAILED: ":rotating_light:",
+    AlertKind.SUPERSEDED: ":fast_forward:",
+    AlertKind.REVIEW_CLOSED: ":no_entry_sign:",
+    AlertKind.ANALYSIS_ERROR: ":warning:",
     AlertKind.RECOVERED: ":large_green_circle:",
 }
 

@@ -1,0 +1,458 @@
+"""Reconciling one Deployment: what its rollout is, which task judges or acts on it, and what a human
+asked for. Level-triggered: each call looks at the Deployment and its ReplicaSets as they are now,
+with the state annotation, and hands decisions to `Actions` (which writes through the one writer).
+
+Per Deployment at most one task runs: the analysis of its current rollout, or the action that
+replaced it (a rollback with its pre-rollback Job, an approved rollback). Long waits happen in that
+task, never in the caller, so one Deployment's Job never delays another's rollback.
+
+First sight (daemon start, or this replica became leader) is a resume, never a fresh
+announcement: every Deployment whose newest revision has no final verdict is judged from its
+persisted state and its current status (see `Reconciler._resume`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import structlog
+
+from daemon.actions import Actions, RollbackRegistry
+from daemon.analysis import Analysis, Measurer
+from daemon.approval import (
+    APPROVE_ANNOTATION,
+    APPROVE_REVISION_ANNOTATION,
+    APPROVED_BY_ANNOTATION,
+    Decision,
+    judge_approval,
+)
+from daemon.clock import Clock
+from daemon.kube.rollout_state import (
+    RolloutId,
+    RolloutPhase,
+    is_new_rollout,
+    new_replica_set,
+    rollout_identity,
+    rollout_status,
+)
+from daemon.kube.state import AnalysisState, StateError, read_state, remembered_history
+from daemon.lifecycle import LIVE, Event, Stage
+from daemon.metrics import Metrics
+from daemon.rollout import (
+    Rollout,
+    RolloutKind,
+    build_rollout,
+    classify,
+    rolling_back_from_state,
+    started_at,
+)
+from daemon.rules.evaluate import Verdict
+from daemon.rules.model import Action, RollbackPolicy
+from daemon.writer import ClusterWriter, NotWriting
+
+log = structlog.get_logger("rollguard.reconcile")
+
+Key = tuple[str, str]
+Obj = Mapping[str, Any]
+MAX_RESTARTS = 3
+"""An analysis that crashes is restarted from its saved state this many times, then left to a human."""
+LATE_GRACE = 300.0
+"""Seconds: a rollout that completed while no replica was watching is still analysed when its
+ReplicaSet is younger than the policy's initialDelay + bakeTime + this."""
+FOLLOWED = "followed"
+"""`decision.action` of a rollout that is followed but not analysed (someone else's undo)."""
+
+
+class Policies(Protocol):
+    def policy_for(self, namespace: str, labels: Mapping[str, str]) -> RollbackPolicy | None: ...
+
+
+@dataclass
+class Tracked:
+    """What is known about one Deployment's current rollout."""
+
+    identity: RolloutId
+    phase: RolloutPhase
+    kind: RolloutKind | None = None
+    rollout: Rollout | None = None
+    state: AnalysisState = field(default_factory=AnalysisState)
+    rolled_back_from: Rollout | None = None
+    """For rollguard's own rollback: the bad rollout it undoes."""
+    analysis: Analysis | None = None
+    task: asyncio.Task[None] | None = None
+
+    def current_state(self) -> AnalysisState:
+        """A live analysis holds the newest state; otherwise the last one stored here."""
+        return self.analysis.state if self.analysis is not None and self.live() else self.state
+
+    def live(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+
+class Reconciler:
+    """Judges each Deployment's rollout from what is observed now (see the module docstring)."""
+
+    def __init__(self, *, policies: Policies, measurer: Measurer, actions: Actions, writer: ClusterWriter,
+                 registry: RollbackRegistry, clock: Clock, metrics: Metrics | None = None) -> None:
+        self._policies = policies
+        self._measurer = measurer
+        self._actions = actions
+        self._writer = writer
+        self._registry = registry
+        self._clock = clock
+        self._metrics = metrics
+        self._tracked: dict[Key, Tracked] = {}
+        self._finished: deque[dict[str, Any]] = deque(maxlen=100)
+        self._invalid_reported: set[tuple[Key, str]] = set()
+
+    # ----- views -----
+
+    def analyses(self) -> list[dict[str, Any]]:
+        live = [t.analysis.view() for t in self._tracked.values() if t.analysis is not None and t.live()]
+        return live + list(self._finished)
+
+    def forget_all(self) -> None:
+        self._tracked.clear()
+
+    async def cancel_all(self) -> None:
+        tasks = [t.task for t in self._tracked.values() if t.task is not None and not t.task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ----- the reconcile -----
+
+    async def reconcile(self, key: Key, deployment: Obj | None, replica_sets: Sequence[Obj], *,
+                        first_sight: bool) -> None:
+        tracked = self._tracked.get(key)
+        if deployment is None:
+            if tracked is not None:
+                await self._stop(tracked, "deployment deleted")
+                del self._tracked[key]
+            return
+        identity_status = rollout_status(deployment, replica_sets)
+        identity = rollout_identity(deployment, replica_sets)
+        if identity.pod_template_hash is None:
+            return  # the controller has not created the new ReplicaSet yet; its event will come
+        labels = (deployment.get("metadata") or {}).get("labels") or {}
+        policy = self._policies.policy_for(key[0], labels)
+        if tracked is None:
+            tracked = self._tracked[key] = Tracked(identity, identity_status.phase)
+            state = self._state(key, deployment, replica_sets, tracked)
+            if first_sight:
+                await self._resume(key, tracked, deployment, replica_sets, policy, state)
+            else:
+                await self._new_rollout(key, tracked, deployment, replica_sets, policy, state)
+        elif identity.pod_template_hash == tracked.identity.pod_template_hash:
+            if identity.revision != tracked.identity.revision:
+                # The controller renumbered the same template (a re-used ReplicaSet): same rollout.
+                await self._renumbered(tracked, identity)
+        elif is_new_rollout(tracked.identity, identity):
+            previous = tracked
+            tracked = self._tracked[key] = Tracked(identity, identity_status.phase)
+            await self._superseded(key, previous, identity)
+            state = self._state(key, deployment, replica_sets, tracked, memory=previous.current_state())
+            await self._new_rollout(key, tracked, deployment, replica_sets, policy, state)
+        await self._phase_changed(tracked, identity_status.phase, identity_status.message)
+        if policy is not None:
+            await self._check_approval(key, tracked, deployment)
+
+    def _state(self, key: Key, deployment: Obj, replica_sets: Sequence[Obj], tracked: Tracked, *,
+               memory: AnalysisState | None = None) -> AnalysisState:
+        """The validated state annotation, with the Deployment-wide memory of every copy (its
+        ReplicaSets', and what this process remembers) added; an invalid one is reported and ignored."""
+        now = self._clock.now()
+        try:
+            state = read_state(deployment, now=now)
+        except StateError as exc:
+            report = (key, str(exc))
+            if report not in self._invalid_reported:
+                self._invalid_reported.add(report)
+                log.warning("ignoring invalid state annotation", namespace=key[0], deployment=key[1], error=str(exc))
+                task = asyncio.create_task(self._writer.event(
+                    deployment, type_="Warning", reason="InvalidState",
+                    message=f"{exc}; rollguard ignores it and treats this rollout as seen for the first time"))
+                _keep(task)
+            state = AnalysisState()
+        return state.merged_memory([*remembered_history(replica_sets, now=now), *([memory] if memory else [])])
+
+    async def _renumbered(self, tracked: Tracked, identity: RolloutId) -> None:
+        old = tracked.identity.revision
+        tracked.identity = identity
+        for holder in (tracked, tracked.analysis):
+            if holder is not None and holder.state.revision == old:
+                holder.state = replace(holder.state, revision=identity.revision)
+        if tracked.rollout is not None:
+            tracked.rollout = replace(tracked.rollout, id=identity)
+            if tracked.analysis is not None:
+                tracked.analysis.rollout = tracked.rollout
+                await self._actions.save(tracked.rollout, tracked.analysis.state)
+
+    async def _new_rollout(self, key: Key, tracked: Tracked, deployment: Obj, replica_sets: Sequence[Obj],
+                           policy: RollbackPolicy | None, state: AnalysisState) -> None:
+        identity = tracked.identity
+        if self._metrics:
+            self._metrics.rollouts_seen.labels(event="started").inc()
+        bad = self._registry.pop(key)
+        bad_id = bad.id if bad is not None else rolling_back_from_state(state, identity)
+        new_rs = new_replica_set(deployment, replica_sets)
+        tracked.kind = classify(identity, new_rs=new_rs, state=state, rolling_back=bad_id)
+        tracked.state = state
+        if tracked.kind is RolloutKind.OWN_ROLLBACK:
+            await self._follow_rollback(key, tracked, deployment, replica_sets, policy, bad, state)
+            return
+        if policy is None:
+            return
+        rollout = build_rollout(deployment, replica_sets, identity, policy,
+                                started_at(deployment, replica_sets, now=self._clock.now()))
+        tracked.rollout = rollout
+        fresh = state.for_new_rollout(identity.revision, rollout.hash, rollout.started_at)
+        if tracked.kind is RolloutKind.REAPPLIED:
+            previously = state.was_rolled_back(rollout.hash)
+            note = (f"This template was rolled back by rollguard before (revision "
+                    f"{previously.revision if previously else '?'}); it is analysed, but a human decides any "
+                    "rollback.")
+            tracked.state = await self._actions.review(rollout, Verdict(Action.REVIEW, (), note), fresh,
+                                                       event=Event.REVIEW_RULE)
+            self._start_analysis(key, tracked, rollout, max_action=Action.REVIEW)
+        elif tracked.kind is RolloutKind.UNDO_BY_SOMEONE:
+            fresh = replace(fresh, decision={"action": FOLLOWED, "reason": "re-uses an earlier revision's template"})
+            tracked.state = await self._actions.started(
+                rollout, fresh, note="It re-uses an earlier revision's template (a rollback): followed, not analysed.")
+        else:
+            tracked.state = fresh
+            self._start_analysis(key, tracked, rollout, announce=True)
+
+    async def _follow_rollback(self, key: Key, tracked: Tracked, deployment: Obj, replica_sets: Sequence[Obj],
+                               policy: RollbackPolicy | None, bad: Rollout | None, state: AnalysisState) -> None:
+        """The rollout caused by rollguard's own undo: followed to completion, its start announced if a
+        crash came between the undo and the announcement."""
+        from_memory = bad is not None
+        if bad is None:
+            bad_id = rolling_back_from_state(state, tracked.identity)
+            if policy is None or bad_id is None:
+                return
+            current = build_rollout(deployment, replica_sets, tracked.identity, policy,
+                                    state.started_at or self._clock.now())
+            bad = replace(current, id=bad_id)
+        tracked.rolled_back_from = bad
+        log.info("following rollguard's rollback", namespace=key[0], deployment=key[1],
+                 revision=tracked.identity.revision, undoes=bad.id.revision)
+        # After a restart: announce the undo if the crash came between it and its announcement. (In the
+        # process that wrote the undo, the rollback task announces it itself.)
+        if not from_memory and state.is_for(bad.id.revision, bad.hash) and not state.was_announced("rollback_started"):
+            tracked.state = await self._actions.announce_rollback(
+                bad, state, target=state.rollback.target if state.rollback else None)
+
+    async def _resume(self, key: Key, tracked: Tracked, deployment: Obj, replica_sets: Sequence[Obj],
+                      policy: RollbackPolicy | None, state: AnalysisState) -> None:
+        """First sight at start or on becoming leader: judge from the state and the status, announce
+        only what was decided and not yet announced."""
+        identity = tracked.identity
+        tracked.state = state
+        if policy is None:
+            return
+        if state.is_for(identity.revision, identity.pod_template_hash or ""):
+            rollout = build_rollout(deployment, replica_sets, identity, policy, state.started_at or self._clock.now())
+            tracked.rollout, tracked.kind = rollout, RolloutKind.FRESH
+            followed = (state.decision or {}).get("action") == FOLLOWED
+            if state.phase in LIVE and not followed:
+                log.info("resuming analysis", namespace=key[0], deployment=key[1], revision=identity.revision,
+                         phase=state.phase)
+                if tracked.phase is RolloutPhase.FAILED:  # the deadline passed while no replica led
+                    self._spawn(key, tracked, rollout, lambda: self._actions.failed(
+                        rollout, state, f'deployment "{key[1]}" exceeded its progress deadline'), "failure")
+                else:
+                    self._start_analysis(key, tracked, rollout)
+            elif state.phase == Stage.ROLLING_BACK and state.rollback is not None:
+                # The undo had not landed (the bad template is still live): carry on from the saved step.
+                verdict = Verdict(Action.ROLLBACK, (), state.rollback.reason)
+                self._spawn(key, tracked, rollout, lambda: self._actions.rollback(rollout, verdict, state), "rollback")
+            elif state.phase == Stage.FAILED:
+                self._spawn(key, tracked, rollout, lambda: self._actions.failed(
+                    rollout, state, f'deployment "{key[1]}" exceeded its progress deadline'), "failure")
+            return
+        if rolling_back_from_state(state, identity) is not None:
+            tracked.kind = RolloutKind.OWN_ROLLBACK
+            await self._follow_rollback(key, tracked, deployment, replica_sets, policy, None, state)
+            if tracked.phase is RolloutPhase.COMPLETE:
+                await self._rollback_done(tracked)
+            elif tracked.phase is RolloutPhase.FAILED:
+                await self._rollback_failed(tracked, "its progress deadline was exceeded")
+            return
+        if tracked.phase is not RolloutPhase.COMPLETE:
+            # A rollout that started while no replica was watching: analyse it from now on.
+            await self._new_rollout(key, tracked, deployment, replica_sets, policy, state)
+            return
+        began = started_at(deployment, replica_sets, now=self._clock.now())
+        timing = policy.analysis
+        if self._clock.now() - began < timing.initial_delay + timing.bake_time + LATE_GRACE:
+            # Completed during the gap and never judged: judge it now (its bake time starts now).
+            await self._new_rollout(key, tracked, deployment, replica_sets, policy, state)
+            if tracked.analysis is not None:
+                tracked.analysis.rollout_completed(self._clock.now())
+
+    async def _superseded(self, key: Key, previous: Tracked, newer: RolloutId) -> None:
+        if key in self._registry:
+            return  # rollguard's own undo caused the newer rollout; the rollback task ends by itself
+        state = previous.current_state()
+        running = previous.live()
+        await self._stop(previous, "a newer rollout started")
+        if previous.rollout is not None and running and state.phase in (*LIVE, Stage.FAILED):
+            previous.state = await self._actions.superseded(previous.rollout, state, newer.revision)
+            self._record_finished(previous)
+
+    async def _phase_changed(self, tracked: Tracked, phase: RolloutPhase, message: str) -> None:
+        if phase == tracked.phase:
+            return
+        tracked.phase = phase
+        if phase is RolloutPhase.COMPLETE:
+            if tracked.analysis is not None and tracked.live():
+                tracked.analysis.rollout_completed(self._clock.now())
+            elif tracked.rolled_back_from is not None:
+                await self._rollback_done(tracked)
+        elif phase is RolloutPhase.FAILED:
+            if tracked.rolled_back_from is not None:
+                await self._rollback_failed(tracked, message)
+            elif tracked.analysis is not None and tracked.live() and tracked.rollout is not None:
+                rollout, state = tracked.rollout, tracked.current_state()
+                await self._stop(tracked, "the rollout failed")
+                tracked.state = state
+                self._spawn(tracked.rollout.key, tracked, rollout,
+                            lambda: self._actions.failed(rollout, state, message), "failure")
+
+    async def _rollback_done(self, tracked: Tracked) -> None:
+        bad = tracked.rolled_back_from
+        if bad is None:
+            return
+        tracked.rolled_back_from = None
+        tracked.state = await self._actions.rollback_completed(bad, tracked.state, tracked.identity.revision)
+
+    async def _rollback_failed(self, tracked: Tracked, message: str) -> None:
+        bad = tracked.rolled_back_from
+        if bad is None:
+            return
+        tracked.rolled_back_from = None
+        tracked.state = await self._actions.rollback_rollout_failed(bad, tracked.state, message)
+
+    # ----- tasks -----
+
+    def _start_analysis(self, key: Key, tracked: Tracked, rollout: Rollout, *, announce: bool = False,
+                        max_action: Action = Action.ROLLBACK) -> None:
+        analysis = Analysis(rollout, tracked.state, measurer=self._measurer, decider=self._actions,
+                            clock=self._clock, metrics=self._metrics, max_action=max_action)
+        tracked.analysis = analysis
+        if tracked.phase is RolloutPhase.COMPLETE:
+            analysis.rollout_completed(tracked.state.completed_at or self._clock.now())
+
+        async def run() -> None:
+            if self._metrics:
+                self._metrics.analyses_active.inc()
+            try:
+                if announce:
+                    analysis.state = await self._actions.started(rollout, analysis.state)
+                for restart in range(MAX_RESTARTS + 1):
+                    try:
+                        await analysis.run()
+                        return
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        log.exception("analysis crashed", namespace=key[0], deployment=key[1],
+                                      revision=rollout.id.revision)
+                        again = restart < MAX_RESTARTS
+                        analysis.state = await self._actions.analysis_error(
+                            rollout, analysis.state, f"{type(exc).__name__}: {str(exc)[:300]}", restarting=again)
+                        if not again:
+                            return
+                        await self._clock.sleep(min(60.0, 2.0 ** restart))
+            finally:
+                if self._metrics:
+                    self._metrics.analyses_active.dec()
+                tracked.state = analysis.state
+                self._record_finished(tracked)
+
+        tracked.task = asyncio.create_task(run(), name=f"analysis-{key[0]}-{key[1]}-{rollout.id.revision}")
+
+    def _spawn(self, key: Key, tracked: Tracked, rollout: Rollout,
+               action: Callable[[], Awaitable[AnalysisState]], what: str) -> None:
+        """Run a long action (a rollback with its Job, an onFailure) as the Deployment's task."""
+
+        async def run() -> None:
+            try:
+                tracked.state = await action()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(f"{what} crashed", namespace=key[0], deployment=key[1], revision=rollout.id.revision)
+
+        tracked.task = asyncio.create_task(run(), name=f"{what}-{key[0]}-{key[1]}-{rollout.id.revision}")
+
+    def _record_finished(self, tracked: Tracked) -> None:
+        if tracked.analysis is not None:
+            view = tracked.analysis.view()
+            view["phase"] = tracked.state.phase
+            self._finished.appendleft(view)
+
+    async def _stop(self, tracked: Tracked, why: str) -> None:
+        task = tracked.task
+        if task is None or task.done():
+            return
+        log.info("analysis cancelled", why=why, deployment=tracked.identity.name, revision=tracked.identity.revision)
+        state = tracked.current_state()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        tracked.state = state
+
+    # ----- approvals -----
+
+    async def _check_approval(self, key: Key, tracked: Tracked, deployment: Obj) -> None:
+        annotations: Mapping[str, str] = (deployment.get("metadata") or {}).get("annotations") or {}
+        state = tracked.current_state()
+        pending = tracked.identity.revision if (
+            tracked.rollout is not None and state.phase == Stage.REVIEW
+            and state.is_for(tracked.identity.revision, tracked.identity.pod_template_hash or "")) else None
+        approval = judge_approval(annotations, revision=tracked.identity.revision, pending_revision=pending)
+        if approval is None:
+            return
+        try:
+            await self._writer.clear_annotations(
+                key[0], key[1], (APPROVE_ANNOTATION, APPROVE_REVISION_ANNOTATION, APPROVED_BY_ANNOTATION))
+        except NotWriting:
+            pass  # dry run: the approval stays, and is judged again (and ignored) on the next event
+        except Exception as exc:  # an approval must still be acted on when the clearing fails
+            log.warning("could not clear the approval annotations", namespace=key[0], deployment=key[1],
+                        error=str(exc))
+        if approval.decision is Decision.IGNORED or tracked.rollout is None:
+            log.warning("approval ignored", namespace=key[0], deployment=key[1], problem=approval.problem)
+            await self._writer.event(deployment, type_="Warning", reason="ApprovalIgnored",
+                                     message=str(approval.problem))
+            return
+        rollout = tracked.rollout
+        approver = approval.approver_text
+        last = tracked.analysis.last_verdict if tracked.analysis is not None else None
+        await self._stop(tracked, "a human decided the review")
+        if approval.decision is Decision.DENY:
+            tracked.state = await self._actions.denied(rollout, state, approver)
+            self._record_finished(tracked)
+            return
+        verdict = Verdict(Action.ROLLBACK, last.deciding if last else (),
+                          last.reason if last else "rollback approved by a human after review")
+        self._spawn(key, tracked, rollout, lambda: self._actions.rollback(
+            rollout, verdict, state, event=Event.APPROVED, approved_by=approver), "rollback")
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _keep(task: asyncio.Task[None]) -> None:
+    """Keep a fire-and-forget task referenced until it ends (its errors are logged by the writer)."""
+    _background.add(task)
+    task.add_done_callback(_background.discard)
