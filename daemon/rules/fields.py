@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import yaml
 
 from daemon.rules.durations import DurationError, parse_duration
+from daemon.rules.regexes import RegexError, compile_regex
 from daemon.rules.templates import Language, check_template
 from daemon.rules.yamlnodes import STR_TAG, NodeReader
 
@@ -38,9 +38,9 @@ class FieldReader(NodeReader):
         if text is None:
             return None
         try:
-            re.compile(text)
-        except re.error as exc:
-            self._error_at(node, path, f"invalid regex {text!r}: {exc}")
+            compile_regex(text)
+        except RegexError as exc:
+            self._error_at(node, path, str(exc))
             return None
         return text
 

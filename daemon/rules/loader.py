@@ -19,11 +19,13 @@ policy); this module reads files and directories and walks the documents.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 
+from daemon.rules.limits import FAST_LOADER, MAX_DIRECTORY_BYTES, MAX_FILE_BYTES, size_problem, structure_problem
 from daemon.rules.model import (
     LoadResult,
     RollbackPolicy,
@@ -38,49 +40,89 @@ def load_rules(paths: Iterable[str | Path]) -> LoadResult:
 
     Policy names must be unique across all files; a later duplicate is an error in its file.
     """
+    return combine([item if isinstance(item, LoadResult) else load_file(item) for item in plan_files(paths)])
+
+
+def plan_files(paths: Iterable[str | Path]) -> list[str | LoadResult]:
+    """The files to load for `paths`, in order; a path that cannot be used (missing, an empty
+    directory, a file past the directory's total size limit) is its `LoadResult` with the error."""
+    planned: list[str | LoadResult] = []
+    for path in paths:
+        found, problem = _expand(Path(path), str(path))
+        if problem is not None:
+            planned.append(LoadResult((), (problem,), ()))
+            continue
+        total = 0
+        for file in found:
+            with contextlib.suppress(OSError):  # load_file reports why it cannot be read
+                total += Path(file).stat().st_size
+            if len(found) > 1 and total > MAX_DIRECTORY_BYTES:
+                message = (f"the rule files of {path} add up to {total} bytes with this one, over the limit of "
+                           f"{MAX_DIRECTORY_BYTES} bytes (8 MiB)")
+                planned.append(LoadResult((), (RuleError(file, None, "", message),), (file,)))
+                continue
+            planned.append(file)
+    return planned
+
+
+def combine(results: Iterable[LoadResult]) -> LoadResult:
+    """One result from the results of single files, in order: a policy whose name an earlier file
+    already defined is an error in its file, and that file contributes no policy."""
     policies: list[RollbackPolicy] = []
     errors: list[RuleError] = []
     files: list[str] = []
     defined: dict[str, Source] = {}
-    for path in paths:
-        found, problem = _expand(Path(path), str(path))
-        if problem is not None:
-            errors.append(problem)
-            continue
-        for file in found:
-            files.append(file)
-            result = load_file(file)
-            file_errors = list(result.errors)
-            for policy in result.policies:
-                first = defined.get(policy.name)
-                if first is not None:
-                    file_errors.append(
-                        RuleError(
-                            file,
-                            policy.source.line,
-                            "metadata.name",
-                            f'policy "{policy.name}" is already defined at {first}',
-                        )
+    for result in results:
+        files.extend(result.files)
+        file_errors = list(result.errors)
+        for policy in result.policies:
+            first = defined.get(policy.name)
+            if first is not None:
+                file_errors.append(
+                    RuleError(
+                        policy.source.file,
+                        policy.source.line,
+                        "metadata.name",
+                        f'policy "{policy.name}" is already defined at {first}',
                     )
-            if file_errors:
-                errors.extend(sorted(file_errors, key=lambda e: e.line or 0))
-                continue
-            for policy in result.policies:
-                defined[policy.name] = policy.source
-            policies.extend(result.policies)
+                )
+        if file_errors:
+            errors.extend(sorted(file_errors, key=lambda e: e.line or 0))
+            continue
+        for policy in result.policies:
+            defined[policy.name] = policy.source
+        policies.extend(result.policies)
     return LoadResult(tuple(policies), tuple(errors), tuple(files))
 
 
 def load_file(path: str | Path) -> LoadResult:
-    """Load one rule file; `path` is shown in errors exactly as given."""
+    """Load one rule file; `path` is shown in errors exactly as given. Files over the limits in
+    `rules.limits` are refused before their YAML is composed."""
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return LoadResult((), (RuleError(name, None, "", f"cannot read: {reason}"),), (name,))
+        problem = size_problem(name, Path(path).stat().st_size)
+        if problem is not None:
+            return LoadResult((), (problem,), (name,))
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)  # the file may have grown since stat
+        problem = size_problem(name, len(data))
+        if problem is not None:
+            return LoadResult((), (problem,), (name,))
+        text = data.decode("utf-8")
+    except OSError as exc:
+        return LoadResult((), (RuleError(name, None, "", f"cannot read: {exc.strerror or exc}"),), (name,))
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        message = f"not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} cannot be decoded"
+        return LoadResult((), (RuleError(name, line, "", message),), (name,))
+    problem = structure_problem(name, text)
+    if problem is not None:
+        return LoadResult((), (problem,), (name,))
     loader = _FileLoader(name)
-    policies = loader.load(text)
+    try:
+        policies = loader.load(text)
+    except RecursionError:  # a safety net: structure_problem bounds the depth before this point
+        return LoadResult((), (RuleError(name, None, "", "nested too deeply to read"),), (name,))
     errors = tuple(sorted(loader.errors, key=lambda e: e.line or 0))
     return LoadResult(() if errors else tuple(policies), errors, (name,))
 
@@ -103,7 +145,13 @@ class _FileLoader(PolicyReader):
         policies: list[RollbackPolicy] = []
         names: dict[str, int] = {}
         try:
-            for document in yaml.compose_all(text, Loader=yaml.SafeLoader):
+            # libyaml composes fast and keeps the marks; on invalid YAML the pure-Python loader is
+            # asked again so the message (and its line) reads as it always has.
+            documents: Iterable[yaml.Node] = list(yaml.compose_all(text, Loader=FAST_LOADER))
+        except yaml.YAMLError:
+            documents = yaml.compose_all(text, Loader=yaml.SafeLoader)
+        try:
+            for document in documents:
                 if document is None or (isinstance(document, yaml.ScalarNode) and document.tag.endswith(":null")):
                     continue
                 policy = self._policy(document)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import yaml
 
 from daemon.rules.expressions import ExpressionError, SignalType, compile_expression
+from daemon.rules.limits import MAX_RULES_PER_POLICY
 from daemon.rules.model import (
     API_VERSION,
     KIND,
@@ -157,6 +158,10 @@ class PolicyReader(SignalReader):
         items = self._list(node, "spec.rules")
         if not items and isinstance(node, yaml.SequenceNode):
             self._error_at(node, "spec.rules", "a policy needs at least one rule")
+        if len(items) > MAX_RULES_PER_POLICY:
+            message = f"{len(items)} rules, over the limit of {MAX_RULES_PER_POLICY} per policy"
+            self._error_at(node, "spec.rules", message)
+            return ()
         baselines = frozenset(name for name, spec in signals.items() if spec.has_baseline)
         rules: list[Rule] = []
         seen: dict[str, int] = {}

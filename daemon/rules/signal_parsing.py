@@ -8,6 +8,7 @@ import yaml
 
 from daemon.rules.expressions import SignalType, is_identifier
 from daemon.rules.fields import FieldReader
+from daemon.rules.limits import MAX_SIGNALS_PER_POLICY
 from daemon.rules.model import (
     BaselineMode,
     HttpSignal,
@@ -38,6 +39,12 @@ class SignalReader(FieldReader):
         entries = self._free_mapping(node, "spec.signals")
         if entries is not None and not entries:
             self._error_at(node, "spec.signals", "a policy needs at least one signal")
+        if entries is not None and len(entries) > MAX_SIGNALS_PER_POLICY:
+            self._error_at(node, "spec.signals",
+                           f"{len(entries)} signals, over the limit of {MAX_SIGNALS_PER_POLICY} per policy")
+            # names still get a type, so the rules that use them do not also report "unknown signal"
+            types.update((name, SignalType.NUMBER) for name, _, _ in entries if is_identifier(name))
+            return signals, types
         for name, key_node, value in entries or ():
             path = f"spec.signals.{name}"
             if not is_identifier(name):
