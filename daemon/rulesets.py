@@ -1,30 +1,38 @@
-"""The rules in force, reloaded when the files change; a bad file never replaces good rules.
+"""The rules in force, reloaded when the files change; a bad file refuses only its own policies.
 
-`RuleSet.load()` reads the rules directory once (at start: errors are fatal, the daemon must not
-start without valid rules). `RuleSet.watch()` then polls the files' names, sizes and modification
-times (a ConfigMap volume swaps a symlink, which inotify-less polling sees the same way) and
-reloads when anything changed. A reload with any error keeps the last good policies running and
-says so loudly: an error log line per problem, a metric, and `last_error` for `/readyz` details.
-Running analyses keep the policy they started with; new rollouts get the new rules.
+`RuleSet.load()` reads the rules directory once at start. Each file stands alone: a file with any
+error (or a policy name an earlier file already uses) is *refused* and contributes no policy, the
+other files' policies run. `RulesInvalid` is raised only when no file at all is valid, since the
+daemon could then do nothing useful. `RuleSet.watch()` then polls the files' names, sizes and
+modification times (a ConfigMap volume swaps a symlink, which inotify-less polling sees the same
+way) and reloads when anything changed. A reload parses each file in a worker thread, within a time
+budget, so the event loop (and the leader lease renewal) never waits on it; when a file's new
+version is refused, its last good version keeps running. The refused files are in `refused`
+(path → message), in the gauge `rollguard_rule_files_refused{file}`, in an error log line per
+problem, and handed to the `on_refused` hook (for a Warning Event). Running analyses keep the policy
+they started with; new rollouts get the new rules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import structlog
+from prometheus_client import Gauge
 
 from daemon.clock import Clock, SystemClock
 from daemon.metrics import Metrics
-from daemon.rules.loader import load_rules
-from daemon.rules.model import RollbackPolicy, RuleError
+from daemon.rules.limits import LOAD_BUDGET_SECONDS
+from daemon.rules.loader import combine, load_file, plan_files
+from daemon.rules.model import LoadResult, RollbackPolicy, RuleError
 
 log = structlog.get_logger("rollguard.rules")
 
 
 class RulesInvalid(Exception):
-    """The rules could not be loaded at start; every problem is in `errors`."""
+    """No rule file could be loaded at start; every problem is in `errors`."""
 
     def __init__(self, errors: tuple[RuleError, ...]) -> None:
         super().__init__("\n".join(str(e) for e in errors))
@@ -43,42 +51,65 @@ def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(entries)
 
 
-class RuleSet:
-    """The current policies, and the policy that applies to a Deployment."""
+def _file_of(result: LoadResult) -> str:
+    return result.files[0] if result.files else result.errors[0].file
 
-    def __init__(self, directory: Path, *, metrics: Metrics | None = None, clock: Clock | None = None) -> None:
+
+class RuleSet:
+    """The current policies, the refused files, and the policy that applies to a Deployment."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        metrics: Metrics | None = None,
+        clock: Clock | None = None,
+        on_refused: Callable[[Mapping[str, str]], None] | None = None,
+        load_budget: float = LOAD_BUDGET_SECONDS,
+    ) -> None:
         self.directory = directory
         self.policies: tuple[RollbackPolicy, ...] = ()
-        self.last_error: str | None = None
         self.generation = 0
-        """Bumped at every successful (re)load."""
+        """Bumped at every (re)load."""
         self._metrics = metrics
         self._clock = clock or SystemClock()
+        self._on_refused = on_refused
+        self._load_budget = load_budget
+        """Seconds one file may take to load on a reload before it is refused."""
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
+        self._good: dict[str, LoadResult] = {}
+        self._refused: dict[str, str] = {}
+        self._refused_gauge = (
+            Gauge("rollguard_rule_files_refused", "1 for each rule file refused (its policies do not run).",
+                  ["file"], registry=metrics.registry)
+            if metrics is not None else None
+        )
+
+    @property
+    def refused(self) -> dict[str, str]:
+        """The refused files: path → every problem, `; `-separated. Empty when every file loaded."""
+        return dict(self._refused)
 
     def load(self) -> None:
-        """Load at start; raises `RulesInvalid` with every problem."""
+        """Load at start; raises `RulesInvalid` with every problem when no file at all is valid."""
         if not self.directory.is_dir():
             raise RulesInvalid((RuleError(str(self.directory), None, "", "is not a directory of rule files"),))
         self._fingerprint = _fingerprint(self.directory)
-        result = load_rules([self.directory])
-        if result.errors:
-            raise RulesInvalid(result.errors)
-        self._install(result.policies)
+        results = [item if isinstance(item, LoadResult) else load_file(item) for item in plan_files([self.directory])]
+        if not any(not result.errors for result in results if result.files):
+            raise RulesInvalid(tuple(error for result in results for error in result.errors))
+        self._apply(results, keep_last_good=False)
 
-    def reload(self) -> bool:
-        """Reload now; returns True when the new rules were taken, False when the old ones were kept."""
+    async def reload(self) -> bool:
+        """Reload now, each file in a worker thread; True when every file was taken, False when any
+        file was refused (its last good version, if any, keeps running)."""
         self._fingerprint = _fingerprint(self.directory)
-        result = load_rules([self.directory])
-        if result.errors:
-            self.last_error = "; ".join(str(e) for e in result.errors)
-            for error in result.errors:
-                log.error("rule file rejected; the last good rules keep running", problem=str(error))
-            if self._metrics is not None:
-                self._metrics.rules_reload_errors.inc()
-            return False
-        self._install(result.policies)
-        return True
+        results = [item if isinstance(item, LoadResult) else await self._load_off_loop(item)
+                   for item in plan_files([self.directory])]
+        self._apply(results, keep_last_good=True)
+        if self._refused and self._metrics is not None:
+            self._metrics.rules_reload_errors.inc()
+        return not self._refused
 
     async def watch(self, *, interval: float = 2.0) -> None:
         """Poll for changes forever (a root task)."""
@@ -86,14 +117,7 @@ class RuleSet:
             await self._clock.sleep(interval)
             if _fingerprint(self.directory) != self._fingerprint:
                 log.info("rule files changed, reloading", directory=str(self.directory))
-                self.reload()
-
-    def _install(self, policies: tuple[RollbackPolicy, ...]) -> None:
-        self.policies = policies
-        self.last_error = None
-        self.generation += 1
-        log.info("rules loaded", policies=[p.name for p in policies],
-                 rules=sum(len(p.rules) for p in policies), generation=self.generation)
+                await self.reload()
 
     def policy_for(self, namespace: str, labels: Mapping[str, str]) -> RollbackPolicy | None:
         """The first policy (in file order) whose selector matches; None when none does."""
@@ -102,12 +126,46 @@ class RuleSet:
                 return policy
         return None
 
-    @property
-    def namespaces(self) -> tuple[str, ...]:
-        """Namespaces named by selectors; empty if any policy selects every namespace."""
-        names: list[str] = []
-        for policy in self.policies:
-            if not policy.selector.namespaces:
-                return ()
-            names.extend(n for n in policy.selector.namespaces if n not in names)
-        return tuple(names)
+    async def _load_off_loop(self, file: str) -> LoadResult:
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(load_file, file), self._load_budget)
+        except TimeoutError:
+            # The thread cannot be stopped; it finishes in the background and its result is dropped.
+            message = f"took longer than the limit of {self._load_budget:g}s to load"
+            return LoadResult((), (RuleError(file, None, "", message),), (file,))
+
+    def _apply(self, results: Iterable[LoadResult], *, keep_last_good: bool) -> None:
+        taken: list[LoadResult] = []
+        refused: dict[str, list[str]] = {}
+        for result in results:
+            file = _file_of(result)
+            if not result.errors:
+                taken.append(result)
+                continue
+            refused[file] = [str(error) for error in result.errors]
+            if keep_last_good and file in self._good:
+                taken.append(self._good[file])
+        combined = combine(taken)
+        for error in combined.errors:  # a policy name an earlier file already defines
+            refused.setdefault(error.file, []).append(str(error))
+        self._good = {_file_of(r): r for r in taken if _file_of(r) not in {e.file for e in combined.errors}}
+        self._set_refused({file: "; ".join(problems) for file, problems in refused.items()})
+        self._install(combined.policies)
+
+    def _set_refused(self, refused: dict[str, str]) -> None:
+        for file, message in refused.items():
+            log.error("rule file refused; its last good version (if any) keeps running", file=file, problem=message)
+        if self._refused_gauge is not None:
+            for file in self._refused.keys() - refused.keys():
+                self._refused_gauge.remove(file)
+            for file in refused:
+                self._refused_gauge.labels(file=file).set(1)
+        self._refused = refused
+        if refused and self._on_refused is not None:
+            self._on_refused(dict(refused))
+
+    def _install(self, policies: tuple[RollbackPolicy, ...]) -> None:
+        self.policies = policies
+        self.generation += 1
+        log.info("rules loaded", policies=[p.name for p in policies],
+                 rules=sum(len(p.rules) for p in policies), generation=self.generation)

@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 
 from daemon.rules.model import HttpSignal, JsonExpectation
+from daemon.rules.regexes import compile_regex
 from daemon.rules.templates import TemplateError, render_url
 from daemon.signals.base import Measurement, Phase, SignalContext
 from daemon.signals.session import connection_failure_reason, describe_error, excerpt, one_line, redact_url
@@ -101,7 +102,7 @@ class HttpProvider:
         self.spec = spec
         self._session = session
         self._proxy = proxy
-        self._body_pattern = re.compile(spec.expect_body) if spec.expect_body is not None else None
+        self._body_pattern = compile_regex(spec.expect_body) if spec.expect_body is not None else None
 
     async def measure(self, ctx: SignalContext) -> Measurement:
         """Send the check request for `ctx`'s revision and judge the answer."""

@@ -41,6 +41,7 @@ from typing import Any, cast
 
 from daemon.kube.client import KubeApiError, KubeClient, KubeError, api_path
 from daemon.rules.model import LogsSignal
+from daemon.rules.regexes import compile_regex
 from daemon.signals.base import Measurement, Phase, SignalContext
 from daemon.signals.session import excerpt, one_line
 
@@ -114,7 +115,7 @@ class LogsProvider:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
         self.spec = spec
-        self._pattern = re.compile(spec.pattern)
+        self._pattern = compile_regex(spec.pattern)
         self._kube = kube
         self._concurrency = concurrency
         self._read_timeout = read_timeout

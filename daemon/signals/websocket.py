@@ -21,11 +21,11 @@ evidence. The URL template not rendering, or the proxy itself being unreachable,
 from __future__ import annotations
 
 import asyncio
-import re
 
 import aiohttp
 
 from daemon.rules.model import WebSocketSignal
+from daemon.rules.regexes import compile_regex
 from daemon.rules.templates import TemplateError, render_url
 from daemon.signals.base import Measurement, Phase, SignalContext
 from daemon.signals.session import connection_failure_reason, describe_error, excerpt, one_line, redact_url
@@ -46,7 +46,7 @@ class WebSocketProvider:
         self.spec = spec
         self._session = session
         self._proxy = proxy
-        self._expect = re.compile(spec.expect) if spec.expect is not None else None
+        self._expect = compile_regex(spec.expect) if spec.expect is not None else None
 
     async def measure(self, ctx: SignalContext) -> Measurement:
         """Run the exchange for `ctx`'s revision and judge it."""
