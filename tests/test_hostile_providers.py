@@ -120,7 +120,7 @@ async def measure_case(case: dict[str, Any], start: Any) -> tuple[Measurement, s
         app.router.add_get("/check", check)
         base = await start(app)
         expect_json = signal.get("expectJson")
-        spec = HttpSignal(f"{base}/check", timeout=10.0,
+        spec = HttpSignal(f"{base}/check", timeout=10.0, expect_body=signal.get("expectBody"),
                           expect_json=JsonExpectation(expect_json["path"], expect_json["equals"])
                           if expect_json else None)
         async with new_session() as session:

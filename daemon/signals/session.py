@@ -17,7 +17,9 @@ one line of bounded length.
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -88,3 +90,38 @@ def connection_failure_reason(exc: aiohttp.ClientError) -> str:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection without answering"
     return describe_error(exc)
+
+
+MAX_JSON_DEPTH = 64
+"""Nesting levels of arrays and objects a JSON answer (check body, Prometheus answer) may have; deeper is
+refused with a message instead of letting the decoder hit Python's recursion limit."""
+
+# A JSON string (skipped whole, brackets inside it do not nest) or one bracket.
+_JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+class JsonTooDeep(ValueError):
+    """A JSON text nests deeper than allowed; the message says the limit."""
+
+
+def loads_bounded(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """`json.loads(text)`, but JsonTooDeep (a ValueError) when arrays/objects nest deeper than `max_depth`.
+
+    Never raises RecursionError. The depth scan only runs when the text has more than `max_depth`
+    opening brackets (counted at C speed), so ordinary answers pay almost nothing for it.
+    """
+    decoded = text.decode(errors="replace") if isinstance(text, bytes) else text
+    if decoded.count("[") + decoded.count("{") > max_depth:
+        depth = 0
+        for token in _JSON_NESTING.finditer(decoded):
+            char = token.group()
+            if char in "[{":
+                depth += 1
+                if depth > max_depth:
+                    raise JsonTooDeep(f"JSON nested deeper than {max_depth} levels")
+            elif char in "]}":
+                depth -= 1
+    try:
+        return json.loads(decoded)
+    except RecursionError:  # a nesting the scan did not see (it cannot happen, but never let it out)
+        raise JsonTooDeep(f"JSON nested deeper than {max_depth} levels") from None
