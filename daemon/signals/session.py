@@ -11,8 +11,8 @@ daemon (one connection pool, one place to close). `new_session()` makes it the w
   descriptors.
 
 Messages built from URLs and exceptions go through `redact_url` and `one_line`: a URL's
-`user:password@` never reaches a Measurement, a log line or a notification, and a message is always
-one line of bounded length.
+`user:password@` and secret query values (`?token=…`) never reach a Measurement, a log line, an Event
+or a notification, and a message is always one line of bounded length.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from daemon import redaction
+
 USER_AGENT = "rollguard"
 """User-Agent of every request rollguard makes to workloads and Prometheus."""
 
 _WHITESPACE = re.compile(r"\s+")
-# `scheme://user:pass@host` anywhere in a text (an exception message may quote the URL it failed on).
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
 
 
 def new_session(*, limit: int = 256) -> aiohttp.ClientSession:
@@ -46,19 +46,14 @@ def new_session(*, limit: int = 256) -> aiohttp.ClientSession:
 
 
 def redact_url(url: str | URL) -> str:
-    """`url` without its user-info (`http://user:pass@host/x` → `http://host/x`), safe for messages."""
-    try:
-        parsed = url if isinstance(url, URL) else URL(url)
-    except (ValueError, TypeError):
-        return redact_text(str(url))
-    if parsed.user is None and parsed.password is None:
-        return str(parsed)
-    return str(parsed.with_user(None))
+    """`url` without its user-info (`http://user:pass@host/x` → `http://host/x`) and with the values of
+    secret-looking query parameters (`?token=…`, `sig`, `api_key`, …) replaced by [REDACTED]; safe for messages."""
+    return redaction.redact_url(url)
 
 
 def redact_text(text: str) -> str:
-    """`text` with the user-info of every URL in it removed (for exception messages quoting URLs)."""
-    return _USERINFO.sub(lambda m: m.group("scheme"), text)
+    """`text` with every URL's user-info and secret query values removed (for exception messages quoting URLs)."""
+    return redaction.redact_text(text)
 
 
 def one_line(text: str, limit: int = 300) -> str:
