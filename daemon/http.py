@@ -4,12 +4,20 @@
 daemon has synced its first list (and, with leader election, says whether it leads) — Kubernetes
 uses it for the readiness probe. `/metrics` is the Prometheus text format of the daemon's registry.
 `/api/v1/analyses` is the JSON list of live and recent analyses.
+
+With an API token (`build_http_app(api_token=...)`, read by `api_token_from_env` from
+`ROLLGUARD_API_TOKEN` or the file named by `ROLLGUARD_API_TOKEN_FILE`), every `/api/v1/*` request must
+carry `Authorization: Bearer <token>` (compared in constant time) or gets 401. `/healthz`, `/readyz`
+and `/metrics` stay open: the kubelet's probes and Prometheus' scrape carry no token, and they
+expose nothing about the workloads (the NetworkPolicy of the chart limits who reaches them).
 """
 
 from __future__ import annotations
 
+import hmac
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -20,10 +28,60 @@ from daemon.settings import ListenAddress
 
 ReadyCheck = Callable[[], tuple[bool, str]]
 AnalysesView = Callable[[], Sequence[dict[str, Any]]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+API_TOKEN_ENV = "ROLLGUARD_API_TOKEN"
+"""Environment variable holding the bearer token of `/api/v1/*`."""
+API_TOKEN_FILE_ENV = "ROLLGUARD_API_TOKEN_FILE"
+"""Environment variable naming a file (a mounted Secret) that holds the token; used when the other is unset."""
+API_PREFIX = "/api/v1/"
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="rollguard"'}
 
 
-def build_http_app(*, metrics: Metrics, ready: ReadyCheck, analyses: AnalysesView) -> web.Application:
-    """The aiohttp application; `ready()` returns (ready, reason), `analyses()` the JSON-able list."""
+def api_token_from_env(env: Mapping[str, str]) -> str | None:
+    """The API token from `ROLLGUARD_API_TOKEN`, else from the file `ROLLGUARD_API_TOKEN_FILE` names; None: no token.
+
+    ValueError (naming the variable and the file, never the value) when the file cannot be read or is empty.
+    """
+    if env.get(API_TOKEN_ENV, "").strip():
+        return env[API_TOKEN_ENV].strip()
+    path = env.get(API_TOKEN_FILE_ENV, "").strip()
+    if not path:
+        return None
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ValueError(f"{API_TOKEN_FILE_ENV}: cannot read {path}: {reason}") from None
+    if not token:
+        raise ValueError(f"{API_TOKEN_FILE_ENV}: {path} is empty")
+    return token
+
+
+def _bearer_guard(token: str) -> Any:
+    expected = token.encode()
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith(API_PREFIX):
+            return await handler(request)
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            return web.Response(status=401, text="401: a bearer token is required (Authorization: Bearer <token>)\n",
+                                headers=_CHALLENGE)
+        if not hmac.compare_digest(given.strip().encode(), expected):
+            return web.Response(status=401, text="401: the bearer token is not valid\n", headers=_CHALLENGE)
+        return await handler(request)
+
+    return guard
+
+
+def build_http_app(*, metrics: Metrics, ready: ReadyCheck, analyses: AnalysesView,
+                   api_token: str | None = None) -> web.Application:
+    """The aiohttp application; `ready()` returns (ready, reason), `analyses()` the JSON-able list.
+
+    `api_token`: when set, `/api/v1/*` requires `Authorization: Bearer <api_token>`.
+    """
 
     async def healthz(_request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -40,7 +98,7 @@ def build_http_app(*, metrics: Metrics, ready: ReadyCheck, analyses: AnalysesVie
         return web.Response(text=json.dumps({"analyses": list(analyses())}, indent=1, default=str),
                             content_type="application/json")
 
-    app = web.Application()
+    app = web.Application(middlewares=[_bearer_guard(api_token)] if api_token else [])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)

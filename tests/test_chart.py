@@ -52,8 +52,13 @@ RBAC: dict[tuple[str, str, str], tuple[str, bool]] = {
 }
 
 
-def expected_rbac(scope: str, *, dry_run: bool) -> set[tuple[str, str, str]]:
-    return {grant for grant, (where, kept) in RBAC.items() if where == scope and (kept or not dry_run)}
+# Granted only with rollbackJobs.enabled: no Job-creating power unless a policy needs it.
+JOB_GRANTS = {("batch", "jobs", "create"), ("batch", "jobs", "get")}
+
+
+def expected_rbac(scope: str, *, dry_run: bool, jobs: bool = False) -> set[tuple[str, str, str]]:
+    return {grant for grant, (where, kept) in RBAC.items()
+            if where == scope and (kept or not dry_run) and (jobs or grant not in JOB_GRANTS)}
 
 
 # --- rendering -------------------------------------------------------------------------------------------
@@ -73,6 +78,11 @@ SCENARIOS: dict[str, Obj] = {
     "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}},
     "single-replica": {"replicaCount": 1, "leaderElection": {"enabled": False}},
     "existing-rules": {"existingRulesConfigMap": "team-rules"},
+    "rollback-jobs": {"rollbackJobs": {"enabled": True}},
+    "rollback-jobs-dry-run": {"rollbackJobs": {"enabled": True}, "dryRun": True, "watch": {"namespaces": ["staging"]}},
+    "network-policy-peers": {"networkPolicy": {"from": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}},
+    "no-network-policy": {"networkPolicy": {"enabled": False}},
 }
 
 
@@ -361,10 +371,12 @@ def test_contradictory_values_fail_with_what_to_change(values: Obj, message: str
 
 
 # --- RBAC ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("scenario", ["default", "cluster-wide", "dry-run", "namespaced", "dry-run-namespaced"])
+@pytest.mark.parametrize("scenario", ["default", "cluster-wide", "dry-run", "namespaced", "dry-run-namespaced",
+                                      "rollback-jobs", "rollback-jobs-dry-run"])
 def test_rbac_is_exactly_the_table(scenario: str) -> None:
     values = SCENARIOS[scenario]
     dry_run = bool(values.get("dryRun"))
+    jobs = bool(values.get("rollbackJobs", {}).get("enabled"))
     namespaces = values.get("watch", {}).get("namespaces", [])
     rendered = render(values)
     roles = rendered.of_kind("ClusterRole") + rendered.of_kind("Role")
@@ -382,13 +394,43 @@ def test_rbac_is_exactly_the_table(scenario: str) -> None:
     else:
         assert [r["kind"] for r in watch_roles] == ["ClusterRole"]
     for role in watch_roles:
-        assert grants(role) == expected_rbac(WATCHED, dry_run=dry_run), role["metadata"]
+        assert grants(role) == expected_rbac(WATCHED, dry_run=dry_run, jobs=jobs), role["metadata"]
         assert not any("resourceNames" in rule for rule in role["rules"])
 
     # The Lease grants other than create are narrowed to the one Lease the daemon uses.
     lease_name = rendered.env["ROLLGUARD_LEASE_NAME"]["value"]
     for rule in lease_roles[0]["rules"]:
         assert rule.get("resourceNames") == (None if rule["verbs"] == ["create"] else [lease_name]), rule
+
+
+def test_no_job_can_be_created_unless_rollback_jobs_are_enabled() -> None:
+    for scenario in ("default", "namespaced"):
+        for role in render(SCENARIOS[scenario]).of_kind("ClusterRole") + render(SCENARIOS[scenario]).of_kind("Role"):
+            assert not grants(role) & JOB_GRANTS, (scenario, role["metadata"])
+    assert any(("batch", "jobs", "create") in grants(role) for role in render(SCENARIOS["rollback-jobs"]).objects
+               if role["kind"] == "ClusterRole")
+
+
+# --- NetworkPolicy ---------------------------------------------------------------------------------------
+def test_the_network_policy_lets_in_only_the_http_port_from_anywhere_by_default() -> None:
+    rendered = render()
+    policy = rendered.one("NetworkPolicy")
+    assert policy["metadata"]["namespace"] == NAMESPACE
+    assert policy["spec"] == {
+        "podSelector": {"matchLabels": rendered.one("Deployment")["spec"]["selector"]["matchLabels"]},
+        "policyTypes": ["Ingress"],
+        "ingress": [{"ports": [{"port": "http-metrics", "protocol": "TCP"}]}],
+    }
+    assert [p["name"] for p in rendered.container["ports"]] == ["http-metrics"]
+
+
+def test_the_network_policy_admits_only_the_peers_given() -> None:
+    policy = render(SCENARIOS["network-policy-peers"]).one("NetworkPolicy")
+    assert policy["spec"]["ingress"] == [{
+        "ports": [{"port": "http-metrics", "protocol": "TCP"}],
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+    }]
+    assert render(SCENARIOS["no-network-policy"]).of_kind("NetworkPolicy") == []
 
 
 def test_no_rbac_objects_when_rbac_is_managed_elsewhere() -> None:

@@ -107,7 +107,8 @@ async def test_the_chart_grants_exactly_what_the_daemon_uses(tmp_path: Path) -> 
         await stack.stop_daemon()  # a graceful stop releases the Lease: that request counts too
     assert audit, "the daemon made no API request through its own front door"
 
-    objects = render({"watch": {"namespaces": []}})  # cluster-wide mode
+    # Cluster-wide mode, with the Job grants: the scenario runs a policy with a pre-rollback Job.
+    objects = render({"watch": {"namespaces": []}, "rollbackJobs": {"enabled": True}})
     watched = rules_of(objects, "ClusterRole")
     lease = rules_of([o for o in objects if o["kind"] == "Role" and o["metadata"]["namespace"] == RELEASE_NAMESPACE],
                      "Role")

@@ -223,6 +223,22 @@ class KubeClient:
         finally:
             response.release()
 
+    async def stream_chunks(self, path: str, params: Mapping[str, Any] | None = None,
+                            *, timeout: float | None = None, chunk_size: int = 64 * 1024) -> AsyncIterator[bytes]:
+        """Raw bytes of a response, at most `chunk_size` at a time (no line-length limit, unlike `stream_lines`)."""
+        response = await self._request("GET", path, params=params, accept="*/*", timeout=timeout)
+        try:
+            while True:
+                try:
+                    chunk = await response.content.read(chunk_size)
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    raise KubeUnavailable(f"stream {path}: {type(exc).__name__}: {exc}") from exc
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            response.release()
+
     async def text(self, path: str, params: Mapping[str, Any] | None = None) -> str:
         """A whole text response (pod logs without follow)."""
         response = await self._request("GET", path, params=params, accept="*/*")

@@ -6,12 +6,16 @@ them: name `<object>.<hex nanoseconds>`, `involvedObject` with uid and resourceV
 recorder's lifetime bumps `count` and `lastTimestamp` with a merge patch instead of adding another.
 Recording never raises: an Event that cannot be written is logged and dropped, because the audit
 trail must never block or fail a rollback.
+
+Messages are scrubbed before they are written (Events are readable by anyone who may `kubectl
+describe` the Deployment): URL user-info and secret query values (`?token=…`), and every secret value
+registered with the process-wide `daemon.redaction.SCRUBBER` (the notifiers' tokens and keys).
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +23,7 @@ import structlog
 
 from daemon.clock import Clock, SystemClock
 from daemon.kube.client import MERGE_PATCH, KubeClient, KubeError, api_path
+from daemon.redaction import SCRUBBER
 
 log = structlog.get_logger("rollguard.events")
 
@@ -30,10 +35,15 @@ def _time(epoch: float) -> str:
 
 
 class EventRecorder:
-    """Writes Events about Deployments; a no-op writer in dry-run mode (it logs what it would write)."""
+    """Writes Events about Deployments; a no-op writer in dry-run mode (it logs what it would write).
+
+    `scrub` turns a message into what may be shown (default: the process-wide `SCRUBBER`).
+    """
 
     def __init__(self, client: KubeClient, *, component: str = "rollguard", instance: str | None = None,
-                 clock: Clock | None = None, dry_run: bool = False) -> None:
+                 clock: Clock | None = None, dry_run: bool = False,
+                 scrub: Callable[[str], str] | None = None) -> None:
+        self._scrub = scrub if scrub is not None else SCRUBBER.scrub
         self._client = client
         self._component = component
         self._instance = instance or socket.gethostname()
@@ -46,6 +56,7 @@ class EventRecorder:
         meta = obj.get("metadata") or {}
         namespace = str(meta.get("namespace") or "default")
         name = str(meta.get("name"))
+        message = self._scrub(message)
         message = message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
         if self._dry_run:
             log.info("dry run: would record event", namespace=namespace, deployment=name, reason=reason,

@@ -13,8 +13,13 @@ measuring side being broken is ERROR: the URL template cannot be rendered, or th
 proxy (`proxy`, how the daemon reaches `http://svc.ns:port` from outside a cluster) is down.
 
 Redirects are not followed: a check judges the URL it names (write `expectStatus: 301` to check a
-redirect). Only the first `MAX_BODY` bytes of a body are read. The URL's user-info, if any, is sent
-as basic auth by aiohttp and never appears in a message.
+redirect). The URL's user-info, if any, is sent as basic auth by aiohttp and never appears in a
+message; nor do the values of secret-looking query parameters (`?token=…`, see `redact_url`).
+
+Bounds: at most `MAX_BODY` bytes of a body are read. A check that judges the body (`expectBody`,
+`expectJson`) FAILS when the body is larger ("the body is larger than 1048576 bytes"); a status-only
+check ignores the rest. JSON nested deeper than `MAX_JSON_DEPTH` levels fails the check with a message
+(never a RecursionError). Anything unexpected inside the provider is this signal's ERROR.
 """
 
 from __future__ import annotations
@@ -30,12 +35,22 @@ from daemon.rules.model import HttpSignal, JsonExpectation
 from daemon.rules.regexes import compile_regex
 from daemon.rules.templates import TemplateError, render_url
 from daemon.signals.base import Measurement, Phase, SignalContext
-from daemon.signals.session import connection_failure_reason, describe_error, excerpt, one_line, redact_url
+from daemon.signals.session import (
+    MAX_JSON_DEPTH,
+    JsonTooDeep,
+    connection_failure_reason,
+    describe_error,
+    excerpt,
+    loads_bounded,
+    one_line,
+    redact_url,
+)
 
 __all__ = ["MAX_BODY", "HttpProvider", "JsonPathError", "json_equal", "json_path_get"]
 
 MAX_BODY = 1 << 20
-"""Bytes of a response body read at most (enough for any health or smoke-test answer)."""
+"""Bytes of a response body read at most (enough for any health or smoke-test answer); a check judging a
+larger body fails."""
 
 _STEP = re.compile(r"\.(?P<key>[A-Za-z_][A-Za-z0-9_-]*)|\[(?P<index>\d+)\]|\['(?P<quoted>[^']*)'\]")
 
@@ -107,6 +122,13 @@ class HttpProvider:
     async def measure(self, ctx: SignalContext) -> Measurement:
         """Send the check request for `ctx`'s revision and judge the answer."""
         try:
+            return await self._measure(ctx)
+        except Exception as exc:
+            # A provider's own bug must be this signal's ERROR, never an exception that ends the analysis.
+            return Measurement(Phase.ERROR, None, one_line(f"the http provider failed: {describe_error(exc)}"))
+
+    async def _measure(self, ctx: SignalContext) -> Measurement:
+        try:
             url = render_url(self.spec.url, ctx.template_variables())
         except TemplateError as exc:
             return Measurement(Phase.ERROR, None, one_line(f"cannot render the URL: {exc}"))
@@ -118,7 +140,7 @@ class HttpProvider:
                     self.spec.method, url, proxy=self._proxy, allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=self.spec.timeout)) as resp:
                 status = resp.status
-                body = await _read_body(resp, MAX_BODY)
+                body = await _read_body(resp, MAX_BODY + 1)
         except TimeoutError:
             return self._failed(f"{shown}: no answer within {self.spec.timeout:g}s", started)
         except aiohttp.ClientProxyConnectionError as exc:
@@ -129,7 +151,8 @@ class HttpProvider:
             return self._failed(f"{shown}: {connection_failure_reason(exc)}", started)
         latency = loop.time() - started
         details = {"status": float(status), "latency_seconds": latency}
-        text = body.decode(errors="replace")
+        too_large = len(body) > MAX_BODY
+        text = body[:MAX_BODY].decode(errors="replace")
         evidence = (excerpt(text),) if text.strip() else ()
 
         if status != self.spec.expect_status:
@@ -137,6 +160,9 @@ class HttpProvider:
                 f"{shown}: HTTP {status}, expected {self.spec.expect_status}" + (f": {excerpt(text, 120)}"
                                                                                  if text.strip() else "")),
                 evidence=evidence, details=details)
+        if too_large and (self._body_pattern is not None or self.spec.expect_json is not None):
+            return Measurement(Phase.FAILED, False, f"{shown}: the body is larger than {MAX_BODY} bytes",
+                               evidence=evidence, details=details)
         if self._body_pattern is not None and not self._body_pattern.search(text):
             return Measurement(Phase.FAILED, False, one_line(
                 f"{shown}: the body does not match /{self.spec.expect_body}/"), evidence=evidence, details=details)
@@ -168,7 +194,10 @@ async def _read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
 def _check_json(text: str, expectation: JsonExpectation) -> str | None:
     """None when the body holds the expected value, else what is wrong."""
     try:
-        document = json.loads(text)
+        document = loads_bounded(text)
+    except JsonTooDeep:
+        return (f"the body is JSON nested deeper than {MAX_JSON_DEPTH} levels "
+                f"(expected {expectation.path} = {json.dumps(expectation.equals)})")
     except ValueError:
         return f"the body is not JSON (expected {expectation.path} = {json.dumps(expectation.equals)})"
     try:

@@ -13,6 +13,7 @@ escaped) and turns the answer into a `Measurement`:
 | a range vector (matrix) or a string | ERROR | the query cannot give one value; fix the rule |
 | `status: error` (bad query, execution error, timeout) | ERROR | with Prometheus' own message |
 | refused, reset, timed out, non-JSON 5xx | ERROR | Prometheus is down, which never means the rollout is bad |
+| over `MAX_RESPONSE_BYTES` bytes or `MAX_SERIES` series, JSON over 64 deep | ERROR | bounded memory |
 
 **Coalescing.** One policy selecting a thousand Deployments can ask the same query (or a thousand
 analyses can share a global one) in the same tick. Queries for "now" are evaluated at the current
@@ -25,7 +26,10 @@ Exceptions (raised by `PrometheusClient.query`; the provider turns them into ERR
 
     PrometheusError
      ├── PrometheusUnavailable   refused, reset, timed out, or an answer that is not the Prometheus API
+     ├── PrometheusAnswerTooLarge  over MAX_RESPONSE_BYTES bytes or MAX_SERIES series
      └── PrometheusQueryError    Prometheus answered `status: error` (.error_type, .error)
+
+Any other exception inside `PrometheusProvider.measure` is caught there and becomes an ERROR too.
 """
 
 from __future__ import annotations
@@ -45,9 +49,12 @@ from daemon.clock import Clock, SystemClock
 from daemon.rules.model import PrometheusSignal
 from daemon.rules.templates import TemplateError, render_promql
 from daemon.signals.base import Measurement, Phase, SignalContext
-from daemon.signals.session import describe_error, excerpt, one_line, redact_url
+from daemon.signals.session import describe_error, excerpt, loads_bounded, one_line, redact_url
 
 __all__ = [
+    "MAX_RESPONSE_BYTES",
+    "MAX_SERIES",
+    "PrometheusAnswerTooLarge",
     "PrometheusClient",
     "PrometheusError",
     "PrometheusProvider",
@@ -63,6 +70,13 @@ V = TypeVar("V")
 
 _SERIES_IN_EVIDENCE = 3
 
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+"""Bytes of one query answer read at most; a larger answer is ERROR (one number needs a few hundred)."""
+MAX_SERIES = 10_000
+"""Series in one answer accepted at most; more is ERROR asking to narrow the query."""
+_DECODE_OFF_LOOP_BYTES = 256 * 1024
+"""Answers at least this large are decoded in a worker thread, so an 8 MiB answer does not block the loop."""
+
 
 class PrometheusError(Exception):
     """A query could not be answered; the message is one line, safe to show (no credentials)."""
@@ -70,6 +84,10 @@ class PrometheusError(Exception):
 
 class PrometheusUnavailable(PrometheusError):
     """Prometheus could not be reached, or did not answer as the Prometheus HTTP API does."""
+
+
+class PrometheusAnswerTooLarge(PrometheusError):
+    """The answer was over MAX_RESPONSE_BYTES bytes or MAX_SERIES series."""
 
 
 class PrometheusQueryError(PrometheusError):
@@ -239,26 +257,36 @@ class PrometheusClient:
             async with self._session.get(f"{self._base_url}/api/v1/query", params=params,
                                          timeout=aiohttp.ClientTimeout(total=self._timeout)) as resp:
                 status = resp.status
-                raw = await resp.read()
+                raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
+                while len(raw) <= MAX_RESPONSE_BYTES:  # read(n) returns what has arrived, at most n
+                    more = await resp.content.read(MAX_RESPONSE_BYTES + 1 - len(raw))
+                    if not more:
+                        break
+                    raw += more
         except TimeoutError:
             raise PrometheusUnavailable(
                 f"Prometheus at {self.url} did not answer within {self._timeout:g}s") from None
         except aiohttp.ClientError as exc:
             raise PrometheusUnavailable(f"Prometheus at {self.url} is unreachable: {describe_error(exc)}") from None
+        if len(raw) > MAX_RESPONSE_BYTES:
+            raise PrometheusAnswerTooLarge(f"Prometheus at {self.url} answered more than {MAX_RESPONSE_BYTES} bytes")
+        if len(raw) >= _DECODE_OFF_LOOP_BYTES:
+            return await asyncio.to_thread(_decode, raw, status, url=self.url, at=at)
         return _decode(raw, status, url=self.url, at=at)
 
 
 def _decode(raw: bytes, status: int, *, url: str, at: float | None) -> QueryResult:
     """The QueryResult in a `/api/v1/query` answer, or the PrometheusError it stands for."""
+    problem = None
     try:
-        body = json.loads(raw)
-    except ValueError:
-        body = None
+        body = loads_bounded(raw)
+    except ValueError as exc:
+        body, problem = None, str(exc) if "nested deeper" in str(exc) else None
     if not isinstance(body, dict) or body.get("status") not in ("success", "error"):
         # Not the Prometheus API: a proxy's error page, a wrong base URL.
-        text = raw.decode(errors="replace")
+        text = problem or excerpt(raw[:1024].decode(errors="replace"), 120) or "(empty body)"
         raise PrometheusUnavailable(f"Prometheus at {url} answered HTTP {status} that is not a Prometheus API "
-                                    f"response: {excerpt(text, 120) or '(empty body)'}")
+                                    f"response: {text}")
     if body["status"] == "error":
         raise PrometheusQueryError(str(body.get("errorType") or f"HTTP {status}"), str(body.get("error") or ""))
     data = body.get("data")
@@ -266,6 +294,9 @@ def _decode(raw: bytes, status: int, *, url: str, at: float | None) -> QueryResu
         assert isinstance(data, dict)
         result_type = str(data["resultType"])
         result = data["result"]
+        if result_type in ("vector", "matrix") and len(result) > MAX_SERIES:
+            raise PrometheusAnswerTooLarge(f"Prometheus at {url} answered {len(result)} series, more than "
+                                           f"{MAX_SERIES}: narrow the query")
         samples: list[Sample]
         if result_type == "scalar":
             samples = [Sample({}, float(result[1]))]
@@ -277,7 +308,7 @@ def _decode(raw: bytes, status: int, *, url: str, at: float | None) -> QueryResu
             samples = []
     except (AssertionError, KeyError, IndexError, TypeError, ValueError):
         raise PrometheusUnavailable(f"Prometheus at {url} answered a malformed query result: "
-                                    f"{excerpt(json.dumps(data), 120)}") from None
+                                    f"{excerpt(json.dumps(data)[:1024], 120)}") from None
     warnings = tuple(str(w) for w in body.get("warnings") or ())
     return QueryResult(result_type, tuple(samples), at, warnings)
 
@@ -313,6 +344,13 @@ class PrometheusProvider:
         return await self._measure(ctx, at=at)
 
     async def _measure(self, ctx: SignalContext, *, at: float | None) -> Measurement:
+        try:
+            return await self._query_and_judge(ctx, at=at)
+        except Exception as exc:
+            # A provider's own bug must be this signal's ERROR, never an exception that ends the analysis.
+            return Measurement(Phase.ERROR, None, one_line(f"the prometheus provider failed: {describe_error(exc)}"))
+
+    async def _query_and_judge(self, ctx: SignalContext, *, at: float | None) -> Measurement:
         when = f" at {_stamp(at)}" if at is not None else ""
         try:
             promql = render_promql(self.spec.query, ctx.template_variables())

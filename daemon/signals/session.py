@@ -11,23 +11,25 @@ daemon (one connection pool, one place to close). `new_session()` makes it the w
   descriptors.
 
 Messages built from URLs and exceptions go through `redact_url` and `one_line`: a URL's
-`user:password@` never reaches a Measurement, a log line or a notification, and a message is always
-one line of bounded length.
+`user:password@` and secret query values (`?token=…`) never reach a Measurement, a log line, an Event
+or a notification, and a message is always one line of bounded length.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 import aiohttp
 from yarl import URL
+
+from daemon import redaction
 
 USER_AGENT = "rollguard"
 """User-Agent of every request rollguard makes to workloads and Prometheus."""
 
 _WHITESPACE = re.compile(r"\s+")
-# `scheme://user:pass@host` anywhere in a text (an exception message may quote the URL it failed on).
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
 
 
 def new_session(*, limit: int = 256) -> aiohttp.ClientSession:
@@ -44,19 +46,14 @@ def new_session(*, limit: int = 256) -> aiohttp.ClientSession:
 
 
 def redact_url(url: str | URL) -> str:
-    """`url` without its user-info (`http://user:pass@host/x` → `http://host/x`), safe for messages."""
-    try:
-        parsed = url if isinstance(url, URL) else URL(url)
-    except (ValueError, TypeError):
-        return redact_text(str(url))
-    if parsed.user is None and parsed.password is None:
-        return str(parsed)
-    return str(parsed.with_user(None))
+    """`url` without its user-info (`http://user:pass@host/x` → `http://host/x`) and with the values of
+    secret-looking query parameters (`?token=…`, `sig`, `api_key`, …) replaced by [REDACTED]; safe for messages."""
+    return redaction.redact_url(url)
 
 
 def redact_text(text: str) -> str:
-    """`text` with the user-info of every URL in it removed (for exception messages quoting URLs)."""
-    return _USERINFO.sub(lambda m: m.group("scheme"), text)
+    """`text` with every URL's user-info and secret query values removed (for exception messages quoting URLs)."""
+    return redaction.redact_text(text)
 
 
 def one_line(text: str, limit: int = 300) -> str:
@@ -88,3 +85,38 @@ def connection_failure_reason(exc: aiohttp.ClientError) -> str:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection without answering"
     return describe_error(exc)
+
+
+MAX_JSON_DEPTH = 64
+"""Nesting levels of arrays and objects a JSON answer (check body, Prometheus answer) may have; deeper is
+refused with a message instead of letting the decoder hit Python's recursion limit."""
+
+# A JSON string (skipped whole, brackets inside it do not nest) or one bracket.
+_JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+class JsonTooDeep(ValueError):
+    """A JSON text nests deeper than allowed; the message says the limit."""
+
+
+def loads_bounded(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """`json.loads(text)`, but JsonTooDeep (a ValueError) when arrays/objects nest deeper than `max_depth`.
+
+    Never raises RecursionError. The depth scan only runs when the text has more than `max_depth`
+    opening brackets (counted at C speed), so ordinary answers pay almost nothing for it.
+    """
+    decoded = text.decode(errors="replace") if isinstance(text, bytes) else text
+    if decoded.count("[") + decoded.count("{") > max_depth:
+        depth = 0
+        for token in _JSON_NESTING.finditer(decoded):
+            char = token.group()
+            if char in "[{":
+                depth += 1
+                if depth > max_depth:
+                    raise JsonTooDeep(f"JSON nested deeper than {max_depth} levels")
+            elif char in "]}":
+                depth -= 1
+    try:
+        return json.loads(decoded)
+    except RecursionError:  # a nesting the scan did not see (it cannot happen, but never let it out)
+        raise JsonTooDeep(f"JSON nested deeper than {max_depth} levels") from None

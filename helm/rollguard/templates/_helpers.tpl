@@ -109,6 +109,8 @@ on any widening. dryRun drops every write verb except events (the audit trail st
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- /* Only a policy with a pre-rollback Job needs these; no Job-creating power by default. */}}
+{{- if .Values.rollbackJobs.enabled }}
 - apiGroups: ["batch"]
   resources: ["jobs"]
   {{- if .Values.dryRun }}
@@ -116,6 +118,7 @@ on any widening. dryRun drops every write verb except events (the audit trail st
   {{- else }}
   verbs: ["create", "get"]
   {{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
