@@ -33,7 +33,7 @@ import ssl
 import sys
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -57,6 +57,22 @@ DEFAULT_SECRETS_DIR = Path("/var/run/secrets/rollguard")
 ROUTING_KEY_LENGTH = 32
 
 
+@dataclass
+class Connections:
+    """How the daemon-wide notifiers reach Slack and PagerDuty; policies' own targets connect the same way."""
+
+    slack_token: str | None = field(default=None, repr=False)
+    """The bot token (a secret), when Slack is configured in bot-token mode: a policy's channel needs it."""
+    slack_base_url: str = SLACK_BASE_URL
+    slack_timeout: float = 10.0
+    """Seconds per Slack HTTP call."""
+    pagerduty_base_url: str = PAGERDUTY_BASE_URL
+    pagerduty_timeout: float = 10.0
+    """Seconds per PagerDuty HTTP call."""
+    pagerduty_ssl: ssl.SSLContext | None = None
+    """Trust for the PagerDuty client (None: the system's CAs)."""
+
+
 @dataclass(frozen=True)
 class NotifierSet:
     """What the factory built: the notifiers, and the redactor that knows all their secrets.
@@ -66,6 +82,8 @@ class NotifierSet:
 
     notifiers: tuple[Notifier, ...]
     redactor: Redactor
+    connections: Connections = field(default_factory=Connections)
+    """What a policy's own Slack channel or PagerDuty key is reached with (see `daemon.notify.routing`)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +94,7 @@ class _Context:
     redactor: Redactor
     console_stream: TextIO | None
     pagerduty_ssl: ssl.SSLContext | None
+    connections: Connections
 
 
 def build_notifiers(
@@ -97,6 +116,7 @@ def build_notifiers(
         redactor=redactor if redactor is not None else Redactor(),
         console_stream=console_stream,
         pagerduty_ssl=pagerduty_ssl,
+        connections=Connections(pagerduty_ssl=pagerduty_ssl),
     )
     if config is None:
         config = {}
@@ -116,7 +136,7 @@ def build_notifiers(
         notifiers.append(_BUILDERS[name](settings, ctx))
     if not notifiers:
         notifiers.append(NopNotifier())
-    return NotifierSet(notifiers=tuple(notifiers), redactor=ctx.redactor)
+    return NotifierSet(notifiers=tuple(notifiers), redactor=ctx.redactor, connections=ctx.connections)
 
 
 def _kind(value: Any) -> str:
@@ -201,6 +221,8 @@ def _build_slack(settings: Mapping[str, Any], ctx: _Context) -> Notifier:
             raise NotifyConfigError(f"{where}.channel: required with a bot token (for example \"#deploys\")")
         base_url = _http_url(_string(settings, "baseUrl", where, SLACK_BASE_URL) or SLACK_BASE_URL,
                               f"{where}.baseUrl")
+        ctx.connections.slack_token, ctx.connections.slack_base_url = token, base_url
+        ctx.connections.slack_timeout = timeout
         return SlackNotifier(token=token, channel=channel, redactor=ctx.redactor, base_url=base_url, timeout=timeout)
     url = _secret(settings, "webhookUrlFrom", ctx, where, default_env=SLACK_WEBHOOK_URL_ENV)
     if url is None:
@@ -241,8 +263,11 @@ def _build_pagerduty(settings: Mapping[str, Any], ctx: _Context) -> Notifier:
             ssl_context = ssl.create_default_context(cafile=ca_file)
         except (OSError, ssl.SSLError) as exc:
             raise NotifyConfigError(f"{where}.caFile: cannot load {ca_file}: {exc}") from None
-    return PagerDutyNotifier(routing_key=key, redactor=ctx.redactor, base_url=base_url,
-                             timeout=_seconds(settings, "timeout", where, 10.0), ssl_context=ssl_context)
+    timeout = _seconds(settings, "timeout", where, 10.0)
+    ctx.connections.pagerduty_base_url, ctx.connections.pagerduty_timeout = base_url, timeout
+    ctx.connections.pagerduty_ssl = ssl_context
+    return PagerDutyNotifier(routing_key=key, redactor=ctx.redactor, base_url=base_url, timeout=timeout,
+                             ssl_context=ssl_context)
 
 
 def _build_console(settings: Mapping[str, Any], ctx: _Context) -> Notifier:

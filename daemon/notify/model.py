@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, Protocol, runtime_checkable
 
+from daemon.rules.model import NOTIFY_PAGEABLE_KINDS, NOTIFY_ROUTE_CHANNELS, NOTIFY_ROUTE_KINDS
+
 
 class NotifyError(Exception):
     """Base of every exception the notify package raises (see the tree in `daemon.notify`)."""
@@ -94,9 +96,17 @@ ROUTES: Mapping[AlertKind, frozenset[Channel]] = MappingProxyType(
 """The notification matrix: which channels each kind of alert goes to (LOG channels get everything)."""
 
 
-def is_routed(kind: AlertKind, channel: Channel) -> bool:
-    """Whether an alert of `kind` goes to a notifier delivering to `channel`."""
-    return channel is Channel.LOG or channel in ROUTES[kind]
+RouteOverrides = Mapping[str, frozenset[str]]
+"""A policy's `notify.routes`: AlertKind value → channel names (slack, pagerduty), replacing the matrix's row."""
+
+
+def is_routed(kind: AlertKind, channel: Channel, overrides: RouteOverrides | None = None) -> bool:
+    """Whether an alert of `kind` goes to a notifier delivering to `channel`, given a policy's overrides."""
+    if channel is Channel.LOG:
+        return True
+    if overrides is not None and kind.value in overrides:
+        return channel.value in overrides[kind.value]
+    return channel in ROUTES[kind]
 
 
 PagerDutySeverity = Literal["critical", "error", "warning", "info"]
@@ -126,6 +136,14 @@ PAGERDUTY_ACTIONS: Mapping[AlertKind, PagerDutyAction] = MappingProxyType(
 assert {k for k, chans in ROUTES.items() if Channel.PAGERDUTY in chans} == set(PAGERDUTY_ACTIONS), (
     "ROUTES and PAGERDUTY_ACTIONS disagree about which kinds page"
 )
+
+# The rule files name kinds and channels in `notify.routes`; the loader checks them against these
+# lists (rules/ must not import notify), so they must say what this module says.
+assert set(NOTIFY_ROUTE_KINDS) == {k.value for k in AlertKind}, "rules' NOTIFY_ROUTE_KINDS != AlertKind"
+assert {k.value for k in PAGERDUTY_ACTIONS} == NOTIFY_PAGEABLE_KINDS, (
+    "rules' NOTIFY_PAGEABLE_KINDS and PAGERDUTY_ACTIONS disagree about which kinds can page"
+)
+assert set(NOTIFY_ROUTE_CHANNELS) == {Channel.SLACK.value, Channel.PAGERDUTY.value}
 
 Value = float | bool | None
 """A measured value as rules see it: a number, a boolean check result, or None (no data)."""
@@ -169,6 +187,9 @@ class Alert:
     """The daemon decided but wrote nothing to the cluster."""
     at: float = field(default_factory=time.time)
     """When it happened, Unix epoch seconds."""
+    policy: str | None = None
+    """The RollbackPolicy (`metadata.name`) that governs the rollout: picks its targets and routes.
+    None: the daemon-wide targets and the default matrix."""
 
     def __post_init__(self) -> None:
         if not self.rollout_key:
