@@ -17,6 +17,7 @@ prometheus:
 
 lint: $(STAMP)
 	$(BIN)/ruff check daemon sim tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict daemon sim

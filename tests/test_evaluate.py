@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from daemon.measurement import Measurement, Phase
 from daemon.rules.evaluate import EvaluationState, RuleState, RuleStatus, Verdict, evaluate
 from daemon.rules.expressions import compile_expression
 from daemon.rules.model import (
@@ -22,7 +23,6 @@ from daemon.rules.model import (
     Source,
     Unavailable,
 )
-from daemon.signals.base import Measurement, Phase
 
 SRC = Source("test.yaml", 1)
 SIGNALS = {

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
+from daemon.measurement import SignalContext
 from daemon.rules.templates import Language, TemplateError, check_template, render_promql, render_url
-from daemon.signals.base import SignalContext
 
 VARIABLES = SignalContext(
     namespace="staging",

@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from daemon.measurement import Measurement, Phase
 from daemon.rules.durations import format_duration
 from daemon.rules.expressions import Activation, EvaluationError, MissingValue, SignalType, SignalValue
 from daemon.rules.model import Action, RollbackPolicy, Rule, Unavailable
-from daemon.signals.base import Measurement, Phase
 
 STATE_VERSION = 1
 """Version of the `EvaluationState.to_dict` format."""
