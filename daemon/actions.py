@@ -119,7 +119,7 @@ class Actions:
             title=title, summary=summary, rule=rule.rule if rule else None,
             action=rule.action.value if rule else None, values=values, baselines=baselines, evidence=evidence,
             approve_command=approve_command(rollout.id.namespace, rollout.id.name) if approve else None,
-            dry_run=self.settings.dry_run, at=now))
+            dry_run=self.settings.dry_run, at=now, policy=rollout.policy.name))
         return state
 
     def _may_write(self) -> bool:

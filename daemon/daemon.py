@@ -28,10 +28,12 @@ from daemon.http import HttpServer, build_http_app
 from daemon.kube.client import KubeClient
 from daemon.kube.events import EventRecorder
 from daemon.kube.leader import LeaderElector, LeaseConfig
+from daemon.kube.secrets import KubeSecretSource
 from daemon.measure import ProviderMeasurer
 from daemon.metrics import Metrics
 from daemon.notify import NotificationPipeline, build_notifiers
 from daemon.notify.pipeline import PrometheusMetrics
+from daemon.notify.routing import NotifyRouter
 from daemon.rulesets import RuleSet
 from daemon.settings import RunSettings
 from daemon.supervisor import Supervisor
@@ -97,9 +99,16 @@ async def run_daemon(settings: RunSettings, *, stop: asyncio.Event | None = None
     notify_config = dict(extras.notify_config) if extras.notify_config is not None else notify_config_from(
         settings, rules, env)
     built = build_notifiers(notify_config, env=env, pagerduty_ssl=extras.pagerduty_ssl)
-    pipeline = NotificationPipeline(built.notifiers, clock=clock, metrics=PrometheusMetrics(metrics.registry),
-                                    redactor=built.redactor)
     kube = await KubeClient.connect(settings.kubeconfig)
+    # Policies' own targets (their Secrets live in the daemon's namespace); `rules.policies` is read
+    # at every alert, so a reloaded policy routes its next alert to its new targets.
+    router = NotifyRouter(
+        defaults=built.notifiers, connections=built.connections, redactor=built.redactor, registry=metrics.registry,
+        targets_for=lambda name: next((p.notify for p in rules.policies if p.name == name), None),
+        secrets=KubeSecretSource(kube, namespace=env.get("ROLLGUARD_POD_NAMESPACE") or settings.lease_namespace,
+                                 clock=clock))
+    pipeline = NotificationPipeline(built.notifiers, clock=clock, metrics=PrometheusMetrics(metrics.registry),
+                                    redactor=built.redactor, router=router)
     elector: LeaderElector | None = None
     if settings.leader_election:
         elector = LeaderElector(kube, LeaseConfig(settings.lease_name, settings.lease_namespace, settings.identity,
