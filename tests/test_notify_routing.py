@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -11,6 +12,7 @@ from structlog.testing import capture_logs
 
 from daemon.notify import Alert, AlertKind, NotificationPipeline, Redactor, build_notifiers
 from daemon.notify.routing import NotifyRouter
+from daemon.rules.loader import load_rules
 from daemon.rules.model import NotifyTargets, PagerDutyTarget, SecretKeyRef, SlackTarget
 from sim.receivers.pagerduty import PagerDutyReceiver
 from sim.receivers.slack import SlackReceiver
@@ -211,3 +213,30 @@ async def test_a_channel_without_a_bot_token_is_misrouted_to_the_webhook() -> No
         assert misrouted == [why]
         assert [p["text"] for p in slack.webhook_posts] == [
             f"Rollout started: go (misrouted: {why}) (staging/backend rev 7)"]
+
+
+def test_rule_files_declare_routes_and_a_webhook_secret(tmp_path: Path) -> None:
+    path = tmp_path / "lobby.yaml"
+    path.write_text("""\
+apiVersion: rollguard.io/v1
+kind: RollbackPolicy
+metadata: {name: lobby}
+spec:
+  selector: {namespaces: [staging]}
+  signals:
+    health: {http: {url: "http://lobby.staging:8000/health"}}
+  rules:
+    - {name: down, when: "!health.ok", for: 1m, action: rollback}
+  notify:
+    slack: {webhookFrom: {secret: lobby-slack, key: webhook-url}}
+    routes:
+      rollback_started: [slack, pagerduty]
+      review_needed: [slack]
+      rollout_complete: []
+""")
+    result = load_rules([path])
+    assert result.errors == ()
+    assert result.policies[0].notify == NotifyTargets(
+        slack=SlackTarget(webhook_from=SecretKeyRef("lobby-slack", "webhook-url")),
+        routes={"rollback_started": frozenset({"slack", "pagerduty"}), "review_needed": frozenset({"slack"}),
+                "rollout_complete": frozenset()})
