@@ -60,8 +60,9 @@ Misrouted = Callable[[Alert, str], None]
 """Called with the alert (as it was) and why, each time an alert goes to the default route instead."""
 
 
-class _Unusable(Exception):
-    """The target cannot be used as configured: the alert is misrouted (carries the metric reason)."""
+class TargetUnusable(Exception):
+    """The target cannot be used as configured: the alert is misrouted. `reason` is the metric label
+    (secret-missing, secret-malformed, no-slack-token, no-secret-source), `why` the sentence for humans."""
 
     def __init__(self, reason: str, why: str) -> None:
         super().__init__(why)
@@ -116,6 +117,15 @@ class NotifyRouter:
         chosen.extend(t for channel, t in own.items() if is_routed(alert.kind, channel, routes))
         return chosen
 
+    def targets_of(self, targets: NotifyTargets) -> list[PolicyTarget]:
+        """The policy targets `targets` names (Slack first), whatever the routes say."""
+        own = []
+        if targets.slack is not None:
+            own.append(self._target_for_slack(targets.slack.channel, targets.slack.webhook_from))
+        if targets.pagerduty is not None:
+            own.append(self._target("pagerduty", targets.pagerduty.routing_key_from, None))
+        return own
+
     def default_for(self, channel: Channel) -> Notifier | None:
         """The daemon-wide notifier delivering to `channel`, if one is configured."""
         return next((n for n in self.defaults if n.channel is channel), None)
@@ -132,12 +142,12 @@ class NotifyRouter:
         return target
 
     async def resolve(self, target: PolicyTarget) -> Notifier:
-        """The concrete notifier behind `target`, reading its Secret; raises `_Unusable` to misroute."""
+        """The concrete notifier behind `target`, reading its Secret; raises `TargetUnusable` to misroute."""
         conn = self._connections
         if target.kind == "slack" and target.ref is None:
             if conn.slack_token is None:
-                raise _Unusable("no-slack-token", f"Slack channel {target.slack_channel} needs the daemon's bot token, "
-                                                  "and the daemon has none (webhook mode or no Slack)")
+                raise TargetUnusable("no-slack-token", f"Slack channel {target.slack_channel} needs the daemon's "
+                                                       "bot token, and the daemon has none (webhook mode or no Slack)")
             assert target.slack_channel is not None
             return self._cached(("slack", target.slack_channel), lambda: SlackNotifier(
                 token=conn.slack_token or "", channel=target.slack_channel or "", redactor=self.redactor,
@@ -148,12 +158,12 @@ class NotifyRouter:
         if target.kind == "slack":
             parts = urllib.parse.urlsplit(value)
             if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise _Unusable("secret-malformed", f"Secret {target.ref.secret}/{target.ref.key} "
-                                                    "is not an http(s) webhook URL")
+                raise TargetUnusable("secret-malformed", f"Secret {target.ref.secret}/{target.ref.key} "
+                                     "is not an http(s) webhook URL")
             return self._cached(("slack-webhook", value), lambda: SlackWebhookNotifier(
                 url=value, redactor=self.redactor, timeout=conn.slack_timeout, name=target.name))
         if len(value) != ROUTING_KEY_LENGTH:
-            raise _Unusable("secret-malformed", f"Secret {target.ref.secret}/{target.ref.key} has "
+            raise TargetUnusable("secret-malformed", f"Secret {target.ref.secret}/{target.ref.key} has "
                                                 f"{len(value)} characters, a PagerDuty routing key has "
                                                 f"{ROUTING_KEY_LENGTH}")
         return self._cached(("pagerduty", value), lambda: PagerDutyNotifier(
@@ -162,16 +172,16 @@ class NotifyRouter:
 
     async def _read(self, ref: SecretKeyRef) -> str:
         if self._secrets is None:
-            raise _Unusable("no-secret-source", f"Secret {ref.secret}/{ref.key} cannot be read "
+            raise TargetUnusable("no-secret-source", f"Secret {ref.secret}/{ref.key} cannot be read "
                                                 "(no Kubernetes API to read it from)")
         try:
             value = (await self._secrets.read(ref.secret, ref.key)).strip()
         except LookupError as exc:
-            raise _Unusable("secret-missing", self.redactor.redact(str(exc))) from None
+            raise TargetUnusable("secret-missing", self.redactor.redact(str(exc))) from None
         except ValueError as exc:
-            raise _Unusable("secret-malformed", self.redactor.redact(str(exc))) from None
+            raise TargetUnusable("secret-malformed", self.redactor.redact(str(exc))) from None
         if not value:
-            raise _Unusable("secret-malformed", f"Secret {ref.secret}/{ref.key} is empty")
+            raise TargetUnusable("secret-malformed", f"Secret {ref.secret}/{ref.key} is empty")
         self.redactor.add(value)
         return value
 
@@ -181,7 +191,7 @@ class NotifyRouter:
             notifier = self._delivering[key] = build()
         return notifier
 
-    async def misroute(self, alert: Alert, target: PolicyTarget, problem: _Unusable) -> SendResult:
+    async def misroute(self, alert: Alert, target: PolicyTarget, problem: TargetUnusable) -> SendResult:
         """Send `alert` to the default notifier of `target`'s channel, marked; report the misrouting."""
         policy = alert.policy or ""
         self.misrouted.labels(policy, problem.reason).inc()
@@ -225,7 +235,7 @@ class PolicyTarget:
     async def send(self, alert: Alert) -> SendResult:
         try:
             notifier = await self._router.resolve(self)
-        except _Unusable as problem:
+        except TargetUnusable as problem:
             return await self._router.misroute(alert, self, problem)
         except Exception as exc:  # the API server is away or says no: try again later, never elsewhere
             return SendResult.retry_later(f"{self.name}: cannot read its Secret now: "
