@@ -240,3 +240,14 @@ spec:
         slack=SlackTarget(webhook_from=SecretKeyRef("lobby-slack", "webhook-url")),
         routes={"rollback_started": frozenset({"slack", "pagerduty"}), "review_needed": frozenset({"slack"}),
                 "rollout_complete": frozenset()})
+
+
+async def test_a_webhook_from_a_secret_posts_to_that_webhook_and_never_names_it(setup: Setup) -> None:
+    setup.policies["lobby"] = NotifyTargets(slack=SlackTarget(webhook_from=SecretKeyRef("lobby-slack", "url")))
+    setup.secrets.values[("lobby-slack", "url")] = setup.slack.webhook_url
+    with capture_logs() as logs:
+        await setup.deliver(make_alert(AlertKind.ROLLOUT_STARTED, policy="lobby", title="go"))
+    assert [p["text"] for p in setup.slack.webhook_posts] == ["Rollout started: go (staging/backend rev 7)"]
+    assert setup.slack.roots() == [], "the default channel gets nothing"
+    assert "slack:secret/lobby-slack/url" in setup.pipeline.pending()
+    assert setup.slack.webhook_path not in repr(logs)

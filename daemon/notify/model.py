@@ -12,6 +12,7 @@ import email.utils
 import enum
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -299,3 +300,40 @@ class Notifier(Protocol):
     async def aclose(self) -> None:
         """Release connections; called once by the pipeline's `stop()`."""
         ...
+
+
+class ThreadStore(Protocol):
+    """Where a rollout's Slack thread is: the root message's channel ID and `ts`, by rollout key.
+
+    Synchronous on purpose: it is read and written in the middle of a delivery. A store backed by
+    the cluster keeps an in-memory copy and writes through in the background.
+    """
+
+    def get(self, rollout_key: str) -> tuple[str, str] | None:
+        """(channel ID, ts) of the rollout's root message, or None when it has none yet."""
+        ...
+
+    def put(self, rollout_key: str, channel: str, ts: str) -> None:
+        """Remember the root message just posted for `rollout_key`."""
+        ...
+
+
+class InMemoryThreadStore:
+    """The default `ThreadStore`: a bounded map (the oldest rollout forgotten first); lost on restart."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        """`capacity`: how many rollouts' root messages are remembered."""
+        self._capacity = capacity
+        self._roots: OrderedDict[str, tuple[str, str]] = OrderedDict()
+
+    def get(self, rollout_key: str) -> tuple[str, str] | None:
+        root = self._roots.get(rollout_key)
+        if root is not None:
+            self._roots.move_to_end(rollout_key)
+        return root
+
+    def put(self, rollout_key: str, channel: str, ts: str) -> None:
+        self._roots[rollout_key] = (channel, ts)
+        self._roots.move_to_end(rollout_key)
+        while len(self._roots) > self._capacity:
+            self._roots.popitem(last=False)

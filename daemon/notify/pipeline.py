@@ -23,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import random
 import traceback
-from collections import OrderedDict, deque
-from collections.abc import Hashable, Sequence
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,6 +32,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from daemon.clock import Clock, SystemClock
+from daemon.notify.dedup import Deduplicator
 from daemon.notify.model import Alert, Notifier, SendResult, is_routed, transport_failure
 from daemon.notify.secrets import Redactor
 
@@ -135,37 +136,6 @@ class RetryPolicy:
         ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** (failures - 1))
         jittered = ceiling / 2 + rng.uniform(0, ceiling / 2)
         return jittered if retry_after is None else max(retry_after, jittered)
-
-
-class Deduplicator:
-    """Admits a key once per `window` seconds; remembers at most `capacity` keys (oldest forgotten)."""
-
-    def __init__(self, *, window: float, capacity: int, clock: Clock) -> None:
-        if window < 0 or capacity < 1:
-            raise ValueError("dedup window must be >= 0 and capacity >= 1")
-        self._window = window
-        self._capacity = capacity
-        self._clock = clock
-        self._seen: OrderedDict[Hashable, float] = OrderedDict()
-
-    def admit(self, key: Hashable) -> bool:
-        """True the first time `key` is seen in the window (and records it); False for a repeat."""
-        now = self._clock.now()
-        # Entries are in admission-time order, so expired ones are all at the front.
-        while self._seen:
-            oldest_key, seen_at = next(iter(self._seen.items()))
-            if now - seen_at < self._window:
-                break
-            del self._seen[oldest_key]
-        if key in self._seen:
-            return False
-        self._seen[key] = now
-        while len(self._seen) > self._capacity:
-            self._seen.popitem(last=False)
-        return True
-
-    def __len__(self) -> int:
-        return len(self._seen)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import urllib.parse
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -40,13 +40,17 @@ from daemon.notify.model import (
     Alert,
     AlertKind,
     Channel,
+    InMemoryThreadStore,
     SendResult,
+    ThreadStore,
     Value,
     classify_status,
     parse_retry_after,
     transport_failure,
 )
 from daemon.notify.secrets import Redactor, redacting_logger
+
+__all__ = ["InMemoryThreadStore", "SlackNotifier", "SlackWebhookNotifier", "ThreadStore"]
 
 DEFAULT_BASE_URL = "https://slack.com/api/"
 
@@ -159,43 +163,6 @@ def _root_status(alert: Alert, dry: str) -> list[dict[str, Any]]:
 def root_text(alert: Alert) -> str:
     text = f"{alert.source} revision {alert.revision}: {KIND_LABELS[alert.kind]} — {alert.title}"
     return _clip(text, _FALLBACK_LIMIT)
-
-
-class ThreadStore(Protocol):
-    """Where a rollout's Slack thread is: the root message's channel ID and `ts`, by rollout key.
-
-    Synchronous on purpose: it is read and written in the middle of a delivery. A store backed by
-    the cluster keeps an in-memory copy and writes through in the background.
-    """
-
-    def get(self, rollout_key: str) -> tuple[str, str] | None:
-        """(channel ID, ts) of the rollout's root message, or None when it has none yet."""
-        ...
-
-    def put(self, rollout_key: str, channel: str, ts: str) -> None:
-        """Remember the root message just posted for `rollout_key`."""
-        ...
-
-
-class InMemoryThreadStore:
-    """The default `ThreadStore`: a bounded map (the oldest rollout forgotten first); lost on restart."""
-
-    def __init__(self, capacity: int = 4096) -> None:
-        """`capacity`: how many rollouts' root messages are remembered."""
-        self._capacity = capacity
-        self._roots: OrderedDict[str, tuple[str, str]] = OrderedDict()
-
-    def get(self, rollout_key: str) -> tuple[str, str] | None:
-        root = self._roots.get(rollout_key)
-        if root is not None:
-            self._roots.move_to_end(rollout_key)
-        return root
-
-    def put(self, rollout_key: str, channel: str, ts: str) -> None:
-        self._roots[rollout_key] = (channel, ts)
-        self._roots.move_to_end(rollout_key)
-        while len(self._roots) > self._capacity:
-            self._roots.popitem(last=False)
 
 
 @dataclass(frozen=True)
