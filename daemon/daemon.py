@@ -33,6 +33,7 @@ from daemon.measure import ProviderMeasurer
 from daemon.metrics import Metrics
 from daemon.notify import NotificationPipeline, build_notifiers
 from daemon.notify.configfile import load_notify_config
+from daemon.notify.model import InMemoryThreadStore
 from daemon.notify.pipeline import PrometheusMetrics
 from daemon.notify.routing import NotifyRouter
 from daemon.rules.model import RollbackPolicy
@@ -98,12 +99,15 @@ async def run_daemon(settings: RunSettings, *, stop: asyncio.Event | None = None
     rules.load()
     notify_config = dict(extras.notify_config) if extras.notify_config is not None else notify_config_from(
         settings.notify_config, rules.policies, env)
-    built = build_notifiers(notify_config, env=env, pagerduty_ssl=extras.pagerduty_ssl)
+    # One store for every Slack notifier, default and per policy: a rollout keeps one thread.
+    threads = InMemoryThreadStore()
+    built = build_notifiers(notify_config, env=env, pagerduty_ssl=extras.pagerduty_ssl, thread_store=threads)
     kube = await KubeClient.connect(settings.kubeconfig)
     # Policies' own targets (their Secrets live in the daemon's namespace); `rules.policies` is read
     # at every alert, so a reloaded policy routes its next alert to its new targets.
     router = NotifyRouter(
         defaults=built.notifiers, connections=built.connections, redactor=built.redactor, registry=metrics.registry,
+        thread_store=threads,
         targets_for=lambda name: next((p.notify for p in rules.policies if p.name == name), None),
         secrets=KubeSecretSource(kube, namespace=env.get("ROLLGUARD_POD_NAMESPACE") or settings.lease_namespace,
                                  clock=clock))

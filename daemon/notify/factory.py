@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from daemon.notify.console import ConsoleNotifier
-from daemon.notify.model import Notifier, NotifyConfigError, SecretSourceError
+from daemon.notify.model import Notifier, NotifyConfigError, SecretSourceError, ThreadStore
 from daemon.notify.nop import NopNotifier
 from daemon.notify.pagerduty import DEFAULT_BASE_URL as PAGERDUTY_BASE_URL
 from daemon.notify.pagerduty import PagerDutyNotifier
@@ -96,6 +96,7 @@ class _Context:
     pagerduty_ssl: ssl.SSLContext | None
     connections: Connections
     check_only: bool = False
+    thread_store: ThreadStore | None = None
 
 
 def build_notifiers(
@@ -108,11 +109,13 @@ def build_notifiers(
     console_stream: TextIO | None = None,
     pagerduty_ssl: ssl.SSLContext | None = None,
     check_only: bool = False,
+    thread_store: ThreadStore | None = None,
 ) -> NotifierSet:
     """Notifiers for `config` (see the module docstring); `where` prefixes error messages
     (e.g. "rules/backend.yaml: spec.notify"); `pagerduty_ssl` overrides `caFile` (the demo's receiver);
     `check_only`: validate every key and the shape of every `*From` reference without reading any
-    secret or CA file (`rollguard check --notify-config`, where the secrets are absent)."""
+    secret or CA file (`rollguard check --notify-config`, where the secrets are absent); `thread_store`:
+    where the Slack bot notifier records each rollout's thread (give the router the same one)."""
     ctx = _Context(
         where=where,
         env=os.environ if env is None else env,
@@ -122,6 +125,7 @@ def build_notifiers(
         pagerduty_ssl=pagerduty_ssl,
         connections=Connections(pagerduty_ssl=pagerduty_ssl),
         check_only=check_only,
+        thread_store=thread_store,
     )
     if config is None:
         config = {}
@@ -248,7 +252,8 @@ def _build_slack(settings: Mapping[str, Any], ctx: _Context) -> Notifier:
                               f"{where}.baseUrl")
         ctx.connections.slack_token, ctx.connections.slack_base_url = token, base_url
         ctx.connections.slack_timeout = timeout
-        return SlackNotifier(token=token, channel=channel, redactor=ctx.redactor, base_url=base_url, timeout=timeout)
+        return SlackNotifier(token=token, channel=channel, redactor=ctx.redactor, base_url=base_url, timeout=timeout,
+                             thread_store=ctx.thread_store)
     url = _secret(settings, "webhookUrlFrom", ctx, where, default_env=SLACK_WEBHOOK_URL_ENV)
     if url is None:
         raise NotifyConfigError(
