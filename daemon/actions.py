@@ -142,7 +142,7 @@ class Actions:
             # The rules' own lines first, then what the providers quoted (log lines, failed checks).
             evidence=tuple(r.message for r in deciding) + evidence,
             approve_command=self._approve_text(rollout) if approve else None,
-            dry_run=self.settings.dry_run, at=now))
+            dry_run=self.settings.dry_run, at=now, policy=rollout.policy.name))
         await self._writer.event(self._event_object(rollout), type_=event_type, reason=event_reason,
                                  message=f"{title}: {summary}")
         if stage is not None or once:

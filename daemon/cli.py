@@ -157,8 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     check = sub.add_parser("check", help="validate rule files and exit")
-    check.add_argument("paths", nargs="+", metavar="PATH", help="rule files or directories")
+    check.add_argument("paths", nargs="*", metavar="PATH", help="rule files or directories")
     check.set_defaults(handler=_check)
+    from daemon.notifytest import add_notify_commands  # `notify test`, `check --notify-config`; imports lazily
+
+    add_notify_commands(sub, check)
 
     _add_approve_commands(sub)
 

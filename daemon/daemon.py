@@ -13,13 +13,13 @@ import contextlib
 import os
 import signal
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import structlog
-import yaml
 
 from daemon.actions import Actions, ActionSettings, RollbackRegistry
 from daemon.aio import run_guarded
@@ -28,11 +28,16 @@ from daemon.http import HttpServer, build_http_app
 from daemon.kube.client import KubeClient
 from daemon.kube.events import EventRecorder
 from daemon.kube.leader import LeaderElector, LeaseConfig
+from daemon.kube.secrets import KubeSecretSource
 from daemon.measure import ProviderMeasurer
 from daemon.metrics import Metrics
 from daemon.notify import NotificationPipeline, build_notifiers
+from daemon.notify.configfile import load_notify_config
+from daemon.notify.model import InMemoryThreadStore
 from daemon.notify.pipeline import PrometheusMetrics
+from daemon.notify.routing import NotifyRouter
 from daemon.reconcile import Reconciler
+from daemon.rules.model import RollbackPolicy
 from daemon.rulesets import RuleSet
 from daemon.settings import RunSettings
 from daemon.supervisor import Supervisor
@@ -51,24 +56,22 @@ class Extras:
     clock: Clock | None = None
 
 
-def notify_config_from(settings: RunSettings, rules: RuleSet, env: Mapping[str, str]) -> dict[str, Any]:
-    """The notifier configuration: the `--notify-config` file, else what the environment provides.
+def notify_config_from(path: Path | None, policies: Sequence[RollbackPolicy],
+                       env: Mapping[str, str]) -> dict[str, Any]:
+    """The notifier configuration: the `--notify-config` file `path`, else what the environment provides.
 
     Without a file: console always; Slack when a token or webhook is set (channel from
     ROLLGUARD_SLACK_CHANNEL, else the first policy's `notify.slack.channel`); PagerDuty when a
     routing key is set.
     """
-    if settings.notify_config is not None:
-        loaded = yaml.safe_load(settings.notify_config.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{settings.notify_config}: must be a mapping of notifier name to settings")
-        return loaded
+    if path is not None:
+        return load_notify_config(path)
     config: dict[str, Any] = {"console": {}}
     has = {name: bool(env.get(name) or env.get(name + "_FILE")) for name in (
         "ROLLGUARD_SLACK_TOKEN", "ROLLGUARD_SLACK_WEBHOOK_URL", "ROLLGUARD_PAGERDUTY_ROUTING_KEY")}
     if has["ROLLGUARD_SLACK_TOKEN"]:
         channel = env.get("ROLLGUARD_SLACK_CHANNEL") or next(
-            (p.notify.slack.channel for p in rules.policies if p.notify.slack is not None), None)
+            (p.notify.slack.channel for p in policies if p.notify.slack is not None and p.notify.slack.channel), None)
         if channel is None:
             raise ValueError("ROLLGUARD_SLACK_TOKEN is set but no channel: set ROLLGUARD_SLACK_CHANNEL or a "
                              "policy's notify.slack.channel")
@@ -97,11 +100,21 @@ async def run_daemon(settings: RunSettings, *, stop: asyncio.Event | None = None
     rules = RuleSet(settings.rules_dir, metrics=metrics, clock=clock)
     rules.load()
     notify_config = dict(extras.notify_config) if extras.notify_config is not None else notify_config_from(
-        settings, rules, env)
-    built = build_notifiers(notify_config, env=env, pagerduty_ssl=extras.pagerduty_ssl)
-    pipeline = NotificationPipeline(built.notifiers, clock=clock, metrics=PrometheusMetrics(metrics.registry),
-                                    redactor=built.redactor)
+        settings.notify_config, rules.policies, env)
+    # One store for every Slack notifier, default and per policy: a rollout keeps one thread.
+    threads = InMemoryThreadStore()
+    built = build_notifiers(notify_config, env=env, pagerduty_ssl=extras.pagerduty_ssl, thread_store=threads)
     kube = await KubeClient.connect(settings.kubeconfig)
+    # Policies' own targets (their Secrets live in the daemon's namespace); `rules.policies` is read
+    # at every alert, so a reloaded policy routes its next alert to its new targets.
+    router = NotifyRouter(
+        defaults=built.notifiers, connections=built.connections, redactor=built.redactor, registry=metrics.registry,
+        thread_store=threads,
+        targets_for=lambda name: next((p.notify for p in rules.policies if p.name == name), None),
+        secrets=KubeSecretSource(kube, namespace=env.get("ROLLGUARD_POD_NAMESPACE") or settings.lease_namespace,
+                                 clock=clock))
+    pipeline = NotificationPipeline(built.notifiers, clock=clock, metrics=PrometheusMetrics(metrics.registry),
+                                    redactor=built.redactor, router=router)
     elector: LeaderElector | None = None
     if settings.leader_election:
         elector = LeaderElector(kube, LeaseConfig(settings.lease_name, settings.lease_namespace, settings.identity,

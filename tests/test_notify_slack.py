@@ -8,7 +8,7 @@ import pytest
 
 from daemon.clock import FakeClock
 from daemon.notify import AlertKind, NotificationPipeline, Redactor
-from daemon.notify.slack import SlackNotifier, SlackWebhookNotifier
+from daemon.notify.slack import InMemoryThreadStore, SlackNotifier, SlackWebhookNotifier
 from sim.receivers.slack import SlackReceiver
 from tests.test_notify_kit import SLACK_TOKEN, eventually, make_alert
 
@@ -134,3 +134,29 @@ async def test_long_evidence_stays_within_slack_limits(slack: SlackReceiver, not
     assert (await notifier.send(make_alert(AlertKind.ROLLOUT_STARTED, evidence=evidence))).ok
     assert (await notifier.send(make_alert(AlertKind.NOTIFY_MATCHED, evidence=evidence))).ok
     assert [r.errors for r in slack.received if not r.accepted] == []
+
+
+async def test_a_new_notifier_with_the_same_thread_store_keeps_the_rollout_in_one_thread(
+    slack: SlackReceiver,
+) -> None:
+    store = InMemoryThreadStore()
+    before = SlackNotifier(token=SLACK_TOKEN, channel="#deploys", redactor=Redactor(), base_url=slack.url, timeout=2,
+                           thread_store=store)
+    started = make_alert(AlertKind.ROLLOUT_STARTED, title="deploying backend:v2", rule=None, action=None)
+    assert (await before.send(started)).ok
+    await before.aclose()
+    assert store.get("staging/backend/7") == (slack.channel_id("deploys"), slack.roots()[0].ts)
+
+    # The daemon restarted: a new notifier, the same (persisted) store.
+    after = SlackNotifier(token=SLACK_TOKEN, channel="#deploys", redactor=Redactor(), base_url=slack.url, timeout=2,
+                          thread_store=store)
+    rollback = make_alert(AlertKind.ROLLBACK_STARTED, title="error rate 9.1% > 5% for 1m", at=1_700_000_600)
+    assert (await after.send(rollback)).ok
+    await after.aclose()
+
+    roots = slack.roots()
+    assert len(roots) == 1, f"a restart must not open a second thread: {[m.text for m in roots]}"
+    assert [(m.thread_ts, m.text) for m in slack.replies(roots[0])] == [
+        (roots[0].ts, "Rollback executed: error rate 9.1% > 5% for 1m (staging/backend rev 7)")]
+    assert roots[0].text == "staging/backend revision 7: Rollback executed — error rate 9.1% > 5% for 1m"
+    assert [call["ts"] for call in slack.calls("chat.update")] == [roots[0].ts]

@@ -33,6 +33,21 @@ DATA = Path(__file__).parent / "data" / "rules"
 REPO = Path(__file__).parent.parent
 
 EXPECTED_ERRORS: dict[str, list[str]] = {
+    "unknown-route-kind.yaml": [
+        "bad/unknown-route-kind.yaml:17: spec.notify.routes.rollback_executed: unknown alert kind (known: rollout_started, rollout_complete, notify_matched, review_needed, rollout_failed, rollback_started, rollback_completed, rollback_failed, recovered)"
+    ],
+    "unknown-route-channel.yaml": [
+        'bad/unknown-route-channel.yaml:16: spec.notify.routes.review_needed[1]: "email" is not a channel (use slack or pagerduty)'
+    ],
+    "route-cannot-page.yaml": [
+        "bad/route-cannot-page.yaml:16: spec.notify.routes.rollout_started[1]: rollout_started alerts cannot page: PagerDuty has no event for them (pageable: recovered, review_needed, rollback_completed, rollback_failed, rollback_started, rollout_failed)"
+    ],
+    "slack-channel-and-webhook.yaml": [
+        "bad/slack-channel-and-webhook.yaml:16: spec.notify.slack: set exactly one of channel (with the daemon's bot token) or webhookFrom: {secret: NAME, key: KEY}"
+    ],
+    "slack-webhook-without-key.yaml": [
+        "bad/slack-webhook-without-key.yaml:16: spec.notify.slack.webhookFrom.key: required field is missing"
+    ],
     "bad-duration.yaml": ['bad/bad-duration.yaml:14: spec.rules[2].for: "5 minutes" is not a duration (use 5m)'],
     "bad-json-path.yaml": [
         'bad/bad-json-path.yaml:13: spec.signals.health.http.expectJson.path: "status" is not a JSON path (for example $.status or $.items[0].id)'

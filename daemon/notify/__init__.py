@@ -1,12 +1,17 @@
 """Notifications: tell Slack and PagerDuty (and the console) what rollguard saw and did.
 
     actions ──Alert──▶ NotificationPipeline.submit()      (sync, never blocks, never raises)
-                         dedup ─▶ fan-out (ROUTES) ─▶ one lane per notifier: queue ─▶ retry ─▶ Notifier.send()
+                         dedup ─▶ fan-out ─▶ one lane per notifier: queue ─▶ retry ─▶ Notifier.send()
+                                  (NotifyRouter: the alert's policy's targets and routes, else the
+                                   daemon-wide notifiers and ROUTES)
 
 Modules, one job each:
     model      AlertKind, Alert, Channel, ROUTES (the matrix), PAGERDUTY_ACTIONS, SendResult,
                classify_status (the one place HTTP statuses become ok/retry/give up), Notifier Protocol
-    pipeline   NotificationPipeline, RetryPolicy, Deduplicator, PrometheusMetrics
+               ThreadStore (where each rollout's Slack thread is) and its in-memory default
+    pipeline   NotificationPipeline, RetryPolicy, PrometheusMetrics;  dedup  Deduplicator
+    routing    NotifyRouter (per-policy targets, misrouting), PolicyTarget, SecretSource Protocol
+    configfile the --notify-config file: load it, check it with file:line errors
     slack      SlackNotifier (bot token: one thread per rollout), SlackWebhookNotifier
     pagerduty  PagerDutyNotifier (Events API v2, one incident per rollout via dedup_key)
     console    ConsoleNotifier;  nop  NopNotifier (nothing configured)

@@ -33,12 +33,12 @@ import ssl
 import sys
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from daemon.notify.console import ConsoleNotifier
-from daemon.notify.model import Notifier, NotifyConfigError, SecretSourceError
+from daemon.notify.model import Notifier, NotifyConfigError, SecretSourceError, ThreadStore
 from daemon.notify.nop import NopNotifier
 from daemon.notify.pagerduty import DEFAULT_BASE_URL as PAGERDUTY_BASE_URL
 from daemon.notify.pagerduty import PagerDutyNotifier
@@ -57,6 +57,22 @@ DEFAULT_SECRETS_DIR = Path("/var/run/secrets/rollguard")
 ROUTING_KEY_LENGTH = 32
 
 
+@dataclass
+class Connections:
+    """How the daemon-wide notifiers reach Slack and PagerDuty; policies' own targets connect the same way."""
+
+    slack_token: str | None = field(default=None, repr=False)
+    """The bot token (a secret), when Slack is configured in bot-token mode: a policy's channel needs it."""
+    slack_base_url: str = SLACK_BASE_URL
+    slack_timeout: float = 10.0
+    """Seconds per Slack HTTP call."""
+    pagerduty_base_url: str = PAGERDUTY_BASE_URL
+    pagerduty_timeout: float = 10.0
+    """Seconds per PagerDuty HTTP call."""
+    pagerduty_ssl: ssl.SSLContext | None = None
+    """Trust for the PagerDuty client (None: the system's CAs)."""
+
+
 @dataclass(frozen=True)
 class NotifierSet:
     """What the factory built: the notifiers, and the redactor that knows all their secrets.
@@ -66,6 +82,8 @@ class NotifierSet:
 
     notifiers: tuple[Notifier, ...]
     redactor: Redactor
+    connections: Connections = field(default_factory=Connections)
+    """What a policy's own Slack channel or PagerDuty key is reached with (see `daemon.notify.routing`)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +94,9 @@ class _Context:
     redactor: Redactor
     console_stream: TextIO | None
     pagerduty_ssl: ssl.SSLContext | None
+    connections: Connections
+    check_only: bool = False
+    thread_store: ThreadStore | None = None
 
 
 def build_notifiers(
@@ -87,9 +108,14 @@ def build_notifiers(
     where: str = "notify",
     console_stream: TextIO | None = None,
     pagerduty_ssl: ssl.SSLContext | None = None,
+    check_only: bool = False,
+    thread_store: ThreadStore | None = None,
 ) -> NotifierSet:
     """Notifiers for `config` (see the module docstring); `where` prefixes error messages
-    (e.g. "rules/backend.yaml: spec.notify"); `pagerduty_ssl` overrides `caFile` (the demo's receiver)."""
+    (e.g. "rules/backend.yaml: spec.notify"); `pagerduty_ssl` overrides `caFile` (the demo's receiver);
+    `check_only`: validate every key and the shape of every `*From` reference without reading any
+    secret or CA file (`rollguard check --notify-config`, where the secrets are absent); `thread_store`:
+    where the Slack bot notifier records each rollout's thread (give the router the same one)."""
     ctx = _Context(
         where=where,
         env=os.environ if env is None else env,
@@ -97,6 +123,9 @@ def build_notifiers(
         redactor=redactor if redactor is not None else Redactor(),
         console_stream=console_stream,
         pagerduty_ssl=pagerduty_ssl,
+        connections=Connections(pagerduty_ssl=pagerduty_ssl),
+        check_only=check_only,
+        thread_store=thread_store,
     )
     if config is None:
         config = {}
@@ -116,7 +145,7 @@ def build_notifiers(
         notifiers.append(_BUILDERS[name](settings, ctx))
     if not notifiers:
         notifiers.append(NopNotifier())
-    return NotifierSet(notifiers=tuple(notifiers), redactor=ctx.redactor)
+    return NotifierSet(notifiers=tuple(notifiers), redactor=ctx.redactor, connections=ctx.connections)
 
 
 def _kind(value: Any) -> str:
@@ -156,11 +185,18 @@ def _secret(
     """Resolve a `*From` reference (or the default variables); None when neither is configured."""
     what = f"{where}.{key}"
     ref = settings.get(key)
+    if ref is None and ctx.check_only:
+        # Where the variables will be at run time is unknown here; assume they are set for the mode
+        # the other keys describe (a channel means a bot token).
+        wanted = key != "tokenFrom" or "channel" in settings
+        return _CHECK_PLACEHOLDERS[key] if wanted and default_env is not None else None
     if ref is None:
         return None if default_env is None else read_default_secret(default_env, env=ctx.env, what=what)
     if not isinstance(ref, Mapping):
         raise NotifyConfigError(f"{what}: must be {{env: VAR}}, {{file: PATH}} or {{secret: NAME, key: KEY}}")
     shape = frozenset(ref)
+    if ctx.check_only and _well_formed(ref):
+        return _CHECK_PLACEHOLDERS[key]
     if shape == {"env"} and isinstance(ref["env"], str):
         value = read_secret(env_name=ref["env"], env=ctx.env, what=what)
     elif shape == {"file"} and isinstance(ref["file"], str):
@@ -182,6 +218,19 @@ def _secret(
     return value
 
 
+def _well_formed(ref: Mapping[str, Any]) -> bool:
+    """Whether `ref` is one of {env: VAR}, {file: PATH}, {secret: NAME, key: KEY} with string values."""
+    shapes = ({"env"}, {"file"}, {"secret", "key"})
+    return set(ref) in shapes and all(isinstance(v, str) and v for v in ref.values())
+
+
+# Values of the right shape for `check_only`: they pass the checks a real secret must pass.
+_CHECK_PLACEHOLDERS: Mapping[str, str] = {
+    "tokenFrom": "xoxb-check-only",
+    "webhookUrlFrom": "https://hooks.slack.com/services/check-only",
+    "routingKeyFrom": "0" * ROUTING_KEY_LENGTH,
+}
+
 _SLACK_KEYS = ("channel", "tokenFrom", "webhookUrlFrom", "baseUrl", "timeout")
 
 
@@ -201,7 +250,10 @@ def _build_slack(settings: Mapping[str, Any], ctx: _Context) -> Notifier:
             raise NotifyConfigError(f"{where}.channel: required with a bot token (for example \"#deploys\")")
         base_url = _http_url(_string(settings, "baseUrl", where, SLACK_BASE_URL) or SLACK_BASE_URL,
                               f"{where}.baseUrl")
-        return SlackNotifier(token=token, channel=channel, redactor=ctx.redactor, base_url=base_url, timeout=timeout)
+        ctx.connections.slack_token, ctx.connections.slack_base_url = token, base_url
+        ctx.connections.slack_timeout = timeout
+        return SlackNotifier(token=token, channel=channel, redactor=ctx.redactor, base_url=base_url, timeout=timeout,
+                             thread_store=ctx.thread_store)
     url = _secret(settings, "webhookUrlFrom", ctx, where, default_env=SLACK_WEBHOOK_URL_ENV)
     if url is None:
         raise NotifyConfigError(
@@ -236,13 +288,16 @@ def _build_pagerduty(settings: Mapping[str, Any], ctx: _Context) -> Notifier:
         raise NotifyConfigError(f"{where}.baseUrl: must be an https:// URL (the PagerDuty client refuses others)")
     ssl_context = ctx.pagerduty_ssl
     ca_file = _string(settings, "caFile", where)
-    if ssl_context is None and ca_file is not None:
+    if ssl_context is None and ca_file is not None and not ctx.check_only:
         try:
             ssl_context = ssl.create_default_context(cafile=ca_file)
         except (OSError, ssl.SSLError) as exc:
             raise NotifyConfigError(f"{where}.caFile: cannot load {ca_file}: {exc}") from None
-    return PagerDutyNotifier(routing_key=key, redactor=ctx.redactor, base_url=base_url,
-                             timeout=_seconds(settings, "timeout", where, 10.0), ssl_context=ssl_context)
+    timeout = _seconds(settings, "timeout", where, 10.0)
+    ctx.connections.pagerduty_base_url, ctx.connections.pagerduty_timeout = base_url, timeout
+    ctx.connections.pagerduty_ssl = ssl_context
+    return PagerDutyNotifier(routing_key=key, redactor=ctx.redactor, base_url=base_url, timeout=timeout,
+                             ssl_context=ssl_context)
 
 
 def _build_console(settings: Mapping[str, Any], ctx: _Context) -> Notifier:

@@ -12,10 +12,13 @@ import email.utils
 import enum
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, Protocol, runtime_checkable
+
+from daemon.rules.model import NOTIFY_PAGEABLE_KINDS, NOTIFY_ROUTE_CHANNELS, NOTIFY_ROUTE_KINDS
 
 
 class NotifyError(Exception):
@@ -106,9 +109,17 @@ ROUTES: Mapping[AlertKind, frozenset[Channel]] = MappingProxyType(
 """The notification matrix: which channels each kind of alert goes to (LOG channels get everything)."""
 
 
-def is_routed(kind: AlertKind, channel: Channel) -> bool:
-    """Whether an alert of `kind` goes to a notifier delivering to `channel`."""
-    return channel is Channel.LOG or channel in ROUTES[kind]
+RouteOverrides = Mapping[str, frozenset[str]]
+"""A policy's `notify.routes`: AlertKind value → channel names (slack, pagerduty), replacing the matrix's row."""
+
+
+def is_routed(kind: AlertKind, channel: Channel, overrides: RouteOverrides | None = None) -> bool:
+    """Whether an alert of `kind` goes to a notifier delivering to `channel`, given a policy's overrides."""
+    if channel is Channel.LOG:
+        return True
+    if overrides is not None and kind.value in overrides:
+        return channel.value in overrides[kind.value]
+    return channel in ROUTES[kind]
 
 
 PagerDutySeverity = Literal["critical", "error", "warning", "info"]
@@ -140,6 +151,14 @@ PAGERDUTY_ACTIONS: Mapping[AlertKind, PagerDutyAction] = MappingProxyType(
 assert {k for k, chans in ROUTES.items() if Channel.PAGERDUTY in chans} == set(PAGERDUTY_ACTIONS), (
     "ROUTES and PAGERDUTY_ACTIONS disagree about which kinds page"
 )
+
+# The rule files name kinds and channels in `notify.routes`; the loader checks them against these
+# lists (rules/ must not import notify), so they must say what this module says.
+assert set(NOTIFY_ROUTE_KINDS) == {k.value for k in AlertKind}, "rules' NOTIFY_ROUTE_KINDS != AlertKind"
+assert {k.value for k in PAGERDUTY_ACTIONS} == NOTIFY_PAGEABLE_KINDS, (
+    "rules' NOTIFY_PAGEABLE_KINDS and PAGERDUTY_ACTIONS disagree about which kinds can page"
+)
+assert set(NOTIFY_ROUTE_CHANNELS) == {Channel.SLACK.value, Channel.PAGERDUTY.value}
 
 Value = float | bool | None
 """A measured value as rules see it: a number, a boolean check result, or None (no data)."""
@@ -183,6 +202,9 @@ class Alert:
     """The daemon decided but wrote nothing to the cluster."""
     at: float = field(default_factory=time.time)
     """When it happened, Unix epoch seconds."""
+    policy: str | None = None
+    """The RollbackPolicy (`metadata.name`) that governs the rollout: picks its targets and routes.
+    None: the daemon-wide targets and the default matrix."""
 
     def __post_init__(self) -> None:
         if not self.rollout_key:
@@ -292,3 +314,40 @@ class Notifier(Protocol):
     async def aclose(self) -> None:
         """Release connections; called once by the pipeline's `stop()`."""
         ...
+
+
+class ThreadStore(Protocol):
+    """Where a rollout's Slack thread is: the root message's channel ID and `ts`, by rollout key.
+
+    Synchronous on purpose: it is read and written in the middle of a delivery. A store backed by
+    the cluster keeps an in-memory copy and writes through in the background.
+    """
+
+    def get(self, rollout_key: str) -> tuple[str, str] | None:
+        """(channel ID, ts) of the rollout's root message, or None when it has none yet."""
+        ...
+
+    def put(self, rollout_key: str, channel: str, ts: str) -> None:
+        """Remember the root message just posted for `rollout_key`."""
+        ...
+
+
+class InMemoryThreadStore:
+    """The default `ThreadStore`: a bounded map (the oldest rollout forgotten first); lost on restart."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        """`capacity`: how many rollouts' root messages are remembered."""
+        self._capacity = capacity
+        self._roots: OrderedDict[str, tuple[str, str]] = OrderedDict()
+
+    def get(self, rollout_key: str) -> tuple[str, str] | None:
+        root = self._roots.get(rollout_key)
+        if root is not None:
+            self._roots.move_to_end(rollout_key)
+        return root
+
+    def put(self, rollout_key: str, channel: str, ts: str) -> None:
+        self._roots[rollout_key] = (channel, ts)
+        self._roots.move_to_end(rollout_key)
+        while len(self._roots) > self._capacity:
+            self._roots.popitem(last=False)

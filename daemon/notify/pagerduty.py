@@ -107,9 +107,12 @@ class PagerDutyNotifier:
         base_url: str = DEFAULT_BASE_URL,
         timeout: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
+        name: str = "pagerduty",
     ) -> None:
         """`routing_key`: the integration's Events API v2 key; `timeout`: seconds per HTTP call;
-        `ssl_context`: trust for this client only (None: the system's CAs)."""
+        `ssl_context`: trust for this client only (None: the system's CAs); `name`: the metrics and
+        log label (unique per pipeline; never the key)."""
+        self.name = name
         self._redactor = redactor
         redactor.add(routing_key)
         kwargs: dict[str, Any] = {} if ssl_context is None else {"verify": ssl_context}

@@ -23,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import random
 import traceback
-from collections import OrderedDict, deque
-from collections.abc import Hashable, Sequence
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,10 +32,23 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from daemon.clock import Clock, SystemClock
+from daemon.notify.dedup import Deduplicator
 from daemon.notify.model import Alert, Notifier, SendResult, is_routed, transport_failure
 from daemon.notify.secrets import Redactor
 
 log = structlog.get_logger("rollguard.notify")
+
+
+class Router(Protocol):
+    """Chooses an alert's notifiers (`daemon.notify.routing.NotifyRouter`); without one, the matrix does."""
+
+    def notifiers_for(self, alert: Alert) -> Sequence[Notifier]:
+        """The notifiers `alert` goes to; a notifier not seen before gets its own lane."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close what the router built; called once by the pipeline's `stop()`."""
+        ...
 
 
 class MetricsSink(Protocol):
@@ -123,37 +136,6 @@ class RetryPolicy:
         ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** (failures - 1))
         jittered = ceiling / 2 + rng.uniform(0, ceiling / 2)
         return jittered if retry_after is None else max(retry_after, jittered)
-
-
-class Deduplicator:
-    """Admits a key once per `window` seconds; remembers at most `capacity` keys (oldest forgotten)."""
-
-    def __init__(self, *, window: float, capacity: int, clock: Clock) -> None:
-        if window < 0 or capacity < 1:
-            raise ValueError("dedup window must be >= 0 and capacity >= 1")
-        self._window = window
-        self._capacity = capacity
-        self._clock = clock
-        self._seen: OrderedDict[Hashable, float] = OrderedDict()
-
-    def admit(self, key: Hashable) -> bool:
-        """True the first time `key` is seen in the window (and records it); False for a repeat."""
-        now = self._clock.now()
-        # Entries are in admission-time order, so expired ones are all at the front.
-        while self._seen:
-            oldest_key, seen_at = next(iter(self._seen.items()))
-            if now - seen_at < self._window:
-                break
-            del self._seen[oldest_key]
-        if key in self._seen:
-            return False
-        self._seen[key] = now
-        while len(self._seen) > self._capacity:
-            self._seen.popitem(last=False)
-        return True
-
-    def __len__(self) -> int:
-        return len(self._seen)
 
 
 @dataclass(frozen=True)
@@ -267,12 +249,15 @@ class NotificationPipeline:
         metrics: MetricsSink | None = None,
         redactor: Redactor | None = None,
         rng: random.Random | None = None,
+        router: Router | None = None,
     ) -> None:
         """
         `send_timeout`: real seconds one attempt may take; `queue_size`: alerts per notifier before
         the oldest is dropped; `dedup_window`: seconds in which the same (rollout, kind, rule) is
         sent once; `dedup_capacity`: keys remembered; `metrics`: a `PrometheusMetrics` (default: one
-        on a private registry); `redactor`: scrubs errors before they are logged; `rng`: jitter.
+        on a private registry); `redactor`: scrubs errors before they are logged; `rng`: jitter;
+        `router`: picks each alert's notifiers (per-policy targets get lanes as they are first used);
+        None: every notifier in `notifiers` that the matrix routes the alert to.
         """
         names = [n.name for n in notifiers]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -288,17 +273,19 @@ class NotificationPipeline:
         self.redactor = redactor if redactor is not None else Redactor()
         self.rng = rng if rng is not None else random.Random()
         self._dedup = Deduplicator(window=dedup_window, capacity=dedup_capacity, clock=self.clock)
-        self._lanes = [_Lane(n, owner=self, capacity=queue_size) for n in notifiers]
+        self._queue_size = queue_size
+        self._router = router
+        self._lanes: dict[str, _Lane] = {n.name: _Lane(n, owner=self, capacity=queue_size) for n in notifiers}
         self._started = False
         self._stopped = False
 
     @property
     def notifiers(self) -> tuple[Notifier, ...]:
-        return tuple(lane.notifier for lane in self._lanes)
+        return tuple(lane.notifier for lane in self._lanes.values())
 
     def pending(self) -> dict[str, int]:
         """Alerts waiting per notifier (not counting one being delivered)."""
-        return {lane.notifier.name: len(lane.queue) for lane in self._lanes}
+        return {lane.notifier.name: len(lane.queue) for lane in self._lanes.values()}
 
     def submit(self, alert: Alert) -> bool:
         """Queue `alert` for every routed notifier; True if queued, False if deduplicated or stopped.
@@ -321,7 +308,10 @@ class NotificationPipeline:
         }
 
     def _submit(self, alert: Alert) -> bool:
-        lanes = [lane for lane in self._lanes if is_routed(alert.kind, lane.notifier.channel)]
+        if self._router is None:
+            lanes = [lane for lane in self._lanes.values() if is_routed(alert.kind, lane.notifier.channel)]
+        else:
+            lanes = [self._lane_for(n) for n in self._router.notifiers_for(alert)]
         if self._stopped:
             for lane in lanes:
                 self.metrics.dropped(lane.notifier.name, "stopped")
@@ -338,6 +328,16 @@ class NotificationPipeline:
             lane.offer(pending)
         return True
 
+    def _lane_for(self, notifier: Notifier) -> _Lane:
+        lane = self._lanes.get(notifier.name)
+        if lane is None:
+            lane = self._lanes[notifier.name] = _Lane(notifier, owner=self, capacity=self._queue_size)
+            if self._started and not self._stopped:
+                lane.task = asyncio.create_task(lane.run(), name=f"notify:{notifier.name}")
+        elif lane.notifier is not notifier:
+            raise ValueError(f"two notifiers are named {notifier.name!r}; names must be unique")
+        return lane
+
     async def start(self) -> None:
         """Start one delivery task per notifier. Alerts submitted before start are kept and sent."""
         if self._started:
@@ -345,7 +345,7 @@ class NotificationPipeline:
         if self._stopped:
             raise RuntimeError("a stopped NotificationPipeline cannot be restarted")
         self._started = True
-        for lane in self._lanes:
+        for lane in self._lanes.values():
             lane.task = asyncio.create_task(lane.run(), name=f"notify:{lane.notifier.name}")
 
     async def wait_idle(self) -> None:
@@ -353,8 +353,8 @@ class NotificationPipeline:
 
         Only meaningful after `start()`: before it, queued alerts wait and so does this.
         """
-        while not all(lane.idle.is_set() and not lane.queue for lane in self._lanes):
-            await asyncio.gather(*(lane.idle.wait() for lane in self._lanes))
+        while not all(lane.idle.is_set() and not lane.queue for lane in self._lanes.values()):
+            await asyncio.gather(*(lane.idle.wait() for lane in list(self._lanes.values())))
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Stop accepting, let queued alerts go out for up to `drain_timeout` real seconds, then cancel
@@ -369,11 +369,11 @@ class NotificationPipeline:
             except TimeoutError:
                 log.warning("notifications still pending at shutdown; dropping them", pending=self.pending(),
                             drain_timeout=drain_timeout)
-        tasks = [lane.task for lane in self._lanes if lane.task is not None]
+        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for lane in self._lanes:
+        for lane in self._lanes.values():
             for _ in lane.queue:
                 self.metrics.dropped(lane.notifier.name, "shutdown")
             lane.queue.clear()
@@ -384,3 +384,9 @@ class NotificationPipeline:
             except Exception as exc:  # closing is best effort; one failure must not skip the others
                 log.warning("could not close notifier", notifier=lane.notifier.name,
                             error=self.redactor.describe(exc))
+        if self._router is not None:
+            try:
+                async with asyncio.timeout(5.0):
+                    await self._router.aclose()
+            except Exception as exc:  # best effort, as above
+                log.warning("could not close the router's notifiers", error=self.redactor.describe(exc))

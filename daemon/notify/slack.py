@@ -7,6 +7,9 @@ Bot-token mode (`SlackNotifier`, slack-sdk `AsyncWebClient`):
     edited (chat.update) to show the rollout's current status, so the channel reads as one line
     per rollout.
   A retry after a failed chat.update does not post the reply a second time.
+  Where each rollout's root message is (channel ID, ts) lives in a `ThreadStore`: the in-memory one
+  by default; a store that outlives the process (the Deployment's annotation) keeps a rollout in one
+  thread across restarts.
 
 Webhook mode (`SlackWebhookNotifier`, `AsyncWebhookClient`): one message per alert. Incoming webhooks
 cannot thread or edit, which is why bot-token mode is the recommended one.
@@ -37,13 +40,17 @@ from daemon.notify.model import (
     Alert,
     AlertKind,
     Channel,
+    InMemoryThreadStore,
     SendResult,
+    ThreadStore,
     Value,
     classify_status,
     parse_retry_after,
     transport_failure,
 )
 from daemon.notify.secrets import Redactor, redacting_logger
+
+__all__ = ["InMemoryThreadStore", "SlackNotifier", "SlackWebhookNotifier", "ThreadStore"]
 
 DEFAULT_BASE_URL = "https://slack.com/api/"
 
@@ -166,8 +173,9 @@ class _Thread:
     channel: str
     """The channel ID Slack answered with (chat.update needs the ID, not the name)."""
     ts: str
-    first: Alert
-    """The alert that opened the thread; its details stay in the root."""
+    first: Alert | None
+    """The alert that opened the thread, whose details stay in the root; None when the thread was
+    opened by an earlier process (the store keeps only where the root is)."""
 
 
 def _classify_api_error(exc: SlackApiError, redactor: Redactor) -> SendResult:
@@ -202,9 +210,14 @@ class SlackNotifier:
         timeout: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
         max_threads: int = 4096,
+        thread_store: ThreadStore | None = None,
+        name: str = "slack",
     ) -> None:
         """`channel`: name ("#deploys") or ID; `timeout`: seconds per HTTP call; `max_threads`: how many
-        rollouts' root messages are remembered (the oldest is forgotten first)."""
+        rollouts' opening alerts are remembered (the oldest is forgotten first); `thread_store`: where
+        root messages are recorded (default: in memory, `max_threads` of them); `name`: the metrics
+        and log label (unique per pipeline)."""
+        self.name = name
         self._token = token
         self._target = channel
         self._redactor = redactor
@@ -213,7 +226,8 @@ class SlackNotifier:
         self._timeout = timeout
         self._ssl = ssl_context
         self._max_threads = max_threads
-        self._threads: OrderedDict[str, _Thread] = OrderedDict()
+        self._store: ThreadStore = thread_store if thread_store is not None else InMemoryThreadStore(max_threads)
+        self._first: OrderedDict[str, Alert] = OrderedDict()
         # Replies already posted whose root update failed: a retry must not post them again.
         self._replied: OrderedDict[tuple[str, AlertKind, str | None, float], None] = OrderedDict()
         self._session: aiohttp.ClientSession | None = None
@@ -248,16 +262,15 @@ class SlackNotifier:
 
     async def _deliver(self, alert: Alert) -> None:
         client = self._web_client()
-        thread = self._threads.get(alert.rollout_key)
+        thread = self._thread(alert.rollout_key)
         if thread is None:
             response = await client.chat_postMessage(
                 channel=self._target, text=root_text(alert), blocks=root_blocks(alert),
                 unfurl_links=False, unfurl_media=False,
             )
-            thread = _Thread(channel=str(response["channel"]), ts=str(response["ts"]), first=alert)
-            self._remember(alert.rollout_key, thread)
+            self._store.put(alert.rollout_key, str(response["channel"]), str(response["ts"]))
+            self._remember_first(alert)
             return
-        self._threads.move_to_end(alert.rollout_key)
         step = (alert.rollout_key, alert.kind, alert.rule, alert.at)
         if step not in self._replied:
             await client.chat_postMessage(
@@ -272,10 +285,19 @@ class SlackNotifier:
         )
         self._replied.pop(step, None)
 
-    def _remember(self, rollout_key: str, thread: _Thread) -> None:
-        self._threads[rollout_key] = thread
-        while len(self._threads) > self._max_threads:
-            self._threads.popitem(last=False)
+    def _thread(self, rollout_key: str) -> _Thread | None:
+        root = self._store.get(rollout_key)
+        if root is None:
+            return None
+        first = self._first.get(rollout_key)
+        if first is not None:
+            self._first.move_to_end(rollout_key)
+        return _Thread(channel=root[0], ts=root[1], first=first)
+
+    def _remember_first(self, alert: Alert) -> None:
+        self._first[alert.rollout_key] = alert
+        while len(self._first) > self._max_threads:
+            self._first.popitem(last=False)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -297,8 +319,11 @@ class SlackWebhookNotifier:
         redactor: Redactor,
         timeout: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
+        name: str = "slack",
     ) -> None:
-        """`url`: the webhook URL (a secret: its path authorises posting); `timeout`: seconds per call."""
+        """`url`: the webhook URL (a secret: its path authorises posting); `timeout`: seconds per call;
+        `name`: the metrics and log label (unique per pipeline)."""
+        self.name = name
         self._url = url
         self._redactor = redactor
         redactor.add(url)

@@ -235,10 +235,12 @@ class SecretKeyRef:
 
 @dataclass(frozen=True)
 class SlackTarget:
-    """Where Slack messages go."""
+    """Where Slack messages go: a channel (with the daemon's bot token) or a webhook from a Secret."""
 
-    channel: str
-    """Channel name (`#deploys`) or ID."""
+    channel: str | None = None
+    """Channel name (`#deploys`) or ID, posted to with the daemon's bot token."""
+    webhook_from: SecretKeyRef | None = None
+    """An incoming-webhook URL read from a Secret (`webhookFrom`), instead of a channel."""
 
 
 @dataclass(frozen=True)
@@ -258,6 +260,24 @@ class NotifyTargets:
 
     slack: SlackTarget | None = None
     pagerduty: PagerDutyTarget | None = None
+    routes: Mapping[str, frozenset[str]] | None = None
+    """`routes`: alert kind (`rollback_started`, …) → channels (`slack`, `pagerduty`), replacing the
+    default matrix for those kinds; None: the default matrix."""
+
+
+NOTIFY_ROUTE_KINDS: tuple[str, ...] = (
+    "rollout_started", "rollout_complete", "notify_matched", "review_needed", "rollout_failed",
+    "rollback_started", "rollback_completed", "rollback_failed", "recovered",
+)
+"""Alert kinds `notify.routes` may name (the notify package checks at import that they are its AlertKinds)."""
+
+NOTIFY_PAGEABLE_KINDS: frozenset[str] = frozenset(
+    {"review_needed", "rollout_failed", "rollback_started", "rollback_completed", "rollback_failed", "recovered"}
+)
+"""Kinds PagerDuty has an event for (notify checks at import they are its PAGERDUTY_ACTIONS)."""
+
+NOTIFY_ROUTE_CHANNELS: tuple[str, ...] = ("slack", "pagerduty")
+"""Channels `notify.routes` may name."""
 
 
 @dataclass(frozen=True)

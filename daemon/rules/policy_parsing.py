@@ -12,6 +12,9 @@ from daemon.rules.limits import MAX_RULES_PER_POLICY
 from daemon.rules.model import (
     API_VERSION,
     KIND,
+    NOTIFY_PAGEABLE_KINDS,
+    NOTIFY_ROUTE_CHANNELS,
+    NOTIFY_ROUTE_KINDS,
     RULE_ACTIONS,
     Action,
     AnalysisTiming,
@@ -262,15 +265,22 @@ class PolicyReader(SignalReader):
         return RollbackJob(tuple(command), timeout, bool(proceed))
 
     def _notify(self, node: yaml.Node) -> NotifyTargets:
-        fields = self._mapping(node, "spec.notify", required=(), optional=("slack", "pagerduty"))
+        fields = self._mapping(node, "spec.notify", required=(), optional=("slack", "pagerduty", "routes"))
         if fields is None:
             return NotifyTargets()
         slack = None
         if "slack" in fields:
-            slack_fields = self._mapping(fields["slack"], "spec.notify.slack", required=("channel",), optional=())
-            if slack_fields and "channel" in slack_fields:
-                channel = self._str(slack_fields["channel"], "spec.notify.slack.channel")
+            path = "spec.notify.slack"
+            slack_fields = self._mapping(fields["slack"], path, required=(), optional=("channel", "webhookFrom"))
+            if slack_fields is not None and len(slack_fields) != 1:
+                self._error_at(fields["slack"], path, "set exactly one of channel (with the daemon's bot token) "
+                                                      "or webhookFrom: {secret: NAME, key: KEY}")
+            elif slack_fields and "channel" in slack_fields:
+                channel = self._str(slack_fields["channel"], f"{path}.channel")
                 slack = SlackTarget(channel) if channel else None
+            elif slack_fields:
+                webhook = self._secret_ref(slack_fields["webhookFrom"], f"{path}.webhookFrom")
+                slack = SlackTarget(webhook_from=webhook) if webhook else None
         pagerduty = None
         if "pagerduty" in fields:
             path = "spec.notify.pagerduty"
@@ -280,12 +290,39 @@ class PolicyReader(SignalReader):
             if pd_fields and "resolveOnRecovery" in pd_fields:
                 resolve = bool(self._bool(pd_fields["resolveOnRecovery"], f"{path}.resolveOnRecovery"))
             if pd_fields and "routingKeyFrom" in pd_fields:
-                ref = self._mapping(
-                    pd_fields["routingKeyFrom"], f"{path}.routingKeyFrom", required=("secret", "key"), optional=()
-                )
-                if ref and "secret" in ref and "key" in ref:
-                    secret = self._str(ref["secret"], f"{path}.routingKeyFrom.secret")
-                    key = self._str(ref["key"], f"{path}.routingKeyFrom.key")
-                    if secret and key:
-                        pagerduty = PagerDutyTarget(SecretKeyRef(secret, key), resolve)
-        return NotifyTargets(slack, pagerduty)
+                ref = self._secret_ref(pd_fields["routingKeyFrom"], f"{path}.routingKeyFrom")
+                if ref is not None:
+                    pagerduty = PagerDutyTarget(ref, resolve)
+        routes = self._routes(fields["routes"]) if "routes" in fields else None
+        return NotifyTargets(slack, pagerduty, routes)
+
+    def _secret_ref(self, node: yaml.Node, path: str) -> SecretKeyRef | None:
+        ref = self._mapping(node, path, required=("secret", "key"), optional=())
+        if ref and "secret" in ref and "key" in ref:
+            secret = self._str(ref["secret"], f"{path}.secret")
+            key = self._str(ref["key"], f"{path}.key")
+            if secret and key:
+                return SecretKeyRef(secret, key)
+        return None
+
+    def _routes(self, node: yaml.Node) -> dict[str, frozenset[str]]:
+        """`routes: {<alert kind>: [slack, pagerduty]}`: which channels each named kind goes to."""
+        routes: dict[str, frozenset[str]] = {}
+        for kind, key_node, value in self._free_mapping(node, "spec.notify.routes") or ():
+            path = f"spec.notify.routes.{kind}"
+            if kind not in NOTIFY_ROUTE_KINDS:
+                self._error_at(key_node, path, f"unknown alert kind (known: {', '.join(NOTIFY_ROUTE_KINDS)})")
+                continue
+            channels: set[str] = set()
+            for index, item in enumerate(self._list(value, path)):
+                name = self._str(item, f"{path}[{index}]")
+                if name is not None and name not in NOTIFY_ROUTE_CHANNELS:
+                    self._error_at(item, f"{path}[{index}]",
+                                   f'"{name}" is not a channel (use {" or ".join(NOTIFY_ROUTE_CHANNELS)})')
+                elif name == "pagerduty" and kind not in NOTIFY_PAGEABLE_KINDS:
+                    self._error_at(item, f"{path}[{index}]", f"{kind} alerts cannot page: PagerDuty has no event "
+                                   f"for them (pageable: {', '.join(sorted(NOTIFY_PAGEABLE_KINDS))})")
+                elif name is not None:
+                    channels.add(name)
+            routes[kind] = frozenset(channels)
+        return routes

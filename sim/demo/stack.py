@@ -108,12 +108,13 @@ class Stack:
 async def running_stack(*, workdir: Path, rules_dir: Path, namespaces: tuple[str, ...] = ("staging",),
                         speed: float = 1.0, scrape_interval: float = 1.0, dry_run: bool = False,
                         leader_election: bool = False, start_daemon: bool = True,
-                        log: LogSettings | None = None) -> AsyncIterator[Stack]:
-    """Cluster + Prometheus + receivers (+ the daemon); everything is stopped on exit."""
+                        log: LogSettings | None = None, routing_keys: tuple[str, ...] = ()) -> AsyncIterator[Stack]:
+    """Cluster + Prometheus + receivers (+ the daemon); everything is stopped on exit. `routing_keys`: more
+    PagerDuty keys the receiver accepts (policies' own), besides the daemon-wide one."""
     async with running_cluster(workdir=workdir, speed=speed, with_prometheus=True,
                                scrape_interval=scrape_interval) as cluster, \
             SlackReceiver(tokens=[SLACK_TOKEN]) as slack, \
-            PagerDutyReceiver(routing_keys=[ROUTING_KEY]) as pagerduty:
+            PagerDutyReceiver(routing_keys=[ROUTING_KEY, *routing_keys]) as pagerduty:
         settings = RunSettings(
             rules_dir=rules_dir, kubeconfig=cluster.kubeconfig, namespaces=namespaces, dry_run=dry_run,
             http_listen=ListenAddress("127.0.0.1", free_port()), log=log or LogSettings(),
@@ -123,6 +124,9 @@ async def running_stack(*, workdir: Path, rules_dir: Path, namespaces: tuple[str
         for namespace in namespaces:
             with contextlib.suppress(RuntimeError):  # already exists
                 await stack.kubectl("create", "namespace", namespace)
+        # The Secret the chart creates in the daemon's namespace; the example policy pages through it.
+        await stack.kubectl("create", "secret", "generic", "rollguard", "-n", settings.lease_namespace,
+                            f"--from-literal=pagerduty-routing-key={ROUTING_KEY}")
         if start_daemon:
             await stack.start_daemon()
         try:
