@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 import ssl
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,23 +24,24 @@ import structlog
 from daemon.actions import Actions, ActionSettings, RollbackRegistry
 from daemon.aio import run_guarded
 from daemon.clock import Clock, SystemClock
-from daemon.http import HttpServer, build_http_app
+from daemon.http import HttpServer, api_token_from_env, build_http_app
 from daemon.kube.client import KubeClient
 from daemon.kube.events import EventRecorder
 from daemon.kube.leader import LeaderElector, LeaseConfig
 from daemon.kube.secrets import KubeSecretSource
-from daemon.measure import ProviderMeasurer
+from daemon.measure import ProviderMeasurer, can_run
 from daemon.metrics import Metrics
 from daemon.notify import NotificationPipeline, build_notifiers
 from daemon.notify.configfile import load_notify_config
-from daemon.notify.model import InMemoryThreadStore
 from daemon.notify.pipeline import PrometheusMetrics
 from daemon.notify.routing import NotifyRouter
 from daemon.reconcile import Reconciler
+from daemon.redaction import SCRUBBER
 from daemon.rules.model import RollbackPolicy
 from daemon.rulesets import RuleSet
 from daemon.settings import RunSettings
 from daemon.supervisor import Supervisor
+from daemon.threads import AnnotationThreadStore
 from daemon.writer import ClusterWriter
 
 log = structlog.get_logger("rollguard.daemon")
@@ -97,81 +98,132 @@ async def run_daemon(settings: RunSettings, *, stop: asyncio.Event | None = None
     env = os.environ if env is None else env
     clock = extras.clock or SystemClock()
     metrics = Metrics()
-    rules = RuleSet(settings.rules_dir, metrics=metrics, clock=clock)
-    rules.load()
-    notify_config = dict(extras.notify_config) if extras.notify_config is not None else notify_config_from(
-        settings.notify_config, rules.policies, env)
-    # One store for every Slack notifier, default and per policy: a rollout keeps one thread.
-    threads = InMemoryThreadStore()
-    built = build_notifiers(notify_config, env=env, pagerduty_ssl=extras.pagerduty_ssl, thread_store=threads)
-    kube = await KubeClient.connect(settings.kubeconfig)
-    # Policies' own targets (their Secrets live in the daemon's namespace); `rules.policies` is read
-    # at every alert, so a reloaded policy routes its next alert to its new targets.
-    router = NotifyRouter(
-        defaults=built.notifiers, connections=built.connections, redactor=built.redactor, registry=metrics.registry,
-        thread_store=threads,
-        targets_for=lambda name: next((p.notify for p in rules.policies if p.name == name), None),
-        secrets=KubeSecretSource(kube, namespace=env.get("ROLLGUARD_POD_NAMESPACE") or settings.lease_namespace,
-                                 clock=clock))
-    pipeline = NotificationPipeline(built.notifiers, clock=clock, metrics=PrometheusMetrics(metrics.registry),
-                                    redactor=built.redactor, router=router)
-    elector: LeaderElector | None = None
-    if settings.leader_election:
-        elector = LeaderElector(kube, LeaseConfig(settings.lease_name, settings.lease_namespace, settings.identity,
-                                                  lease_duration=settings.lease_duration,
-                                                  renew_deadline=settings.lease_duration * 2 / 3,
-                                                  retry_period=settings.lease_duration / 7.5), clock=clock,
-                                on_change=lambda leading: metrics.is_leader.set(1 if leading else 0))
-
-    def is_leader() -> bool:
-        leading = elector is None or elector.is_leader
-        metrics.is_leader.set(1 if leading else 0)
-        return leading
-
-    events = EventRecorder(kube, clock=clock, dry_run=settings.dry_run, instance=settings.identity or None)
-    writer = ClusterWriter(kube, events, dry_run=settings.dry_run,
-                           lease=elector.holds_lease if elector is not None else None,
-                           margin=settings.actions.write_margin)
+    api_token = api_token_from_env(env)
     prometheus_url = extras.prometheus_url or settings.prometheus_url
+    kube = await KubeClient.connect(settings.kubeconfig)
     try:
-        async with _session() as session:
-            measurer = ProviderMeasurer(prometheus_url=prometheus_url, kube=kube, session=session,
-                                        proxy=settings.service_proxy, clock=clock)
-            registry = RollbackRegistry()
-            actions = Actions(kube, writer, pipeline, clock=clock, registry=registry, metrics=metrics,
-                              settings=ActionSettings(dry_run=settings.dry_run,
-                                                      max_rollbacks=settings.actions.max_rollbacks,
-                                                      rollback_window=settings.actions.rollback_window))
-            reconciler = Reconciler(policies=rules, measurer=measurer, actions=actions, writer=writer,
-                                    registry=registry, clock=clock, metrics=metrics)
-            namespaces = settings.namespaces
-            supervisor = Supervisor(kube=kube, reconciler=reconciler, clock=clock, namespaces=namespaces,
-                                    is_leader=is_leader)
-            if elector is not None:
-                def leadership_changed(leading: bool) -> None:
-                    metrics.is_leader.set(1 if leading else 0)
-                    supervisor.leadership_changed()  # resume or stop analyses now, not at the next watch event
-
-                elector.on_change = leadership_changed
-            http = HttpServer(build_http_app(metrics=metrics, ready=supervisor.ready, analyses=supervisor.analyses),
-                              settings.http_listen)
-            await http.start()
-            await pipeline.start()
-            log.info("rollguard started", http=http.url, namespaces=list(namespaces) or "all",
-                     dry_run=settings.dry_run, leader_election=settings.leader_election,
-                     policies=[p.name for p in rules.policies])
-            roots = {"supervisor": supervisor.run(), "rules": rules.watch()}
-            if elector is not None:
-                roots["leader"] = elector.run()
-            try:
-                await run_guarded(roots, stop=stop)
-            finally:
-                await pipeline.stop(drain_timeout=5.0)
-                await http.stop()
-                await measurer.close()
+        elector = None if not settings.leader_election else LeaderElector(
+            kube, LeaseConfig(settings.lease_name, settings.lease_namespace, settings.identity,
+                              lease_duration=settings.lease_duration, renew_deadline=settings.lease_duration * 2 / 3,
+                              retry_period=settings.lease_duration / 7.5),
+            clock=clock, on_change=lambda leading: metrics.is_leader.set(1 if leading else 0))
+        metrics.is_leader.set(1 if elector is None else 0)
+        events = EventRecorder(kube, clock=clock, dry_run=settings.dry_run, instance=settings.identity or None)
+        writer = ClusterWriter(kube, events, dry_run=settings.dry_run,
+                               lease=elector.holds_lease if elector is not None else None,
+                               margin=settings.actions.write_margin)
+        own_pod = _own_pod(env)
+        rules = RuleSet(settings.rules_dir, metrics=metrics, clock=clock,
+                        on_refused=lambda refused: _report_refused(writer, own_pod, refused),
+                        can_run=lambda policy: can_run(policy, prometheus_url=prometheus_url))
+        rules.load()
+        await _run_wired(settings, extras=extras, env=env, clock=clock, metrics=metrics, kube=kube, writer=writer,
+                         elector=elector, rules=rules, prometheus_url=prometheus_url, api_token=api_token, stop=stop)
     finally:
         await kube.close()
         log.info("rollguard stopped")
+
+
+async def _run_wired(settings: RunSettings, *, extras: Extras, env: Mapping[str, str], clock: Clock,
+                     metrics: Metrics, kube: KubeClient, writer: ClusterWriter, elector: LeaderElector | None,
+                     rules: RuleSet, prometheus_url: str | None, api_token: str | None,
+                     stop: asyncio.Event | None) -> None:
+    notify_config = dict(extras.notify_config) if extras.notify_config is not None else notify_config_from(
+        settings.notify_config, rules.policies, env)
+    async with _session() as session:
+        measurer = ProviderMeasurer(prometheus_url=prometheus_url, kube=kube, session=session,
+                                    proxy=settings.service_proxy, clock=clock)
+        registry = RollbackRegistry()
+        supervisor_ref: list[Supervisor] = []
+
+        def cached(namespace: str, name: str) -> Mapping[str, Any] | None:
+            return supervisor_ref[0].deployments.cache.get((namespace, name)) if supervisor_ref else None
+
+        # One store for every Slack notifier, default and per policy: a rollout keeps one thread, also
+        # across restarts and handovers (it is remembered on the Deployment).
+        threads = AnnotationThreadStore(lookup=cached, writer=writer)
+        built = build_notifiers(notify_config, env=env, pagerduty_ssl=extras.pagerduty_ssl, thread_store=threads)
+        SCRUBBER.add(built.redactor.redact)
+        # Policies' own targets (their Secrets live in the daemon's namespace); `rules.policies` is read
+        # at every alert, so a reloaded policy routes its next alert to its new targets.
+        router = NotifyRouter(
+            defaults=built.notifiers, connections=built.connections, redactor=built.redactor,
+            registry=metrics.registry, thread_store=threads,
+            targets_for=lambda name: next((p.notify for p in rules.policies if p.name == name), None),
+            secrets=KubeSecretSource(kube, namespace=env.get("ROLLGUARD_POD_NAMESPACE") or settings.lease_namespace,
+                                     clock=clock),
+            on_misrouted=lambda alert, why: _keep(writer.event(
+                _deployment_ref(alert.namespace, alert.deployment), type_="Warning", reason="AlertMisrouted",
+                message=f"{alert.kind.value} of policy {alert.policy} went to the default route: {why}")))
+        pipeline = NotificationPipeline(built.notifiers, clock=clock, metrics=PrometheusMetrics(metrics.registry),
+                                        redactor=built.redactor, router=router)
+        actions = Actions(kube, writer, pipeline, clock=clock, registry=registry, metrics=metrics,
+                          settings=ActionSettings(dry_run=settings.dry_run,
+                                                  max_rollbacks=settings.actions.max_rollbacks,
+                                                  rollback_window=settings.actions.rollback_window))
+        reconciler = Reconciler(policies=rules, measurer=measurer, actions=actions, writer=writer, registry=registry,
+                                clock=clock, metrics=metrics)
+        supervisor = Supervisor(kube=kube, reconciler=reconciler, clock=clock, namespaces=settings.namespaces,
+                                leadership=elector, metrics=metrics)
+        supervisor_ref.append(supervisor)
+
+        def ready() -> tuple[bool, str]:
+            ok, why = supervisor.ready()
+            refused = rules.refused
+            return ok, why + (f"; refused rule files: {', '.join(sorted(refused))}" if refused else "")
+
+        http = HttpServer(build_http_app(metrics=metrics, ready=ready, analyses=supervisor.analyses,
+                                         api_token=api_token), settings.http_listen)
+        await http.start()
+        log.info("rollguard started", http=http.url, namespaces=list(settings.namespaces) or "all",
+                 dry_run=settings.dry_run, leader_election=settings.leader_election,
+                 policies=[p.name for p in rules.policies], refused_rule_files=sorted(rules.refused))
+        if rules.refused:
+            _report_refused(writer, _own_pod(env), rules.refused)
+        roots = {"supervisor": supervisor.run(), "rules": rules.watch(), "notifier": pipeline.run(),
+                 "http": http.serve()}
+        if elector is not None:
+            roots["leader"] = elector.run()
+        try:
+            await run_guarded(roots, stop=stop)
+        finally:
+            await measurer.close()
+
+
+def _own_pod(env: Mapping[str, str]) -> dict[str, Any] | None:
+    """The daemon's own Pod (from the downward API variables), for Events about the daemon itself."""
+    name, namespace = env.get("ROLLGUARD_POD_NAME"), env.get("ROLLGUARD_POD_NAMESPACE")
+    if not name or not namespace:
+        return None
+    return {"kind": "Pod", "apiVersion": "v1", "metadata": {"namespace": namespace, "name": name}}
+
+
+def _deployment_ref(namespace: str, name: str) -> dict[str, Any]:
+    return {"kind": "Deployment", "apiVersion": "apps/v1", "metadata": {"namespace": namespace, "name": name}}
+
+
+def _report_refused(writer: ClusterWriter, pod: Mapping[str, Any] | None, refused: Mapping[str, str]) -> None:
+    """A Warning Event on the daemon's own Pod for each refused rule file (logged in any case)."""
+    if pod is None:
+        return
+    for file, problem in sorted(refused.items()):
+        _keep(writer.event(pod, type_="Warning", reason="RuleFileRefused",
+                           message=f"{file} is refused; its policies do not run (the last good version, if any, "
+                                   f"does): {problem}"))
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _keep(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a fire-and-forget write (an Event) and keep it referenced until it ends."""
+    try:
+        task = asyncio.get_running_loop().create_task(coro)
+    except RuntimeError:
+        coro.close()
+        return
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 def run_command(settings: RunSettings) -> int:

@@ -14,6 +14,7 @@ expose nothing about the workloads (the NetworkPolicy of the chart limits who re
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -124,6 +125,13 @@ class HttpServer:
 
     async def stop(self) -> None:
         await self._runner.cleanup()
+
+    async def serve(self) -> None:
+        """Serve until cancelled (a guarded root task; `start()` first so the port is known)."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.shield(self.stop())
 
     @property
     def url(self) -> str:

@@ -18,12 +18,24 @@ import structlog
 from daemon.clock import Clock
 from daemon.kube.client import KubeClient
 from daemon.rollout import Rollout
-from daemon.rules.model import RollbackPolicy
+from daemon.rules.model import PrometheusSignal, RollbackPolicy, RuleError
 from daemon.signals.base import Measurement, Phase, SignalProvider
 from daemon.signals.factory import build_providers
 from daemon.signals.prometheus import PrometheusClient, PrometheusProvider
 
 log = structlog.get_logger("rollguard.measure")
+
+
+def can_run(policy: RollbackPolicy, *, prometheus_url: str | None) -> RuleError | None:
+    """Whether this daemon has every provider the policy's signals need; the error names what to set."""
+    if prometheus_url:
+        return None
+    for spec in policy.signals.values():
+        if isinstance(spec.provider, PrometheusSignal):
+            return RuleError(spec.source.file, spec.source.line, f"spec.signals.{spec.name}.prometheus",
+                             "this daemon has no Prometheus to query: set --prometheus-url (environment "
+                             "ROLLGUARD_PROMETHEUS_URL, chart value prometheus.url), or remove the signal")
+    return None
 
 
 class ProviderMeasurer:

@@ -17,9 +17,6 @@ class Metrics:
         self.evaluations = Counter("rollguard_evaluations", "Rule evaluations run.", registry=r)
         self.verdicts = Counter("rollguard_verdicts", "Verdicts reached, by action.", ["action"], registry=r)
         self.rollbacks = Counter("rollguard_rollbacks", "Rollbacks attempted, by result.", ["result"], registry=r)
-        self.notification_failures = Counter("rollguard_notification_failures",
-                                             "Notifications that failed after all retries, by notifier.",
-                                             ["notifier"], registry=r)
         self.provider_errors = Counter("rollguard_provider_errors",
                                        "Signal measurements that ended in phase error, by provider.",
                                        ["provider"], registry=r)

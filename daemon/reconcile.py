@@ -14,16 +14,14 @@ persisted state and its current status (see `Reconciler._resume`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 import structlog
 
 from daemon.actions import Actions, RollbackRegistry
-from daemon.analysis import Analysis, Measurer
+from daemon.analysis import Measurer
 from daemon.approval import (
     APPROVE_ANNOTATION,
     APPROVE_REVISION_ANNOTATION,
@@ -53,14 +51,13 @@ from daemon.rollout import (
 )
 from daemon.rules.evaluate import Verdict
 from daemon.rules.model import Action, RollbackPolicy
+from daemon.tracking import TaskRunner, Tracked
 from daemon.writer import ClusterWriter, NotWriting
 
 log = structlog.get_logger("rollguard.reconcile")
 
 Key = tuple[str, str]
 Obj = Mapping[str, Any]
-MAX_RESTARTS = 3
-"""An analysis that crashes is restarted from its saved state this many times, then left to a human."""
 LATE_GRACE = 300.0
 """Seconds: a rollout that completed while no replica was watching is still analysed when its
 ReplicaSet is younger than the policy's initialDelay + bakeTime + this."""
@@ -72,49 +69,26 @@ class Policies(Protocol):
     def policy_for(self, namespace: str, labels: Mapping[str, str]) -> RollbackPolicy | None: ...
 
 
-@dataclass
-class Tracked:
-    """What is known about one Deployment's current rollout."""
-
-    identity: RolloutId
-    phase: RolloutPhase
-    kind: RolloutKind | None = None
-    rollout: Rollout | None = None
-    state: AnalysisState = field(default_factory=AnalysisState)
-    rolled_back_from: Rollout | None = None
-    """For rollguard's own rollback: the bad rollout it undoes."""
-    analysis: Analysis | None = None
-    task: asyncio.Task[None] | None = None
-
-    def current_state(self) -> AnalysisState:
-        """A live analysis holds the newest state; otherwise the last one stored here."""
-        return self.analysis.state if self.analysis is not None and self.live() else self.state
-
-    def live(self) -> bool:
-        return self.task is not None and not self.task.done()
-
-
 class Reconciler:
     """Judges each Deployment's rollout from what is observed now (see the module docstring)."""
 
     def __init__(self, *, policies: Policies, measurer: Measurer, actions: Actions, writer: ClusterWriter,
                  registry: RollbackRegistry, clock: Clock, metrics: Metrics | None = None) -> None:
         self._policies = policies
-        self._measurer = measurer
+        self._tasks = TaskRunner(measurer=measurer, actions=actions, clock=clock, metrics=metrics)
         self._actions = actions
         self._writer = writer
         self._registry = registry
         self._clock = clock
         self._metrics = metrics
         self._tracked: dict[Key, Tracked] = {}
-        self._finished: deque[dict[str, Any]] = deque(maxlen=100)
         self._invalid_reported: set[tuple[Key, str]] = set()
 
     # ----- views -----
 
     def analyses(self) -> list[dict[str, Any]]:
         live = [t.analysis.view() for t in self._tracked.values() if t.analysis is not None and t.live()]
-        return live + list(self._finished)
+        return live + list(self._tasks.finished)
 
     def forget_all(self) -> None:
         self._tracked.clear()
@@ -133,7 +107,7 @@ class Reconciler:
         tracked = self._tracked.get(key)
         if deployment is None:
             if tracked is not None:
-                await self._stop(tracked, "deployment deleted")
+                await self._tasks.stop(tracked, "deployment deleted")
                 del self._tracked[key]
             return
         identity_status = rollout_status(deployment, replica_sets)
@@ -220,14 +194,14 @@ class Reconciler:
                     "rollback.")
             tracked.state = await self._actions.review(rollout, Verdict(Action.REVIEW, (), note), fresh,
                                                        event=Event.REVIEW_RULE)
-            self._start_analysis(key, tracked, rollout, max_action=Action.REVIEW)
+            self._tasks.start_analysis(key, tracked, rollout, max_action=Action.REVIEW)
         elif tracked.kind is RolloutKind.UNDO_BY_SOMEONE:
             fresh = replace(fresh, decision={"action": FOLLOWED, "reason": "re-uses an earlier revision's template"})
             tracked.state = await self._actions.started(
                 rollout, fresh, note="It re-uses an earlier revision's template (a rollback): followed, not analysed.")
         else:
             tracked.state = fresh
-            self._start_analysis(key, tracked, rollout, announce=True)
+            self._tasks.start_analysis(key, tracked, rollout, announce=True)
 
     async def _follow_rollback(self, key: Key, tracked: Tracked, deployment: Obj, replica_sets: Sequence[Obj],
                                policy: RollbackPolicy | None, bad: Rollout | None, state: AnalysisState) -> None:
@@ -266,16 +240,17 @@ class Reconciler:
                 log.info("resuming analysis", namespace=key[0], deployment=key[1], revision=identity.revision,
                          phase=state.phase)
                 if tracked.phase is RolloutPhase.FAILED:  # the deadline passed while no replica led
-                    self._spawn(key, tracked, rollout, lambda: self._actions.failed(
+                    self._tasks.spawn(key, tracked, rollout, lambda: self._actions.failed(
                         rollout, state, f'deployment "{key[1]}" exceeded its progress deadline'), "failure")
                 else:
-                    self._start_analysis(key, tracked, rollout)
+                    self._tasks.start_analysis(key, tracked, rollout)
             elif state.phase == Stage.ROLLING_BACK and state.rollback is not None:
                 # The undo had not landed (the bad template is still live): carry on from the saved step.
                 verdict = Verdict(Action.ROLLBACK, (), state.rollback.reason)
-                self._spawn(key, tracked, rollout, lambda: self._actions.rollback(rollout, verdict, state), "rollback")
+                self._tasks.spawn(key, tracked, rollout, lambda: self._actions.rollback(rollout, verdict, state),
+                                  "rollback")
             elif state.phase == Stage.FAILED:
-                self._spawn(key, tracked, rollout, lambda: self._actions.failed(
+                self._tasks.spawn(key, tracked, rollout, lambda: self._actions.failed(
                     rollout, state, f'deployment "{key[1]}" exceeded its progress deadline'), "failure")
             return
         if rolling_back_from_state(state, identity) is not None:
@@ -302,11 +277,15 @@ class Reconciler:
         if key in self._registry:
             return  # rollguard's own undo caused the newer rollout; the rollback task ends by itself
         state = previous.current_state()
+        if previous.live() and state.phase == Stage.ROLLING_BACK:
+            # A rollback in progress (its Job running) is not cancelled: its fenced undo finds the newer
+            # revision live and announces that the rollback was superseded (and whether the Job ran).
+            return
         running = previous.live()
-        await self._stop(previous, "a newer rollout started")
+        await self._tasks.stop(previous, "a newer rollout started")
         if previous.rollout is not None and running and state.phase in (*LIVE, Stage.FAILED):
             previous.state = await self._actions.superseded(previous.rollout, state, newer.revision)
-            self._record_finished(previous)
+            self._tasks.record_finished(previous)
 
     async def _phase_changed(self, tracked: Tracked, phase: RolloutPhase, message: str) -> None:
         if phase == tracked.phase:
@@ -322,9 +301,9 @@ class Reconciler:
                 await self._rollback_failed(tracked, message)
             elif tracked.analysis is not None and tracked.live() and tracked.rollout is not None:
                 rollout, state = tracked.rollout, tracked.current_state()
-                await self._stop(tracked, "the rollout failed")
+                await self._tasks.stop(tracked, "the rollout failed")
                 tracked.state = state
-                self._spawn(tracked.rollout.key, tracked, rollout,
+                self._tasks.spawn(tracked.rollout.key, tracked, rollout,
                             lambda: self._actions.failed(rollout, state, message), "failure")
 
     async def _rollback_done(self, tracked: Tracked) -> None:
@@ -340,76 +319,6 @@ class Reconciler:
             return
         tracked.rolled_back_from = None
         tracked.state = await self._actions.rollback_rollout_failed(bad, tracked.state, message)
-
-    # ----- tasks -----
-
-    def _start_analysis(self, key: Key, tracked: Tracked, rollout: Rollout, *, announce: bool = False,
-                        max_action: Action = Action.ROLLBACK) -> None:
-        analysis = Analysis(rollout, tracked.state, measurer=self._measurer, decider=self._actions,
-                            clock=self._clock, metrics=self._metrics, max_action=max_action)
-        tracked.analysis = analysis
-        if tracked.phase is RolloutPhase.COMPLETE:
-            analysis.rollout_completed(tracked.state.completed_at or self._clock.now())
-
-        async def run() -> None:
-            if self._metrics:
-                self._metrics.analyses_active.inc()
-            try:
-                if announce:
-                    analysis.state = await self._actions.started(rollout, analysis.state)
-                for restart in range(MAX_RESTARTS + 1):
-                    try:
-                        await analysis.run()
-                        return
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:
-                        log.exception("analysis crashed", namespace=key[0], deployment=key[1],
-                                      revision=rollout.id.revision)
-                        again = restart < MAX_RESTARTS
-                        analysis.state = await self._actions.analysis_error(
-                            rollout, analysis.state, f"{type(exc).__name__}: {str(exc)[:300]}", restarting=again)
-                        if not again:
-                            return
-                        await self._clock.sleep(min(60.0, 2.0 ** restart))
-            finally:
-                if self._metrics:
-                    self._metrics.analyses_active.dec()
-                tracked.state = analysis.state
-                self._record_finished(tracked)
-
-        tracked.task = asyncio.create_task(run(), name=f"analysis-{key[0]}-{key[1]}-{rollout.id.revision}")
-
-    def _spawn(self, key: Key, tracked: Tracked, rollout: Rollout,
-               action: Callable[[], Awaitable[AnalysisState]], what: str) -> None:
-        """Run a long action (a rollback with its Job, an onFailure) as the Deployment's task."""
-
-        async def run() -> None:
-            try:
-                tracked.state = await action()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception(f"{what} crashed", namespace=key[0], deployment=key[1], revision=rollout.id.revision)
-
-        tracked.task = asyncio.create_task(run(), name=f"{what}-{key[0]}-{key[1]}-{rollout.id.revision}")
-
-    def _record_finished(self, tracked: Tracked) -> None:
-        if tracked.analysis is not None:
-            view = tracked.analysis.view()
-            view["phase"] = tracked.state.phase
-            self._finished.appendleft(view)
-
-    async def _stop(self, tracked: Tracked, why: str) -> None:
-        task = tracked.task
-        if task is None or task.done():
-            return
-        log.info("analysis cancelled", why=why, deployment=tracked.identity.name, revision=tracked.identity.revision)
-        state = tracked.current_state()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        tracked.state = state
 
     # ----- approvals -----
 
@@ -438,14 +347,14 @@ class Reconciler:
         rollout = tracked.rollout
         approver = approval.approver_text
         last = tracked.analysis.last_verdict if tracked.analysis is not None else None
-        await self._stop(tracked, "a human decided the review")
+        await self._tasks.stop(tracked, "a human decided the review")
         if approval.decision is Decision.DENY:
             tracked.state = await self._actions.denied(rollout, state, approver)
-            self._record_finished(tracked)
+            self._tasks.record_finished(tracked)
             return
         verdict = Verdict(Action.ROLLBACK, last.deciding if last else (),
                           last.reason if last else "rollback approved by a human after review")
-        self._spawn(key, tracked, rollout, lambda: self._actions.rollback(
+        self._tasks.spawn(key, tracked, rollout, lambda: self._actions.rollback(
             rollout, verdict, state, event=Event.APPROVED, approved_by=approver), "rollback")
 
 

@@ -139,8 +139,10 @@ def rolling_back_from_state(state: AnalysisState, identity: RolloutId) -> Rollou
     (the undo landed): after a restart this is how rollguard recognises its own rollback's rollout."""
     if state.phase != "rolling-back" or state.revision is None or not state.pod_template_hash:
         return None
-    if state.rollback is None or state.rollback.step not in ("undo", "following"):
+    if state.rollback is not None and state.rollback.step not in ("undo", "following"):
         return None
+    if state.rollback is None and state.was_rolled_back(state.pod_template_hash) is None:
+        return None  # a version-1 state (before rollback steps were recorded): the undo is in its memory
     if state.pod_template_hash == identity.pod_template_hash:
         return None
     return RolloutId(identity.namespace, identity.name, state.revision, state.pod_template_hash)

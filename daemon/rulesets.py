@@ -66,6 +66,7 @@ class RuleSet:
         clock: Clock | None = None,
         on_refused: Callable[[Mapping[str, str]], None] | None = None,
         load_budget: float = LOAD_BUDGET_SECONDS,
+        can_run: Callable[[RollbackPolicy], RuleError | None] | None = None,
     ) -> None:
         self.directory = directory
         self.policies: tuple[RollbackPolicy, ...] = ()
@@ -76,6 +77,9 @@ class RuleSet:
         self._on_refused = on_refused
         self._load_budget = load_budget
         """Seconds one file may take to load on a reload before it is refused."""
+        self._can_run = can_run
+        """Whether this daemon can run a policy (it has the providers its signals need); a file with a
+        policy it cannot run is refused like an invalid one."""
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
         self._good: dict[str, LoadResult] = {}
         self._refused: dict[str, str] = {}
@@ -95,7 +99,8 @@ class RuleSet:
         if not self.directory.is_dir():
             raise RulesInvalid((RuleError(str(self.directory), None, "", "is not a directory of rule files"),))
         self._fingerprint = _fingerprint(self.directory)
-        results = [item if isinstance(item, LoadResult) else load_file(item) for item in plan_files([self.directory])]
+        results = [self._runnable(item if isinstance(item, LoadResult) else load_file(item))
+                   for item in plan_files([self.directory])]
         if not any(not result.errors for result in results if result.files):
             raise RulesInvalid(tuple(error for result in results for error in result.errors))
         self._apply(results, keep_last_good=False)
@@ -104,7 +109,7 @@ class RuleSet:
         """Reload now, each file in a worker thread; True when every file was taken, False when any
         file was refused (its last good version, if any, keeps running)."""
         self._fingerprint = _fingerprint(self.directory)
-        results = [item if isinstance(item, LoadResult) else await self._load_off_loop(item)
+        results = [self._runnable(item if isinstance(item, LoadResult) else await self._load_off_loop(item))
                    for item in plan_files([self.directory])]
         self._apply(results, keep_last_good=True)
         if self._refused and self._metrics is not None:
@@ -125,6 +130,13 @@ class RuleSet:
             if policy.selector.matches(namespace, labels):
                 return policy
         return None
+
+    def _runnable(self, result: LoadResult) -> LoadResult:
+        """The file's result, refused when a policy needs what this daemon lacks."""
+        if self._can_run is None or result.errors:
+            return result
+        problems = tuple(p for p in (self._can_run(policy) for policy in result.policies) if p is not None)
+        return LoadResult((), problems, result.files) if problems else result
 
     async def _load_off_loop(self, file: str) -> LoadResult:
         try:

@@ -13,8 +13,7 @@ on losing it every analysis and action in flight is cancelled.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -22,6 +21,7 @@ from daemon.clock import Clock
 from daemon.kube.client import KubeClient
 from daemon.kube.rollout_state import owned_replica_sets
 from daemon.kube.watching import Informer
+from daemon.metrics import Metrics
 from daemon.reconcile import Reconciler
 
 log = structlog.get_logger("rollguard.supervisor")
@@ -33,17 +33,28 @@ YIELD_EVERY = 50
 """Keys reconciled between two yields to the event loop during a burst (a first sync of thousands)."""
 
 
+class Leadership(Protocol):
+    """The leader elector as the supervisor sees it."""
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    @property
+    def changed(self) -> asyncio.Event: ...
+
+
 class Supervisor:
     """Watches Deployments and ReplicaSets and feeds the reconciler (see the module docstring)."""
 
     def __init__(self, *, kube: KubeClient, reconciler: Reconciler, clock: Clock, namespaces: tuple[str, ...] = (),
-                 is_leader: Callable[[], bool] = lambda: True) -> None:
+                 leadership: Leadership | None = None, metrics: Metrics | None = None) -> None:
         self._reconciler = reconciler
-        self._is_leader = is_leader
+        self._leadership = leadership
+        relisted = (lambda plural: metrics.watch_relists.labels(resource=plural).inc()) if metrics else None
         self.deployments = Informer(kube, group_version="apps/v1", plural="deployments", namespaces=namespaces,
-                                    clock=clock)
+                                    clock=clock, on_relist=relisted)
         self.replicasets = Informer(kube, group_version="apps/v1", plural="replicasets", namespaces=namespaces,
-                                    clock=clock)
+                                    clock=clock, on_relist=relisted)
         self._rs_by_owner: dict[str, set[Key]] = {}
         self._dirty: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
@@ -59,6 +70,8 @@ class Supervisor:
                 group.create_task(self.deployments.run(self._on_deployment), name="watch-deployments")
                 group.create_task(self.replicasets.run(self._on_replicaset), name="watch-replicasets")
                 group.create_task(self._worker(), name="reconcile")
+                if self._leadership is not None:
+                    group.create_task(self._watch_leadership(self._leadership), name="leadership")
         finally:
             await self._reconciler.cancel_all()
 
@@ -70,9 +83,15 @@ class Supervisor:
     def analyses(self) -> list[dict[str, Any]]:
         return self._reconciler.analyses()
 
-    def leadership_changed(self) -> None:
-        """Tell the worker leadership changed (the elector calls this), so it resumes or stops analyses now."""
-        self._enqueue(_WAKE)
+    def _is_leader(self) -> bool:
+        return self._leadership is None or self._leadership.is_leader
+
+    async def _watch_leadership(self, leadership: Leadership) -> None:
+        """Wake the worker at each change of leadership, so it resumes or stops analyses now."""
+        while True:
+            await leadership.changed.wait()
+            leadership.changed.clear()
+            self._enqueue(_WAKE)
 
     # ----- informer handlers -----
 

@@ -72,6 +72,12 @@ class ClusterWriter:
         await self._kube.patch(api_path("apps/v1", "deployments", namespace, name), state_patch(state),
                                content_type=MERGE_PATCH)
 
+    async def annotate(self, namespace: str, name: str, annotations: Mapping[str, str | None]) -> None:
+        """Merge-patch rollguard's own annotations (None deletes one); raises `NotWriting` or `KubeError`."""
+        self._check("annotations")
+        await self._kube.patch(api_path("apps/v1", "deployments", namespace, name),
+                               {"metadata": {"annotations": dict(annotations)}}, content_type=MERGE_PATCH)
+
     async def clear_annotations(self, namespace: str, name: str, keys: tuple[str, ...]) -> None:
         """Remove annotations (an approval once acted on); raises `NotWriting` or `KubeError`."""
         self._check("the approval annotations")

@@ -171,3 +171,26 @@ async def test_a_provider_outage_at_the_end_of_the_bake_time_does_not_pass_the_r
     # The bake time ends at 80 s, in the middle of the outage: the pass waits for a real reading (90 s)
     # and is decided at the next tick. The outage was shorter than the rule's `for`, so nobody was paged.
     assert decider.decisions == [("passed", 100)]
+
+
+class SlowQueryMeasurer(ScriptedMeasurer):
+    """Queries take time: 50 ms for the first bad reading, 10 ms for the others (the clock moves on)."""
+
+    async def measure(self, rollout: Rollout) -> dict[str, Measurement]:
+        result = await super().measure(rollout)
+        value = result["error_rate"].value
+        bad_before = sum(1 for t in self.asked_at[:-1] if self.ratio(t) > 0.05)
+        await self.clock.advance(0.05 if isinstance(value, float) and value > 0.05 and not bad_before else 0.01)
+        return result
+
+
+async def test_for_counts_from_the_scheduled_evaluations_not_from_when_the_answers_came() -> None:
+    """`for: 20s` at a 10 s interval fires on the third bad evaluation, as Prometheus' `for:` does,
+    however long each query took (it used to wait one more interval when the first query was slower)."""
+    clock = FakeClock(START)
+    measurer = SlowQueryMeasurer(clock, lambda t: 0.12 if t >= 100 else 0.01)
+    decider = RecordingDecider(clock)
+    analysis = Analysis(make_rollout(for_=20, bake=3600), AnalysisState(), measurer=measurer, decider=decider,
+                        clock=clock)
+    await drive(analysis, clock, complete_at=20, until=400)
+    assert [(what, round(at)) for what, at in decider.decisions] == [("rollback", 120)], decider.decisions

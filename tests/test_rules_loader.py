@@ -34,13 +34,13 @@ REPO = Path(__file__).parent.parent
 
 EXPECTED_ERRORS: dict[str, list[str]] = {
     "unknown-route-kind.yaml": [
-        "bad/unknown-route-kind.yaml:17: spec.notify.routes.rollback_executed: unknown alert kind (known: rollout_started, rollout_complete, notify_matched, review_needed, rollout_failed, rollback_started, rollback_completed, rollback_failed, recovered)"
+        "bad/unknown-route-kind.yaml:17: spec.notify.routes.rollback_executed: unknown alert kind (known: rollout_started, rollout_complete, notify_matched, review_needed, rollout_failed, rollback_started, rollback_completed, rollback_failed, recovered, superseded, review_closed, analysis_error)"
     ],
     "unknown-route-channel.yaml": [
         'bad/unknown-route-channel.yaml:16: spec.notify.routes.review_needed[1]: "email" is not a channel (use slack or pagerduty)'
     ],
     "route-cannot-page.yaml": [
-        "bad/route-cannot-page.yaml:16: spec.notify.routes.rollout_started[1]: rollout_started alerts cannot page: PagerDuty has no event for them (pageable: recovered, review_needed, rollback_completed, rollback_failed, rollback_started, rollout_failed)"
+        "bad/route-cannot-page.yaml:16: spec.notify.routes.rollout_started[1]: rollout_started alerts cannot page: PagerDuty has no event for them (pageable: analysis_error, recovered, review_closed, review_needed, rollback_completed, rollback_failed, rollback_started, rollout_failed)"
     ],
     "slack-channel-and-webhook.yaml": [
         "bad/slack-channel-and-webhook.yaml:16: spec.notify.slack: set exactly one of channel (with the daemon's bot token) or webhookFrom: {secret: NAME, key: KEY}"

@@ -30,7 +30,6 @@ Obj = dict[str, Any]
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
-STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 
 class KubeError(Exception):
@@ -236,16 +235,6 @@ class KubeClient:
                 if not chunk:
                     return
                 yield chunk
-        finally:
-            response.release()
-
-    async def text(self, path: str, params: Mapping[str, Any] | None = None) -> str:
-        """A whole text response (pod logs without follow)."""
-        response = await self._request("GET", path, params=params, accept="*/*")
-        try:
-            return (await response.read()).decode(errors="replace")
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise KubeUnavailable(f"GET {path}: {type(exc).__name__}: {exc}") from exc
         finally:
             response.release()
 

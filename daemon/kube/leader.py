@@ -61,6 +61,8 @@ class LeaderElector:
         self.config = config
         self._clock = clock or SystemClock()
         self.leading = asyncio.Event()
+        self.changed = asyncio.Event()
+        """Set at every change of leadership; a watcher clears it (see `Supervisor`)."""
         self.on_change = on_change
         """Called with the new state each time this replica starts or stops leading (must not block)."""
         self.transitions = 0
@@ -87,6 +89,9 @@ class LeaderElector:
         renewal that is failing cannot let a deposed leader write."""
         if not self.leading.is_set():
             return False
+        # Right before a renewal the lease has `renew_deadline - retry_period` left: a margin larger than
+        # half of that would refuse writes of a healthy leader, so it is capped there (short test leases).
+        margin = min(margin, (self.config.renew_deadline - self.config.retry_period) / 2)
         return self._clock.now() + margin < self._last_renew + self.config.renew_deadline
 
     async def run(self) -> None:
@@ -112,6 +117,7 @@ class LeaderElector:
             self.leading.set()
         else:
             self.leading.clear()
+        self.changed.set()
         if self.on_change is not None:
             self.on_change(leading)
 

@@ -38,8 +38,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from daemon.kube.client import MERGE_PATCH, KubeClient, api_path
-
 STATE_ANNOTATION = "rollguard.io/state"
 ROLLGUARD_PREFIX = "rollguard.io/"
 MAX_REMEMBERED = 20
@@ -350,9 +348,3 @@ def remembered_history(replica_sets: Iterable[Mapping[str, Any]], *, now: float)
 def state_patch(state: AnalysisState) -> dict[str, Any]:
     """The merge patch that stores `state` (other writers' fields are untouched)."""
     return {"metadata": {"annotations": {STATE_ANNOTATION: state.to_json()}}}
-
-
-async def write_state(client: KubeClient, namespace: str, name: str, state: AnalysisState) -> dict[str, Any]:
-    """Store the state with a merge patch of the one annotation."""
-    return await client.patch(api_path("apps/v1", "deployments", namespace, name), state_patch(state),
-                              content_type=MERGE_PATCH)

@@ -55,7 +55,7 @@ class Informer:
     def __init__(self, client: KubeClient, *, group_version: str, plural: str,
                  namespaces: tuple[str, ...] = (), label_selector: str | None = None,
                  clock: Clock | None = None, backoff: Backoff | None = None,
-                 watch_timeout: int = 300) -> None:
+                 watch_timeout: int = 300, on_relist: Callable[[str], None] | None = None) -> None:
         self._client = client
         self._group_version = group_version
         self.plural = plural
@@ -69,6 +69,9 @@ class Informer:
         """Set once every namespace has been listed for the first time."""
         self.relists = 0
         """How many times a 410 forced a re-list (for metrics and tests)."""
+        self._on_relist = on_relist
+        """Called with the resource (plural) at each forced re-list: the daemon counts it in
+        `rollguard_watch_relists{resource}`."""
         self._synced_namespaces: set[str | None] = set()
 
     async def run(self, handler: Handler) -> None:
@@ -103,6 +106,8 @@ class Informer:
             except ResourceExpired as exc:
                 log.info("watch expired, re-listing", resource=self.plural, namespace=namespace, reason=exc.message)
                 self.relists += 1
+                if self._on_relist is not None:
+                    self._on_relist(self.plural)
                 resource_version = None
             except KubeApiError as exc:
                 failures += 1

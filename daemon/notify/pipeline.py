@@ -278,6 +278,7 @@ class NotificationPipeline:
         self._lanes: dict[str, _Lane] = {n.name: _Lane(n, owner=self, capacity=queue_size) for n in notifiers}
         self._started = False
         self._stopped = False
+        self._lane_died: asyncio.Future[None] | None = None
 
     @property
     def notifiers(self) -> tuple[Notifier, ...]:
@@ -333,7 +334,7 @@ class NotificationPipeline:
         if lane is None:
             lane = self._lanes[notifier.name] = _Lane(notifier, owner=self, capacity=self._queue_size)
             if self._started and not self._stopped:
-                lane.task = asyncio.create_task(lane.run(), name=f"notify:{notifier.name}")
+                lane.task = self._start_lane(lane)
         elif lane.notifier is not notifier:
             raise ValueError(f"two notifiers are named {notifier.name!r}; names must be unique")
         return lane
@@ -346,7 +347,28 @@ class NotificationPipeline:
             raise RuntimeError("a stopped NotificationPipeline cannot be restarted")
         self._started = True
         for lane in self._lanes.values():
-            lane.task = asyncio.create_task(lane.run(), name=f"notify:{lane.notifier.name}")
+            lane.task = self._start_lane(lane)
+
+    def _start_lane(self, lane: _Lane) -> asyncio.Task[None]:
+        task = asyncio.create_task(lane.run(), name=f"notify:{lane.notifier.name}")
+        task.add_done_callback(self._lane_ended)
+        return task
+
+    def _lane_ended(self, task: asyncio.Task[None]) -> None:
+        if self._stopped or task.cancelled() or self._lane_died is None or self._lane_died.done():
+            return
+        error = task.exception() or RuntimeError(f"notification lane {task.get_name()} ended")
+        self._lane_died.set_exception(error)
+
+    async def run(self, *, drain_timeout: float = 5.0) -> None:
+        """Run as a guarded root task: start the lanes, return never; a lane that dies raises here
+        (so the daemon restarts instead of going silent); on cancellation drain and stop."""
+        self._lane_died = asyncio.get_running_loop().create_future()
+        await self.start()
+        try:
+            await self._lane_died
+        finally:
+            await asyncio.shield(self.stop(drain_timeout=drain_timeout))
 
     async def wait_idle(self) -> None:
         """Return once every queue is empty and no delivery (or retry wait) is in progress.

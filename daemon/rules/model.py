@@ -267,12 +267,14 @@ class NotifyTargets:
 
 NOTIFY_ROUTE_KINDS: tuple[str, ...] = (
     "rollout_started", "rollout_complete", "notify_matched", "review_needed", "rollout_failed",
-    "rollback_started", "rollback_completed", "rollback_failed", "recovered",
+    "rollback_started", "rollback_completed", "rollback_failed", "recovered", "superseded", "review_closed",
+    "analysis_error",
 )
 """Alert kinds `notify.routes` may name (the notify package checks at import that they are its AlertKinds)."""
 
 NOTIFY_PAGEABLE_KINDS: frozenset[str] = frozenset(
-    {"review_needed", "rollout_failed", "rollback_started", "rollback_completed", "rollback_failed", "recovered"}
+    {"review_needed", "rollout_failed", "rollback_started", "rollback_completed", "rollback_failed", "recovered",
+     "review_closed", "analysis_error"}
 )
 """Kinds PagerDuty has an event for (notify checks at import they are its PAGERDUTY_ACTIONS)."""
 

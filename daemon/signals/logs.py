@@ -47,7 +47,7 @@ from typing import Any, cast
 
 from daemon.kube.client import KubeApiError, KubeClient, KubeError, api_path
 from daemon.rules.model import LogsSignal
-from daemon.rules.regexes import compile_regex
+from daemon.rules.regexes import Searchable, compile_regex
 from daemon.signals.base import Measurement, Phase, SignalContext
 from daemon.signals.session import describe_error, excerpt, one_line
 
@@ -354,7 +354,7 @@ class _ContainerRead:
         self._batch_bytes += len(raw)
         return self._batch_bytes >= MATCH_BATCH_BYTES
 
-    async def flush(self, pattern: re.Pattern[str]) -> None:
+    async def flush(self, pattern: Searchable) -> None:
         """Match the batch (off the event loop when it is large) and commit its counts and the cursor."""
         texts, self._texts = self._texts, []
         size, self._batch_bytes = self._batch_bytes, 0
@@ -373,7 +373,7 @@ class _ContainerRead:
         self._cursor.ns, self._cursor.seen = self._pending_ns, self._pending_seen
 
 
-def _matching(pattern: re.Pattern[str], texts: list[str]) -> list[str]:
+def _matching(pattern: Searchable, texts: list[str]) -> list[str]:
     return [text for text in texts if pattern.search(text)]
 
 

@@ -194,7 +194,11 @@ class Demo:
                                                   change_cause=f"{step.image}: {step.title}"))
 
     def phase(self) -> str:
-        return str(self.state().get("phase", ""))
+        """The current revision's lifecycle stage ("" while the state still describes an older one)."""
+        state = self.state()
+        if (state.get("rollout") or {}).get("revision") != self.revision():
+            return ""
+        return str(state.get("phase", ""))
 
     def revision(self) -> int:
         obj = self.stack.cluster.store.peek(DEPLOYMENTS, "staging", "backend") or {}
@@ -250,7 +254,8 @@ class Demo:
                 ok = await self.wait_for("the review page", lambda: self.phase() == "review", 120)
                 if ok:
                     await asyncio.sleep(2)
-                    self.t.say("sre", "the PagerDuty page says: rollguard approve staging/backend — running it")
+                    self.t.say("sre", f"the PagerDuty page says: rollguard approve staging/backend --revision "
+                                      f"{self.revision()} — running it")
                     out = await self._approve()
                     self.t.say("sre", out.strip())
                     ok = await self.wait_for("the approved rollback", lambda: self.image() == before, 60)
@@ -282,7 +287,8 @@ class Demo:
 
     async def _approve(self) -> str:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "daemon", "approve", "staging/backend", "--kubeconfig",
+            sys.executable, "-m", "daemon", "approve", "staging/backend", "--revision", str(self.revision()),
+            "--by", "demo-sre", "--kubeconfig",
             str(self.stack.cluster.kubeconfig), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         out, _ = await proc.communicate()
         return out.decode()

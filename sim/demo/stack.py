@@ -108,10 +108,12 @@ class Stack:
 async def running_stack(*, workdir: Path, rules_dir: Path, namespaces: tuple[str, ...] = ("staging",),
                         speed: float = 1.0, scrape_interval: float = 1.0, dry_run: bool = False,
                         leader_election: bool = False, start_daemon: bool = True,
-                        log: LogSettings | None = None, routing_keys: tuple[str, ...] = ()) -> AsyncIterator[Stack]:
+                        log: LogSettings | None = None, routing_keys: tuple[str, ...] = (),
+                        with_prometheus: bool = True) -> AsyncIterator[Stack]:
     """Cluster + Prometheus + receivers (+ the daemon); everything is stopped on exit. `routing_keys`: more
-    PagerDuty keys the receiver accepts (policies' own), besides the daemon-wide one."""
-    async with running_cluster(workdir=workdir, speed=speed, with_prometheus=True,
+    PagerDuty keys the receiver accepts (policies' own), besides the daemon-wide one; without
+    `with_prometheus` the daemon has no Prometheus (policies of HTTP, WebSocket and log signals only)."""
+    async with running_cluster(workdir=workdir, speed=speed, with_prometheus=with_prometheus,
                                scrape_interval=scrape_interval) as cluster, \
             SlackReceiver(tokens=[SLACK_TOKEN]) as slack, \
             PagerDutyReceiver(routing_keys=[ROUTING_KEY, *routing_keys]) as pagerduty:
