@@ -58,6 +58,19 @@ class RollbackRegistry:
 
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, str], Rollout] = {}
+        self._acting: dict[tuple[str, str], Rollout] = {}
+
+    def acting(self, key: tuple[str, str]) -> bool:
+        """Whether a rollback of this Deployment is in progress here (planned, its Job running, or
+        its undo being written): a newer rollout must not cancel it — its fence decides."""
+        return key in self._acting
+
+    def begin(self, bad: Rollout) -> None:
+        self._acting[bad.key] = bad
+
+    def end(self, bad: Rollout) -> None:
+        if self._acting.get(bad.key) is bad:
+            del self._acting[bad.key]
 
     def intended(self, bad: Rollout) -> None:
         self._by_key[bad.key] = bad
@@ -103,6 +116,15 @@ class Actions(Decisions):
                        event: Event = Event.ROLLBACK_RULE, approved_by: str | None = None,
                        evidence: tuple[str, ...] = ()) -> AnalysisState:
         """Carry out (or resume) the rollback of `rollout`; returns the state it ended in."""
+        self._registry.begin(rollout)
+        try:
+            return await self._rollback(rollout, verdict, state, event=event, approved_by=approved_by,
+                                        evidence=evidence)
+        finally:
+            self._registry.end(rollout)
+
+    async def _rollback(self, rollout: Rollout, verdict: Verdict, state: AnalysisState, *, event: Event,
+                        approved_by: str | None, evidence: tuple[str, ...]) -> AnalysisState:
         ns, name = rollout.key
         now = self._clock.now()
         resuming = state.phase == Stage.ROLLING_BACK and state.rollback is not None
@@ -231,7 +253,7 @@ class Actions(Decisions):
                                 message: str = "") -> AnalysisState:
         """The `rollback_started` announcement (also re-sent after a restart if the state lacks it)."""
         ns, name = rollout.key
-        reason = state.rollback.reason if state.rollback else ""
+        reason = state.rollback.reason if state.rollback else str((state.decision or {}).get("reason") or "")
         to = f" to revision {target}" if target is not None else ""
         return await self._decide(
             rollout, state, kind=AlertKind.ROLLBACK_STARTED, event_reason="RolledBack", event_type="Warning",

@@ -262,8 +262,11 @@ class Reconciler:
                 await self._rollback_failed(tracked, "its progress deadline was exceeded")
             return
         if tracked.phase is not RolloutPhase.COMPLETE:
-            # A rollout that started while no replica was watching: analyse it from now on.
+            # A rollout that started while no replica was watching: analyse it from now on — and when
+            # its deadline passed meanwhile, its `onFailure` is due now.
             await self._new_rollout(key, tracked, deployment, replica_sets, policy, state)
+            if tracked.phase is RolloutPhase.FAILED:
+                await self._rollout_failed(tracked, rollout_status(deployment, replica_sets).message)
             return
         began = started_at(deployment, replica_sets, now=self._clock.now())
         timing = policy.analysis
@@ -277,7 +280,7 @@ class Reconciler:
         if key in self._registry:
             return  # rollguard's own undo caused the newer rollout; the rollback task ends by itself
         state = previous.current_state()
-        if previous.live() and state.phase == Stage.ROLLING_BACK:
+        if previous.live() and (state.phase == Stage.ROLLING_BACK or self._registry.acting(key)):
             # A rollback in progress (its Job running) is not cancelled: its fenced undo finds the newer
             # revision live and announces that the rollback was superseded (and whether the Job ran).
             return
@@ -299,12 +302,18 @@ class Reconciler:
         elif phase is RolloutPhase.FAILED:
             if tracked.rolled_back_from is not None:
                 await self._rollback_failed(tracked, message)
-            elif tracked.analysis is not None and tracked.live() and tracked.rollout is not None:
-                rollout, state = tracked.rollout, tracked.current_state()
-                await self._tasks.stop(tracked, "the rollout failed")
-                tracked.state = state
-                self._tasks.spawn(tracked.rollout.key, tracked, rollout,
-                            lambda: self._actions.failed(rollout, state, message), "failure")
+            else:
+                await self._rollout_failed(tracked, message)
+
+    async def _rollout_failed(self, tracked: Tracked, message: str) -> None:
+        """The analysed rollout exceeded its deadline: the analysis stops, `onFailure` runs in its place."""
+        if tracked.analysis is None or not tracked.live() or tracked.rollout is None:
+            return
+        rollout, state = tracked.rollout, tracked.current_state()
+        await self._tasks.stop(tracked, "the rollout failed")
+        tracked.state = state
+        self._tasks.spawn(rollout.key, tracked, rollout, lambda: self._actions.failed(rollout, state, message),
+                          "failure")
 
     async def _rollback_done(self, tracked: Tracked) -> None:
         bad = tracked.rolled_back_from

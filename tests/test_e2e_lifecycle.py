@@ -24,6 +24,7 @@ from sim.demo.manifests import backend_deployment, backend_service
 from sim.demo.stack import Stack, running_stack
 from sim.resources import EVENTS, JOBS, REPLICASETS
 from tests.e2ekit import (
+    all_slack_blocks_text,
     current_hash,
     deploy,
     deployment,
@@ -35,7 +36,6 @@ from tests.e2ekit import (
     rollguard_cli,
     rollout_history,
     rollout_status,
-    slack_texts,
     wait_event,
 )
 
@@ -214,8 +214,9 @@ async def test_an_undo_whose_announcement_was_lost_in_a_crash_is_announced_after
                             f"rollguard.io/state={json.dumps(state)}")
         await stack.start_daemon()
         await wait_event(stack, "RollbackCompleted", timeout=60)
-        await eventually(lambda: any("Rolled back staging/backend from revision 2" in t for t in slack_texts(stack)),
+        await eventually(lambda: "Rolled back staging/backend from revision 2" in all_slack_blocks_text(stack),
                          timeout=15, stack=stack, what="the lost 'rolled back' message")
+        assert "health-down" in all_slack_blocks_text(stack), "the announcement says which rule decided"
         assert any(e["event_action"] == "trigger" for e in pages(stack, 2)), stack.pagerduty.events
         assert image_of(stack) == "backend:v1"
 
@@ -246,11 +247,11 @@ async def test_a_reapplied_rolled_back_template_can_be_approved_and_rolled_back(
 async def test_a_rollback_whose_own_rollout_fails_pages(tmp_path: Path) -> None:
     """Finding 8: a rollback whose own rollout failed was only logged; the service may be down."""
     async with lifecycle_stack(tmp_path, HEALTH) as stack:
-        # Revision 1 never becomes ready (its rollout fails: nothing to roll back to, which pages);
-        # revision 2 comes up but its health check fails, so it is rolled back to revision 1 — whose
-        # rollout fails again.
+        # Revision 1 never becomes ready (its rollout fails; there is nothing to roll back to, which
+        # pages); revision 2 comes up but its health check fails, so it is rolled back to revision 1 —
+        # whose rollout fails again.
         await stack.apply(backend_deployment("backend:v1-never-ready", env=env(), progress_deadline=5))
-        await wait_event(stack, "RolloutFailed", timeout=60)
+        await eventually(lambda: status_of(deployment(stack)).failed, timeout=60, what="revision 1 to fail")
         await stack.apply(backend_deployment("backend:v2", env=env(SIM_READY_DELAY="0.2", **BAD),
                                              progress_deadline=5))
         await eventually(lambda: image_of(stack) == "backend:v1-never-ready", timeout=60, stack=stack,
