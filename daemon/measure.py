@@ -10,6 +10,7 @@ rules treat as "could not tell" — never as "the rollout is bad".
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
 import aiohttp
@@ -24,6 +25,21 @@ from daemon.signals.factory import build_providers
 from daemon.signals.prometheus import PrometheusClient, PrometheusProvider
 
 log = structlog.get_logger("rollguard.measure")
+
+
+async def measure_safely(name: str, coro: Coroutine[Any, Any, Measurement], *, timeout: float) -> Measurement:
+    """One provider's reading, bounded in time; whatever it raises is that signal's ERROR, never the
+    end of the analysis (a workload's answer can be hostile by definition)."""
+    try:
+        return await asyncio.wait_for(coro, timeout)
+    except TimeoutError:
+        return Measurement(Phase.ERROR, None, f"{name}: no answer within {timeout:g}s")
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # any failure of one signal is that signal's error
+        log.warning("signal measurement failed", signal=name, error_type=type(exc).__name__)
+        return Measurement(Phase.ERROR, None, f"{name}: the measurement failed ({type(exc).__name__}: "
+                                              f"{str(exc)[:200]})")
 
 
 def can_run(policy: RollbackPolicy, *, prometheus_url: str | None) -> RuleError | None:
@@ -70,20 +86,8 @@ class ProviderMeasurer:
         self._providers[id(policy)] = (policy, built)
         return built
 
-    async def _bounded(self, name: str, coro: Any) -> Measurement:
-        """One provider's reading, bounded in time; whatever it raises is that signal's ERROR, never the
-        end of the analysis (a workload's answer can be hostile by definition)."""
-        try:
-            result: Measurement = await asyncio.wait_for(coro, self._timeout)
-            return result
-        except TimeoutError:
-            return Measurement(Phase.ERROR, None, f"{name}: no answer within {self._timeout:g}s")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # any failure of one signal is that signal's error
-            log.warning("signal measurement failed", signal=name, error_type=type(exc).__name__)
-            return Measurement(Phase.ERROR, None, f"{name}: the measurement failed ({type(exc).__name__}: "
-                                                  f"{str(exc)[:200]})")
+    async def _bounded(self, name: str, coro: Coroutine[Any, Any, Measurement]) -> Measurement:
+        return await measure_safely(name, coro, timeout=self._timeout)
 
     async def measure(self, rollout: Rollout) -> dict[str, Measurement]:
         providers = self._for(rollout.policy)

@@ -75,7 +75,8 @@ def page_summaries(stack: Stack, revision: int) -> str:
 
 async def test_a_harmless_write_racing_the_undo_does_not_drop_the_rollback(tmp_path: Path) -> None:
     """Finding 1: any write between the undo's read and its PATCH (a status update, an HPA, a GitOps
-    annotation) failed the resourceVersion test and ended the analysis with the bad revision live."""
+    annotation) failed the resourceVersion test and ended the analysis with the bad revision live.
+    Here a client writes the Deployment a few hundred times a second while the rollback happens."""
     async with lifecycle_stack(tmp_path, HEALTH) as stack:
         await good_v1(stack)
         stop = asyncio.Event()
@@ -89,13 +90,13 @@ async def test_a_harmless_write_racing_the_undo_does_not_drop_the_rollback(tmp_p
                     await kube.patch(path, {"metadata": {"annotations": {"example.com/touched": str(writes)}}},
                                      content_type=MERGE_PATCH)
                     writes += 1
-                    await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.002)
 
         toucher = asyncio.create_task(touch())
         try:
             await deploy(stack, "backend:v2", **BAD)
             await eventually(lambda: image_of(stack) == "backend:v1", timeout=60, stack=stack,
-                             what="the rollback despite ~100 writes a second to the Deployment")
+                             what="the rollback despite hundreds of writes a second to the Deployment")
         finally:
             stop.set()
             await toucher
@@ -187,6 +188,7 @@ async def test_a_pending_review_is_analysed_again_after_a_restart(tmp_path: Path
         await deploy(stack, "backend:v2", SIM_LOG_ERROR_RATIO="0.5", SIM_LOG_RATE="5")
         await wait_event(stack, "ReviewRequested", timeout=60)
         await stack.stop_daemon()
+        assert image_of(stack) == "backend:v2", "the restart must come before the rollback rule's for: ends"
         await stack.start_daemon()
         await eventually(lambda: image_of(stack) == "backend:v1", timeout=60, stack=stack,
                          what="the later rollback rule to fire after the restart")

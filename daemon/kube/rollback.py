@@ -26,6 +26,8 @@ Exceptions:
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -207,6 +209,11 @@ async def read_for_undo(client: KubeClient, namespace: str, name: str) -> tuple[
 
 MAX_PRECONDITION_RETRIES = 5
 """How often a failed resourceVersion `test` is retried after a re-read that shows the fence still holds."""
+FIELD_FENCED_ATTEMPTS = 3
+"""Attempts after those, fenced on the fields that make the revision (template, revision annotation)
+instead of the whole object's version: a Deployment that other writers touch hundreds of times a
+second (a runaway controller) is still rolled back, and still never over a newer revision."""
+_REVISION_POINTER = "/metadata/annotations/" + REVISION_ANNOTATION.replace("~", "~0").replace("/", "~1")
 
 
 async def undo(client: KubeClient, namespace: str, name: str, *, to_revision: int = 0,
@@ -218,7 +225,8 @@ async def undo(client: KubeClient, namespace: str, name: str, *, to_revision: in
     Raises `UndoRefused` (kubectl's reasons) or `RollbackFenced` (a newer revision is live). A write
     by someone else between the read and the patch (a status update, a scale, an annotation) fails
     the patch's resourceVersion `test`; the Deployment is then read again and, while the fence still
-    holds, the undo is planned and sent again (at most `MAX_PRECONDITION_RETRIES` times).
+    holds, the undo is planned and sent again (`MAX_PRECONDITION_RETRIES` times, then fenced on the
+    template and revision annotation alone, `FIELD_FENCED_ATTEMPTS` times).
     With `dry_run`, the patch is sent with `dryRun=All`: validated by the server, stored nowhere.
     `set_annotations` are written by the same patch (rollguard's state: the undo and the memory of it
     land together or not at all, so a crash right after the undo cannot forget it).
@@ -238,7 +246,13 @@ async def undo(client: KubeClient, namespace: str, name: str, *, to_revision: in
         if set_annotations:
             operations = [{**op, "value": {**op["value"], **set_annotations}}
                           if op["path"] == "/metadata/annotations" else op for op in operations]
-        body = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}, *operations]
+        if attempt < MAX_PRECONDITION_RETRIES:
+            preconditions = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}]
+        else:
+            preconditions = [{"op": "test", "path": "/spec/template", "value": deployment["spec"]["template"]},
+                             {"op": "test", "path": _REVISION_POINTER,
+                              "value": (deployment["metadata"].get("annotations") or {}).get(REVISION_ANNOTATION)}]
+        body = [*preconditions, *operations]
         if before_write is not None:
             before_write()
         try:
@@ -249,9 +263,10 @@ async def undo(client: KubeClient, namespace: str, name: str, *, to_revision: in
             if not lost_race:
                 raise
             attempt += 1
-            if attempt > MAX_PRECONDITION_RETRIES:
+            if attempt >= MAX_PRECONDITION_RETRIES + FIELD_FENCED_ATTEMPTS:
                 raise RollbackContended(
                     f"deployment {namespace}/{name} kept changing while rolling back ({attempt} attempts, last: "
                     f"{exc.code} {exc.reason}); the undo was not written") from exc
+            await asyncio.sleep(random.uniform(0, 0.02 * attempt))  # let the other writer's burst pass
             continue
         return UndoResult(plan, patched, dry_run)
