@@ -36,6 +36,7 @@ from tests.e2ekit import (
     rollguard_cli,
     rollout_history,
     rollout_status,
+    slack_thread_for,
     wait_event,
 )
 
@@ -290,3 +291,21 @@ def _hash_of(stack: Stack, revision: int) -> str:
         if (meta.get("annotations") or {}).get("deployment.kubernetes.io/revision") == str(revision):
             return str(meta["labels"]["pod-template-hash"])
     raise AssertionError(f"no ReplicaSet has revision {revision}")
+
+
+async def test_a_restart_mid_rollout_continues_the_same_slack_thread(tmp_path: Path) -> None:
+    """The thread's root is remembered on the Deployment: a restarted daemon replies in it."""
+    async with lifecycle_stack(tmp_path, REVIEW_THEN_ROLLBACK) as stack:
+        await good_v1(stack)
+        await deploy(stack, "backend:v2", SIM_LOG_ERROR_RATIO="0.5", SIM_LOG_RATE="5")
+        await wait_event(stack, "ReviewRequested", timeout=60)
+        await eventually(lambda: "rollguard.io/slack-threads" in deployment(stack)["metadata"]["annotations"],
+                         timeout=15, stack=stack, what="the thread to be remembered on the Deployment")
+        await stack.stop_daemon()
+        await stack.start_daemon()
+        await eventually(lambda: image_of(stack) == "backend:v1", timeout=60, stack=stack, what="the rollback")
+        await wait_event(stack, "RolledBack")
+        await eventually(lambda: any("Rolled back" in m.text for m in slack_thread_for(stack, 2)), timeout=15,
+                         stack=stack, what="the rollback message in revision 2's thread")
+        roots = [m for m in stack.slack.roots() if m.text.startswith("staging/backend revision 2:")]
+        assert len(roots) == 1, [m.text for m in roots]
