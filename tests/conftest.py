@@ -1,11 +1,38 @@
-"""Shared test fixtures. Every test fails if it leaves asyncio tasks running behind it."""
+"""Shared test fixtures. Every test fails if it leaves asyncio tasks running behind it.
+
+`store`, `server` and `session`: a simulated object store on a fake clock, the simulated workload
+(every pod's HTTP/WebSocket endpoints and the in-cluster service proxy) serving it on loopback, and a
+plain aiohttp client — what the provider and service tests share (a module may define its own).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
+
+from daemon.clock import FakeClock
+from sim.services import WorkloadServer
+from sim.store import Store
+
+
+@pytest.fixture
+def store() -> Store:
+    return Store(FakeClock(start=1_764_151_200.0))
+
+
+@pytest.fixture
+async def server(store: Store) -> AsyncIterator[WorkloadServer]:
+    async with WorkloadServer(store, store.clock) as running:
+        yield running
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as plain:
+        yield plain
 
 
 @pytest.fixture(autouse=True)

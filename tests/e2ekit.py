@@ -12,10 +12,11 @@ from typing import Any
 
 import aiohttp
 
-from sim.demo.manifests import backend_deployment
+from sim.demo.manifests import backend_deployment, backend_service
 from sim.demo.stack import Stack
 from sim.receivers.slack import SlackMessage
 from sim.resources import DEPLOYMENTS, EVENTS, REPLICASETS
+from tests import waiting
 
 RULES = Path(__file__).parent / "data" / "e2e" / "rules"
 
@@ -29,13 +30,12 @@ def env(**overrides: str) -> dict[str, str]:
 async def eventually(predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.2,
                      stack: Stack | None = None) -> None:
     """Wait until `predicate()` is true; fail with `what` after `timeout` seconds (or if the daemon died)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
+
+    def daemon_alive() -> None:
         if stack is not None and (error := stack.daemon_failed()) is not None:
             raise AssertionError(f"the daemon died while waiting for {what}: {error!r}") from error
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(interval)
+
+    await waiting.eventually(predicate, timeout=timeout, what=what, interval=interval, check=daemon_alive)
 
 
 def deployment(stack: Stack, name: str = "backend", namespace: str = "staging") -> dict[str, Any]:
@@ -59,6 +59,13 @@ def state_of(stack: Stack, name: str = "backend") -> dict[str, Any]:
 
 async def deploy(stack: Stack, image: str, **sim_env: str) -> None:
     await stack.apply(backend_deployment(image, env=env(**sim_env), change_cause=f"deploy {image}"))
+
+
+async def serving_v1(stack: Stack, **sim_env: str) -> None:
+    """The starting point of most scenarios: the backend Service, and revision 1 rolled out."""
+    await stack.apply(backend_service())
+    await deploy(stack, "backend:v1", **sim_env)
+    await rollout_status(stack)
 
 
 async def rollout_status(stack: Stack, timeout: str = "90s") -> str:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from sim.demo.manifests import backend_service
 from sim.demo.stack import running_stack
 from tests.e2ekit import (
     RULES,
@@ -18,7 +17,7 @@ from tests.e2ekit import (
     image_of,
     revision_of,
     rollout_history,
-    rollout_status,
+    serving_v1,
     slack_texts,
 )
 
@@ -27,9 +26,7 @@ pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(180)]
 
 async def test_dry_run_says_it_would_roll_back_and_writes_nothing(tmp_path: Path) -> None:
     async with running_stack(workdir=tmp_path, rules_dir=RULES, dry_run=True) as stack:
-        await stack.apply(backend_service())
-        await deploy(stack, "backend:v1")
-        await rollout_status(stack)
+        await serving_v1(stack)
         await deploy(stack, "backend:v2", SIM_ERROR_RATIO="0.12")
         await eventually(lambda: revision_of(stack) == 2, timeout=30, what="revision 2 to start", stack=stack)
 

@@ -36,6 +36,7 @@ from tests.e2ekit import (
     rollguard_cli,
     rollout_history,
     rollout_status,
+    serving_v1,
     slack_thread_for,
     wait_event,
 )
@@ -56,11 +57,6 @@ async def lifecycle_stack(tmp_path: Path, rules: Path, **kwargs: Any) -> AsyncIt
         yield stack
 
 
-async def good_v1(stack: Stack) -> None:
-    await deploy(stack, "backend:v1")
-    await rollout_status(stack)
-
-
 def jobs(stack: Stack) -> list[dict[str, Any]]:
     return list(stack.cluster.store.list_objects(JOBS, "staging")[0])
 
@@ -79,7 +75,7 @@ async def test_a_harmless_write_racing_the_undo_does_not_drop_the_rollback(tmp_p
     annotation) failed the resourceVersion test and ended the analysis with the bad revision live.
     Here a client writes the Deployment a few hundred times a second while the rollback happens."""
     async with lifecycle_stack(tmp_path, HEALTH) as stack:
-        await good_v1(stack)
+        await serving_v1(stack)
         stop = asyncio.Event()
         writes = 0
 
@@ -113,7 +109,7 @@ async def test_a_harmless_write_racing_the_undo_does_not_drop_the_rollback(tmp_p
 async def test_a_restart_during_the_pre_rollback_job_adopts_it_and_undoes_once(tmp_path: Path) -> None:
     """Finding 2a: a restart while the downgrade Job ran started a second Job."""
     async with lifecycle_stack(tmp_path, HEALTH_JOB) as stack:
-        await good_v1(stack)
+        await serving_v1(stack)
         await deploy(stack, "backend:v2", SIM_RUN_SECONDS="8", **BAD)
         await eventually(lambda: len(jobs(stack)) == 1, timeout=60, stack=stack, what="the pre-rollback Job")
         await stack.stop_daemon(kill=True)
@@ -142,7 +138,7 @@ async def test_a_newer_deploy_during_the_job_fences_the_rollback_and_pages(tmp_p
     """Finding 2b and 1's second half: a deploy landing during the Job left the schema downgraded and
     the app not, and the fenced rollback was a Normal Event that told nobody."""
     async with lifecycle_stack(tmp_path, HEALTH_JOB) as stack:
-        await good_v1(stack)
+        await serving_v1(stack)
         await deploy(stack, "backend:v2", SIM_RUN_SECONDS="10", **BAD)
         await eventually(lambda: len(jobs(stack)) == 1, timeout=60, stack=stack, what="the pre-rollback Job")
         await deploy(stack, "backend:v3")
@@ -158,7 +154,7 @@ async def test_a_deadline_passed_while_no_daemon_ran_is_acted_on_at_start(tmp_pa
     """Finding 6a: a ProgressDeadlineExceeded that happened while no replica led never triggered
     `onFailure` or its page."""
     async with lifecycle_stack(tmp_path, HEALTH) as stack:
-        await good_v1(stack)
+        await serving_v1(stack)
         await stack.stop_daemon()
         await stack.apply(backend_deployment("backend:v2-never-ready", env=env(), progress_deadline=4))
         await eventually(lambda: status_of(deployment(stack)).failed, timeout=60, what="the deadline to pass")
@@ -172,7 +168,7 @@ async def test_a_deadline_passed_while_no_daemon_ran_is_acted_on_at_start(tmp_pa
 async def test_a_rollout_that_completed_while_no_daemon_ran_is_still_judged(tmp_path: Path) -> None:
     """Finding 6b: a rollout that completed during the gap was never analysed."""
     async with lifecycle_stack(tmp_path, HEALTH) as stack:
-        await good_v1(stack)
+        await serving_v1(stack)
         await stack.stop_daemon()
         await deploy(stack, "backend:v2", **BAD)
         await rollout_status(stack)
@@ -185,7 +181,7 @@ async def test_a_pending_review_is_analysed_again_after_a_restart(tmp_path: Path
     """Finding 6c: after a restart a rollout waiting for review was no longer analysed, so a later
     rollback rule could never fire."""
     async with lifecycle_stack(tmp_path, REVIEW_THEN_ROLLBACK) as stack:
-        await good_v1(stack)
+        await serving_v1(stack)
         await deploy(stack, "backend:v2", SIM_LOG_ERROR_RATIO="0.5", SIM_LOG_RATE="5")
         await wait_event(stack, "ReviewRequested", timeout=60)
         await stack.stop_daemon()
@@ -202,7 +198,7 @@ async def test_an_undo_whose_announcement_was_lost_in_a_crash_is_announced_after
     `rolling-back`) while no daemon runs; the state is in the first version's format, as an upgrade
     from the previous release would find it."""
     async with lifecycle_stack(tmp_path, HEALTH) as stack:
-        await good_v1(stack)
+        await serving_v1(stack)
         await stack.stop_daemon()
         await deploy(stack, "backend:v2", **BAD)
         await rollout_status(stack)
@@ -228,7 +224,7 @@ async def test_a_reapplied_rolled_back_template_can_be_approved_and_rolled_back(
     """Finding 7: a re-applied rolled-back template asked for review, then `rollguard approve` was
     ignored ("no review is pending for revision 4") and still exited 0."""
     async with lifecycle_stack(tmp_path, HEALTH) as stack:
-        await good_v1(stack)
+        await serving_v1(stack)
         await deploy(stack, "backend:v2", **BAD)
         await eventually(lambda: image_of(stack) == "backend:v1", timeout=60, stack=stack, what="the rollback")
         await wait_event(stack, "RollbackCompleted", timeout=30)
@@ -296,7 +292,7 @@ def _hash_of(stack: Stack, revision: int) -> str:
 async def test_a_restart_mid_rollout_continues_the_same_slack_thread(tmp_path: Path) -> None:
     """The thread's root is remembered on the Deployment: a restarted daemon replies in it."""
     async with lifecycle_stack(tmp_path, REVIEW_THEN_ROLLBACK) as stack:
-        await good_v1(stack)
+        await serving_v1(stack)
         await deploy(stack, "backend:v2", SIM_LOG_ERROR_RATIO="0.5", SIM_LOG_RATE="5")
         await wait_event(stack, "ReviewRequested", timeout=60)
         await eventually(lambda: "rollguard.io/slack-threads" in deployment(stack)["metadata"]["annotations"],

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from sim.demo.manifests import backend_service
 from sim.demo.stack import running_stack
 from tests.e2ekit import (
     RULES,
@@ -21,7 +20,7 @@ from tests.e2ekit import (
     image_of,
     pending_since,
     revision_of,
-    rollout_status,
+    serving_v1,
     slack_messages_for,
     state_of,
 )
@@ -35,9 +34,7 @@ INTERVAL = 1.0  # the policy's evaluation interval
 
 async def test_receivers_failing_do_not_delay_the_rollback_nor_duplicate_alerts(tmp_path: Path) -> None:
     async with running_stack(workdir=tmp_path, rules_dir=RULES) as stack:
-        await stack.apply(backend_service())
-        await deploy(stack, "backend:v1")
-        await rollout_status(stack)
+        await serving_v1(stack)
         await eventually(lambda: len(slack_messages_for(stack, 1)) == 1, timeout=15,
                          what="revision 1's Slack message (before the faults)", stack=stack)
 

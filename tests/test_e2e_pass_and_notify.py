@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from sim.demo.manifests import backend_service
 from sim.demo.stack import running_stack
 from sim.receivers.slack import SlackMessage
 from tests.e2ekit import (
@@ -24,7 +23,7 @@ from tests.e2ekit import (
     image_of,
     revision_of,
     rollout_history,
-    rollout_status,
+    serving_v1,
     slack_messages_for,
     slack_thread_for,
     state_is_for,
@@ -36,9 +35,7 @@ pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(180)]
 
 async def test_a_healthy_deploy_passes_and_a_noisy_one_is_only_noted(tmp_path: Path) -> None:
     async with running_stack(workdir=tmp_path, rules_dir=RULES) as stack:
-        await stack.apply(backend_service())
-        await deploy(stack, "backend:v1")
-        await rollout_status(stack)
+        await serving_v1(stack)
 
         # --- scenario 1: 1% errors is within the policy: passes after the bake time ---
         await deploy(stack, "backend:v2", SIM_ERROR_RATIO="0.01")

@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from sim.demo.manifests import backend_deployment, backend_service
+from sim.demo.manifests import backend_deployment
 from sim.demo.stack import running_stack
 from tests.e2ekit import (
     RULES,
     all_slack_blocks_text,
-    deploy,
     env,
     event_reasons,
     eventually,
     image_of,
     revision_of,
     rollout_status,
+    serving_v1,
     slack_messages_for,
 )
 
@@ -31,9 +31,7 @@ pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(180)]
 
 async def test_a_rollout_past_its_progress_deadline_is_announced_and_rolled_back(tmp_path: Path) -> None:
     async with running_stack(workdir=tmp_path, rules_dir=RULES) as stack:
-        await stack.apply(backend_service())
-        await deploy(stack, "backend:v1")
-        await rollout_status(stack)
+        await serving_v1(stack)
         await stack.apply(backend_deployment("backend:v2-never-ready", env=env(), progress_deadline=10,
                                              change_cause="deploy backend:v2-never-ready"))
         await eventually(lambda: revision_of(stack) == 2, timeout=30, what="revision 2 to start", stack=stack)

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sim.demo.manifests import backend_service
 from sim.demo.stack import running_stack
-from tests.e2ekit import deploy, eventually, image_of, rollout_status, slack_texts
+from tests.e2ekit import deploy, eventually, image_of, serving_v1, slack_texts
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(240)]
 
@@ -17,9 +16,7 @@ RULES = Path(__file__).parent / "data" / "e2e" / "rules-resolve"
 
 async def test_the_incident_is_resolved_once_the_rollback_has_completed(tmp_path: Path) -> None:
     async with running_stack(workdir=tmp_path, rules_dir=RULES) as stack:
-        await stack.apply(backend_service())
-        await deploy(stack, "backend:v1")
-        await rollout_status(stack)
+        await serving_v1(stack)
         await deploy(stack, "backend:v2", SIM_ERROR_RATIO="0.12")
         await eventually(lambda: image_of(stack) == "backend:v1", timeout=90, stack=stack,
                          what="rollguard to roll backend back to v1")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from sim.demo.manifests import backend_service
 from sim.demo.stack import running_stack
 from tests.e2ekit import (
     RULES,
@@ -19,6 +18,7 @@ from tests.e2ekit import (
     image_of,
     revision_of,
     rollout_status,
+    serving_v1,
     slack_texts,
     state_of,
 )
@@ -28,9 +28,7 @@ pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(240)]
 
 async def test_a_deploy_with_12pct_errors_is_rolled_back_and_people_are_told(tmp_path: Path) -> None:
     async with running_stack(workdir=tmp_path, rules_dir=RULES) as stack:
-        await stack.apply(backend_service())
-        await deploy(stack, "backend:v1")
-        await rollout_status(stack)
+        await serving_v1(stack)
         await deploy(stack, "backend:v2", SIM_ERROR_RATIO="0.12")
         await eventually(lambda: revision_of(stack) == 2, timeout=30, what="revision 2 to start", stack=stack)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from daemon.kube.client import KubeClient, api_path
 from daemon.kube.watching import Informer
-from tests.e2ekit import eventually
 from tests.simkit import deployment_manifest, sim_server
+from tests.waiting import eventually
 
 
 async def test_an_expired_watch_relists_and_reconciles_the_cache(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from sim.demo.stack import Stack, running_stack
 from sim.resources import EVENTS, LEASES
 from sim.store import Store
 from sim.workload import WorkloadLogs
+from tests import waiting
 from tests.e2ekit import RULES, deploy, image_of, revision_of, rollout_status, state_of
 from tests.replicakit import LEASE_SECONDS, FrontDoor, Replica, holder, kill, replica
 from tests.simkit import sim_server
@@ -274,13 +275,7 @@ def alive(*replicas: Replica) -> Callable[[], None]:
 async def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str, replicas: tuple[Replica, ...] = ()
                    ) -> float:
     """Poll until `predicate()`; returns the seconds it took. Fails if a daemon died meanwhile."""
-    started = time.monotonic()
-    while not predicate():
-        alive(*replicas)()
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(0.1)
-    return time.monotonic() - started
+    return await waiting.eventually(predicate, timeout=timeout, what=what, interval=0.1, check=alive(*replicas))
 
 
 async def history(stack: Stack) -> list[str]:

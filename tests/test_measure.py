@@ -4,7 +4,6 @@ measure is refused at load, and whatever one signal's measurement raises is that
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -42,24 +41,17 @@ def write_policy(directory: Path, name: str, signals: str, when: str) -> Path:
     return path
 
 
-@pytest.fixture
-async def workload() -> AsyncIterator[WorkloadServer]:
-    store = Store(FakeClock(start=1_764_151_200.0))
+async def test_a_missing_prometheus_does_not_blank_the_http_check(tmp_path: Path, store: Store,
+                                                                   server: WorkloadServer) -> None:
+    """Finding 4: with no Prometheus URL, every signal of the policy (HTTP checks too) read `error`."""
     make_service(store, "staging", "backend")
     make_pod(store, "staging", "backend-5d8f7c9b4-aaaaa", env={"SIM_READY_DELAY": "0"})
-    async with WorkloadServer(store, store.clock) as running:
-        yield running
-
-
-async def test_a_missing_prometheus_does_not_blank_the_http_check(tmp_path: Path,
-                                                                   workload: WorkloadServer) -> None:
-    """Finding 4: with no Prometheus URL, every signal of the policy (HTTP checks too) read `error`."""
     path = write_policy(tmp_path, "both", PROMETHEUS + HEALTH, "error_rate > 0.05 || !health.ok")
     policy = load_file(path).policies[0]
     ctx = SignalContext("staging", "backend", 2, "5d8f7c9b4", "backend-5d8f7c9b4-", {}, 0.0)
     rollout = Rollout(RolloutId("staging", "backend", 2, "5d8f7c9b4"), policy, ctx, None, 0.0)
     async with aiohttp.ClientSession() as session:
-        measurer = ProviderMeasurer(prometheus_url=None, kube=None, session=session, proxy=workload.url,
+        measurer = ProviderMeasurer(prometheus_url=None, kube=None, session=session, proxy=server.url,
                                     clock=FakeClock())
         measured = await measurer.measure(rollout)
         await measurer.close()

@@ -11,7 +11,6 @@ Helpers at the top are shared with the other notify test modules.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import socket
@@ -40,6 +39,7 @@ from daemon.notify.nop import NopNotifier
 from sim.receivers import LocalReceiver
 from sim.receivers.pagerduty import PagerDutyReceiver
 from sim.receivers.slack import SlackReceiver
+from tests import waiting
 
 # Recognisable secrets: if any of these shows up where it should not, the scan below finds it.
 SLACK_TOKEN = "xoxb-1111-2222-SECRETslackTOKENdoNotLeak"
@@ -75,11 +75,7 @@ def make_alert(kind: AlertKind = AlertKind.ROLLBACK_STARTED, **overrides: Any) -
 
 async def eventually(predicate: Callable[[], bool], *, timeout: float = 10.0, what: str = "condition") -> None:
     """Wait (real time) until `predicate()` holds; for work happening in other tasks or threads."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
+    await waiting.eventually(predicate, timeout=timeout, what=what, interval=0.005)
 
 
 def closed_port() -> int:

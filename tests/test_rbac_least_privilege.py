@@ -19,11 +19,10 @@ import pytest
 import yaml
 
 from sim.apiserver import AuditRecord
-from sim.demo.manifests import backend_service
 from sim.demo.stack import running_stack
 from sim.resources import JOBS
 from sim.workload import WorkloadLogs
-from tests.e2ekit import RULES, deploy, eventually, image_of, rollout_status, state_of
+from tests.e2ekit import RULES, deploy, eventually, image_of, serving_v1, state_of
 from tests.replicakit import FrontDoor
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(90)]
@@ -95,9 +94,7 @@ async def test_the_chart_grants_exactly_what_the_daemon_uses(tmp_path: Path) -> 
                       logs=WorkloadLogs(stack.cluster.store, stack.cluster.clock)) as door:
         stack.settings = dataclasses.replace(stack.settings, kubeconfig=door.kubeconfig, lease_duration=3.0)
         await stack.start_daemon()
-        await stack.apply(backend_service())
-        await deploy(stack, "backend:v1")
-        await rollout_status(stack)
+        await serving_v1(stack)
         await deploy(stack, "backend:v2", SIM_ERROR_RATIO="0.12")
         await eventually(lambda: image_of(stack) == "backend:v1", timeout=60, stack=stack,
                          what="rollguard to roll backend back to v1")

@@ -9,7 +9,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from daemon.clock import FakeClock
 from daemon.rules.model import WebSocketSignal
 from daemon.signals.base import Measurement, Phase, SignalContext
 from daemon.signals.websocket import WebSocketProvider
@@ -22,23 +21,6 @@ WS = "ws://backend.{{namespace}}:8000/ws"
 PING = '{"type":"PING"}'
 CTX = SignalContext(namespace="staging", deployment="backend", revision=2, pod_template_hash="5d8f7c9b4",
                     pod_prefix="backend-5d8f7c9b4-", labels={"app": "backend"}, rollout_started_at=0.0)
-
-
-@pytest.fixture
-def store() -> Store:
-    return Store(FakeClock(start=1_764_151_200.0))
-
-
-@pytest.fixture
-async def server(store: Store) -> AsyncIterator[WorkloadServer]:
-    async with WorkloadServer(store, store.clock) as running:
-        yield running
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as plain:
-        yield plain
 
 
 def backend(store: Store, **env: str) -> None:

@@ -22,6 +22,7 @@ from sim.controllers.events import EventRecorder
 from sim.controllers.hashing import SAFE_ALPHABET, template_hash
 from sim.resources import DEPLOYMENTS, EVENTS, NAMESPACES, PODS, REPLICASETS
 from sim.store import Obj, Store, WatchEvent, copy_json
+from tests.waiting import eventually
 
 REVISION = "deployment.kubernetes.io/revision"
 SPEED = 50.0
@@ -45,11 +46,7 @@ async def cluster() -> AsyncIterator[Cluster]:
 
 async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
     """Poll `predicate` until true; fail naming `what` after `timeout` real seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.002)
+    await eventually(predicate, timeout=timeout, what=what, interval=0.002)
 
 
 def deployment(name: str = "web", *, replicas: int = 3, image: str = "nginx:1.25", max_surge: Any = "25%",

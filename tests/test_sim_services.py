@@ -11,24 +11,12 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.clock import FakeClock
 from sim.resources import PODS
 from sim.services import POD_HEADER, WorkloadServer, parse_cluster_host, sim_client_session_kwargs
 from sim.store import Store
 from tests.promkit import make_pod, make_service, set_ready
 
 FAST = {"SIM_LATENCY_MS": "1"}
-
-
-@pytest.fixture
-def store() -> Store:
-    return Store(FakeClock(start=1_764_151_200.0))
-
-
-@pytest.fixture
-async def server(store: Store) -> AsyncIterator[WorkloadServer]:
-    async with WorkloadServer(store, store.clock) as running:
-        yield running
 
 
 @pytest.fixture
