@@ -132,7 +132,8 @@ async def _run_wired(settings: RunSettings, *, extras: Extras, env: Mapping[str,
         settings.notify_config, rules.policies, env)
     async with _session() as session:
         measurer = ProviderMeasurer(prometheus_url=prometheus_url, kube=kube, session=session,
-                                    proxy=settings.service_proxy, clock=clock)
+                                    proxy=settings.service_proxy, clock=clock,
+                                    timeout=settings.analysis.measure_timeout)
         registry = RollbackRegistry()
         supervisor_ref: list[Supervisor] = []
 
@@ -155,8 +156,11 @@ async def _run_wired(settings: RunSettings, *, extras: Extras, env: Mapping[str,
             on_misrouted=lambda alert, why: _keep(writer.event(
                 _deployment_ref(alert.namespace, alert.deployment), type_="Warning", reason="AlertMisrouted",
                 message=f"{alert.kind.value} of policy {alert.policy} went to the default route: {why}")))
+        tuning = settings.notify
         pipeline = NotificationPipeline(built.notifiers, clock=clock, metrics=PrometheusMetrics(metrics.registry),
-                                        redactor=built.redactor, router=router)
+                                        redactor=built.redactor, router=router, max_attempts=tuning.max_attempts,
+                                        deadline_seconds=tuning.deadline, send_timeout=tuning.send_timeout,
+                                        queue_size=tuning.queue_size)
         actions = Actions(kube, writer, pipeline, clock=clock, registry=registry, metrics=metrics,
                           settings=ActionSettings(dry_run=settings.dry_run,
                                                   max_rollbacks=settings.actions.max_rollbacks,

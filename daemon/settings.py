@@ -76,6 +76,29 @@ class ActionLimits:
 
 
 @dataclass(frozen=True)
+class NotifyTuning:
+    """How hard the notification pipeline tries (ROLLGUARD_NOTIFY_MAX_ATTEMPTS, _NOTIFY_DEADLINE,
+    _NOTIFY_SEND_TIMEOUT, _NOTIFY_QUEUE_SIZE)."""
+
+    max_attempts: int = 6
+    """Delivery attempts per alert and notifier, the first included."""
+    deadline: float = 300.0
+    """Seconds after an alert was raised past which it is no longer retried (dead-lettered, counted)."""
+    send_timeout: float = 30.0
+    """Seconds one delivery attempt may take."""
+    queue_size: int = 1000
+    """Alerts waiting per notifier before the oldest is dropped (counted)."""
+
+
+@dataclass(frozen=True)
+class AnalysisTuning:
+    """How analyses measure (ROLLGUARD_MEASURE_TIMEOUT)."""
+
+    measure_timeout: float = 30.0
+    """Seconds one signal's measurement may take before it is that signal's `error`."""
+
+
+@dataclass(frozen=True)
 class RunSettings:
     """Settings of `rollguard run`, the daemon proper."""
 
@@ -111,6 +134,10 @@ class RunSettings:
     for example against the simulated cluster. None: connect directly."""
     actions: ActionLimits = field(default_factory=ActionLimits)
     """The rollback cap and the write margin."""
+    notify: NotifyTuning = field(default_factory=NotifyTuning)
+    """The notification pipeline's retries, deadline and queues."""
+    analysis: AnalysisTuning = field(default_factory=AnalysisTuning)
+    """Measurement bounds."""
 
 
 _LOG_FORMATS = ("auto", "json", "console")
@@ -199,6 +226,13 @@ def run_settings(
         rollback_window=_number(env, "ROLLBACK_WINDOW", 3600, low=60, high=7 * 86400),
         write_margin=_number(env, "WRITE_MARGIN", 2, low=0, high=lease_duration / 2),
     )
+    notify = NotifyTuning(
+        max_attempts=int(_number(env, "NOTIFY_MAX_ATTEMPTS", 6, low=1, high=100, whole=True)),
+        deadline=_number(env, "NOTIFY_DEADLINE", 300, low=1, high=86400),
+        send_timeout=_number(env, "NOTIFY_SEND_TIMEOUT", 30, low=1, high=600),
+        queue_size=int(_number(env, "NOTIFY_QUEUE_SIZE", 1000, low=1, high=1_000_000, whole=True)),
+    )
+    analysis = AnalysisTuning(measure_timeout=_number(env, "MEASURE_TIMEOUT", 30, low=1, high=600))
     proxy_value, _ = flag_or_env(service_proxy, env, "SERVICE_PROXY", None)
     prometheus_value, _ = flag_or_env(prometheus_url, env, "PROMETHEUS_URL", None)
     notify_value, _ = flag_or_env(notify_config, env, "NOTIFY_CONFIG", None)
@@ -218,6 +252,8 @@ def run_settings(
         prometheus_url=prometheus_value or None,
         notify_config=Path(notify_value) if notify_value else None,
         actions=actions,
+        notify=notify,
+        analysis=analysis,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,23 @@ def test_sim_settings_speed_bounds() -> None:
     with pytest.raises(SettingsError, match=r"--speed: 0 is outside"):
         sim_settings(listen=None, kubeconfig_out=None, with_prometheus=False, speed=0,
                      log=LogSettings(), env={})
+
+
+def test_the_rollback_cap_notification_and_measurement_tuning_come_from_the_environment() -> None:
+    s = run_settings(rules="r", kubeconfig=None, namespaces=[], dry_run=False, http_listen=None, log=LogSettings(),
+                     env={"ROLLGUARD_MAX_ROLLBACKS": "5", "ROLLGUARD_ROLLBACK_WINDOW": "7200",
+                          "ROLLGUARD_WRITE_MARGIN": "1.5", "ROLLGUARD_NOTIFY_MAX_ATTEMPTS": "3",
+                          "ROLLGUARD_NOTIFY_DEADLINE": "60", "ROLLGUARD_MEASURE_TIMEOUT": "10"})
+    assert (s.actions.max_rollbacks, s.actions.rollback_window, s.actions.write_margin) == (5, 7200.0, 1.5)
+    assert (s.notify.max_attempts, s.notify.deadline, s.analysis.measure_timeout) == (3, 60.0, 10.0)
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("ROLLGUARD_MAX_ROLLBACKS", "2.5", "ROLLGUARD_MAX_ROLLBACKS: '2.5' is not a whole number"),
+    ("ROLLGUARD_ROLLBACK_WINDOW", "10", "ROLLGUARD_ROLLBACK_WINDOW: 10.0 is outside 60..604800"),
+    ("ROLLGUARD_WRITE_MARGIN", "9", "ROLLGUARD_WRITE_MARGIN: 9.0 is outside 0..7.5"),
+])
+def test_bad_tuning_values_name_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        run_settings(rules="r", kubeconfig=None, namespaces=[], dry_run=False, http_listen=None, log=LogSettings(),
+                     env={name: value})
