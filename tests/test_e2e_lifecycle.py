@@ -305,3 +305,23 @@ async def test_a_restart_mid_rollout_continues_the_same_slack_thread(tmp_path: P
                          stack=stack, what="the rollback message in revision 2's thread")
         roots = [m for m in stack.slack.roots() if m.text.startswith("staging/backend revision 2:")]
         assert len(roots) == 1, [m.text for m in roots]
+
+
+async def test_an_invalid_state_annotation_is_reported_and_the_rollout_judged_afresh(tmp_path: Path) -> None:
+    """Finding 5: `"decision": "x"` in the state made the rollout never analysed again (AttributeError)."""
+    async with lifecycle_stack(tmp_path, HEALTH) as stack:
+        await serving_v1(stack)
+        await stack.stop_daemon()
+        await deploy(stack, "backend:v2", **BAD)
+        await rollout_status(stack)
+        forged = {"v": 1, "rollout": {"revision": 2, "hash": current_hash(stack), "startedAt": 1.0},
+                  "phase": "analysing", "rules": {"version": 9}, "decision": "x", "completedAt": None,
+                  "rolledBack": [], "rollbackTimes": [1e300]}
+        await stack.kubectl("annotate", "deployment/backend", "-n", "staging", "--overwrite",
+                            f"rollguard.io/state={json.dumps(forged)}")
+        await stack.start_daemon()
+        invalid = await wait_event(stack, "InvalidState", timeout=30)
+        assert "decision must be an object" in invalid["message"], invalid
+        assert invalid["type"] == "Warning"
+        await eventually(lambda: image_of(stack) == "backend:v1", timeout=60, stack=stack,
+                         what="the rollout judged as if seen for the first time")
