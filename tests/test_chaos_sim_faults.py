@@ -48,9 +48,9 @@ def create_web(store: Store) -> dict[str, Any]:
 
 
 async def test_fault_routes_are_absent_unless_faults_are_asked_for() -> None:
-    async with server(None) as (url, _, _), aiohttp.ClientSession() as http:
-        async with http.post(f"{url}/_sim/faults", json={"cutWatches": True}) as resp:
-            assert resp.status == 404, await resp.text()
+    async with server(None) as (url, _, _), aiohttp.ClientSession() as http, \
+            http.post(f"{url}/_sim/faults", json={"cutWatches": True}) as resp:
+        assert resp.status == 404, await resp.text()
 
 
 async def test_a_429_with_retry_after_answers_only_the_matching_requests_and_is_audited() -> None:
@@ -82,7 +82,7 @@ async def test_a_429_with_retry_after_answers_only_the_matching_requests_and_is_
 
 async def test_the_concurrent_writer_lands_between_a_read_and_its_json_patch() -> None:
     faults = Faults()
-    async with server(faults) as (url, store, audit), aiohttp.ClientSession() as http:
+    async with server(faults) as (url, store, _), aiohttp.ClientSession() as http:
         created = create_web(store)
         read_rv = created["metadata"]["resourceVersion"]
         spec = {"beforePatch": [{"kind": "annotate", "namespace": "default", "name": "web",
