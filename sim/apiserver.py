@@ -51,6 +51,7 @@ import yaml
 from aiohttp import web
 
 from sim import openapi, tables
+from sim.controllers.hashing import template_hash
 from sim.faults import Faults
 from sim.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from sim.podlogs import PodLogSource
@@ -115,7 +116,9 @@ class AuditRecord:
     body: str = ""
     """The request body of a write (as text, at most 64 KiB), as a RequestResponse-level audit log keeps it."""
     object_revision: str = ""
-    """For Deployments: the stored object's `deployment.kubernetes.io/revision` when the request arrived."""
+    """For Deployments: the stored object's `deployment.kubernetes.io/revision` when the request was served."""
+    object_template_hash: str = ""
+    """For Deployments: the pod-template-hash of the stored template when the request was served (before a write)."""
 
 
 @dataclass(frozen=True)
@@ -280,12 +283,7 @@ class ApiServer:
         body = ""
         if verb not in ("get", "list", "watch"):
             body = (await request.read())[:65536].decode("utf-8", errors="replace")
-        object_revision = ""
-        if target.rt.plural == "deployments" and target.name:
-            stored = self.store.peek(target.rt, target.namespace, target.name)
-            if stored is not None:
-                object_revision = str((stored["metadata"].get("annotations") or {}).get(
-                    "deployment.kubernetes.io/revision", ""))
+        facts = ("", "")
         resource = f"{target.rt.plural}/{target.subresource}" if target.subresource else target.rt.plural
         try:
             if self.faults is not None:
@@ -294,6 +292,7 @@ class ApiServer:
                 if injected is not None:
                     code = injected.status if verb != "watch" or injected.status != 200 else 410
                     return injected
+            facts = self._deployment_facts(target)
             response = await self._dispatch(request, target, verb)
             code = response.status
             if self.faults is not None:
@@ -313,7 +312,18 @@ class ApiServer:
             if self.audit is not None:
                 self.audit.append(AuditRecord(verb, target.rt.group, target.rt.plural, target.subresource,
                                               target.namespace, target.name, code, user=user, at=arrived,
-                                              body=body, object_revision=object_revision))
+                                              body=body, object_revision=facts[0], object_template_hash=facts[1]))
+
+    def _deployment_facts(self, target: Target) -> tuple[str, str]:
+        """A Deployment's revision annotation and the pod-template-hash of its template, as the request finds it."""
+        if target.rt.plural != "deployments" or not target.name:
+            return "", ""
+        stored = self.store.peek(target.rt, target.namespace, target.name)
+        if stored is None:
+            return "", ""
+        revision = str((stored["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", ""))
+        collisions = (stored.get("status") or {}).get("collisionCount")
+        return revision, template_hash(stored["spec"]["template"], collisions)
 
     def _static(self, parts: list[str]) -> web.Response | None:
         if parts in (["healthz"], ["readyz"], ["livez"]):

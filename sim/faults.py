@@ -32,10 +32,11 @@ from aiohttp import web
 
 from sim.resources import DEPLOYMENTS
 from sim.store import ApiError, Obj, Store, copy_json
+from sim.strategies import prepare_update
 
 ERROR_CODES = {409: "Conflict", 410: "Expired", 429: "TooManyRequests", 500: "InternalError",
                503: "ServiceUnavailable"}
-WRITE_KINDS = ("annotate", "scale", "status")
+WRITE_KINDS = ("annotate", "scale", "status", "deploy")
 
 
 class FaultSpecError(ValueError):
@@ -75,7 +76,8 @@ class FaultRule:
 
 @dataclass(frozen=True)
 class ConcurrentWrite:
-    """A write by "someone else" to a Deployment: `annotate` (merge-patch of one annotation), `scale` or `status`."""
+    """A write by "someone else" to a Deployment: `annotate` (merge-patch of one annotation), `scale`,
+    `status`, or `deploy` (a newer deploy: the first container's image becomes `value`)."""
 
     kind: str
     namespace: str
@@ -142,9 +144,11 @@ class Faults:
     def write(self, write: ConcurrentWrite) -> Obj:
         """Apply a concurrent write to a Deployment now; returns the stored object."""
         assert self.store is not None, "not attached to an API server"
-        obj = self.store.get(DEPLOYMENTS, write.namespace, write.name)
-        obj = copy_json(obj)
-        if write.kind == "annotate":
+        old = self.store.get(DEPLOYMENTS, write.namespace, write.name)
+        obj = copy_json(old)
+        if write.kind == "deploy":
+            obj["spec"]["template"]["spec"]["containers"][0]["image"] = write.value
+        elif write.kind == "annotate":
             obj["metadata"].setdefault("annotations", {})[write.key] = write.value
         elif write.kind == "scale":
             obj["spec"]["replicas"] = write.replicas if write.replicas is not None else obj["spec"].get("replicas", 1)
@@ -153,6 +157,7 @@ class Faults:
         else:
             raise FaultSpecError(f"write.kind: {write.kind!r} is not one of {', '.join(WRITE_KINDS)}")
         self.injected[f"concurrent-{write.kind}"] += 1
+        prepare_update(DEPLOYMENTS, old, obj, subresource="status" if write.kind == "status" else None)
         return self.store.replace(DEPLOYMENTS, obj, namespace=write.namespace, name=write.name)
 
     # ----- the API server's hooks -----
