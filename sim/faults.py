@@ -85,6 +85,8 @@ class ConcurrentWrite:
     key: str = "chaos.rollguard.io/touched"
     value: str = "1"
     replicas: int | None = None
+    env: Mapping[str, str] | None = None
+    """For `deploy`: the first container's new environment (None keeps it)."""
 
 
 @dataclass
@@ -122,6 +124,10 @@ class Faults:
         self._released.clear()
         self.rules.append(rule)
 
+    def release_stalls(self) -> None:
+        """Answer every stalled request now (the stall rules stay, for requests still to come)."""
+        self._released.set()
+
     def clear(self) -> None:
         """Drop every rule and trigger and release stalled requests (the counters stay)."""
         self.rules.clear()
@@ -147,7 +153,10 @@ class Faults:
         old = self.store.get(DEPLOYMENTS, write.namespace, write.name)
         obj = copy_json(old)
         if write.kind == "deploy":
-            obj["spec"]["template"]["spec"]["containers"][0]["image"] = write.value
+            container = obj["spec"]["template"]["spec"]["containers"][0]
+            container["image"] = write.value
+            if write.env is not None:
+                container["env"] = [{"name": k, "value": v} for k, v in sorted(write.env.items())]
         elif write.kind == "annotate":
             obj["metadata"].setdefault("annotations", {})[write.key] = write.value
         elif write.kind == "scale":
@@ -275,4 +284,6 @@ def write_from_json(raw: Any, where: str) -> ConcurrentWrite:
     replicas = raw.get("replicas")
     return ConcurrentWrite(kind=str(kind), namespace=raw["namespace"], name=raw["name"],
                            key=str(raw.get("key", "chaos.rollguard.io/touched")), value=str(raw.get("value", "1")),
-                           replicas=int(replicas) if replicas is not None else None)
+                           replicas=int(replicas) if replicas is not None else None,
+                           env={str(k): str(v) for k, v in raw["env"].items()} if isinstance(raw.get("env"), Mapping)
+                           else None)
