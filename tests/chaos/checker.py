@@ -112,14 +112,21 @@ def _writes(obs: Observation) -> list[AuditRecord]:
 
 
 def events(obs: Observation) -> list[Event]:
+    """The daemon's Events, each with the revision it is about: the one its message names; for a
+    rollback's completion, the revision that was rolled back; otherwise the one live at the time."""
     found = []
+    done = [u for u in undos(obs) if u.code < 300]
     for r in _writes(obs):
         if r.resource == "events" and r.verb == "create" and r.code < 300:
             body = _json(r.body) or {}
+            reason = str(body.get("reason", ""))
             message = str(body.get("message") or body.get("note") or "")
             match = _REVISION.search(message)
-            found.append(Event(r.at, str(body.get("reason", "")), message,
-                               int(match.group(1)) if match else _revision_at(obs, r.at)))
+            if reason in ("RollbackCompleted", "Recovered") and any(u.at <= r.at for u in done):
+                revision = [u for u in done if u.at <= r.at][-1].analysed_revision
+            else:
+                revision = int(match.group(1)) if match else _revision_at(obs, r.at)
+            found.append(Event(r.at, reason, message, revision))
     return found
 
 
@@ -223,20 +230,41 @@ def check_traces(obs: Observation) -> list[Violation]:
     """I4: each verdict has its Event, state annotation and notifications."""
     out: list[Violation] = []
     evs = events(obs)
+    slack_text = json.dumps(obs.slack, ensure_ascii=False)
     for e in evs:
         if e.reason in NOT_VERDICTS:
             continue
-        thread = [t for t in obs.slack_roots if t.startswith(f"staging/backend revision {e.revision}:")]
-        if not thread:
-            out.append(Violation("I4", f"{e.reason} for revision {e.revision} has no Slack thread",
+        title = e.message.split(": ", 1)[0]
+        if title not in slack_text:
+            out.append(Violation("I4", f"{e.reason} for revision {e.revision} was never posted to Slack",
                                  (e.message[:200],)))
-        if e.reason in PAGES and not paged(obs, e.revision):
+        key = f"rollguard/staging/backend/{e.revision}"
+        if e.reason in PAGES and not any(p.get("dedup_key") == key and p.get("event_action") == "trigger"
+                                         and title in str((p.get("payload") or {}).get("summary", ""))
+                                         for p in obs.pagerduty):
             out.append(Violation("I4", f"{e.reason} for revision {e.revision} paged nobody "
-                                       f"(no PagerDuty trigger rollguard/staging/backend/{e.revision})",
-                                 (e.message[:200],)))
+                                       f"(no PagerDuty trigger {key} saying it)", (e.message[:200],)))
+    for u in (u for u in undos(obs) if u.code < 300):
+        told = [e for e in evs if e.revision == u.analysed_revision and e.reason not in NOT_VERDICTS
+                and e.at >= u.at]
+        reasons = ", ".join(e.reason for e in evs if e.revision == u.analysed_revision)
+        if not told:
+            out.append(Violation("I4", f"revision {u.analysed_revision} was rolled back (undo at {u.at:.3f}) but no "
+                                       "Event says so", (f"its Events: {reasons}",)))
+        key = f"rollguard/staging/backend/{u.analysed_revision}"
+        if not obs.dry_run and not any(p.get("dedup_key") == key and p.get("event_action") == "trigger"
+                                       and "Rolled back" in str((p.get("payload") or {}).get("summary", ""))
+                                       for p in obs.pagerduty):
+            out.append(Violation("I4", f"revision {u.analysed_revision} was rolled back but no page says so",
+                                 (f"PagerDuty triggers for {key}: " + "; ".join(
+                                     str((p.get("payload") or {}).get("summary", ""))[:80] for p in obs.pagerduty
+                                     if p.get("dedup_key") == key) or "none",)))
     if obs.dry_run:
         return out
-    decisions = [e for e in evs if e.reason in PHASES]
+    # The undo's own patch stores the state ("rolling-back"): it is a decision as much as its Event.
+    decisions = sorted([*(e for e in evs if e.reason in PHASES),
+                        *(Event(u.at, "RolledBack", "", u.analysed_revision) for u in undos(obs) if u.code < 300)],
+                       key=lambda e: e.at)
     if decisions:
         last = decisions[-1]
         raw = (obs.deployment.get("metadata", {}).get("annotations") or {}).get(STATE)
