@@ -17,7 +17,7 @@ from tests.chaos.checker import DeployRecord, Observation, Violation, check
 from tests.chaos.schedule import Fault, Schedule, Step, env_for
 from tests.chaos.stack import LEASE_SECONDS, SECRETS, ChaosStack, chaos_stack
 
-VERDICT_WAIT = 30.0
+VERDICT_WAIT = 20.0
 """Seconds a `hold: until verdict` step waits for its revision's decision at most."""
 SETTLE_QUIET = 4.0
 SETTLE_MAX = 45.0
@@ -168,6 +168,7 @@ async def play(schedule: Schedule, workdir: Path, *, variant: str = "none") -> R
                                                                  env=env_for("healthy")))
             for fault in step.faults:
                 player.arm(step, fault)
+            await _wait_for_traffic(stack)
             applied_at = time.time()
             await stack.deploy(step.image, step.env)
             await _wait(lambda b=before: _revision_now(stack) > b, 10)
@@ -196,6 +197,22 @@ async def play(schedule: Schedule, workdir: Path, *, variant: str = "none") -> R
         observation = await observe(stack, schedule, deploys)
     injected = player.injected + Counter({f"sim:{k}": v for k, v in stack.faults.injected.items()})
     return RunResult(schedule, variant, time.monotonic() - started, injected, check(observation), observation)
+
+
+async def _wait_for_traffic(stack: ChaosStack, timeout: float = 10.0) -> None:
+    """Until Prometheus has had a request rate for 3 pods for a few seconds: what a `baseline: previous`
+    query at the next rollout's start needs (as an SRE deploys onto a service that has been serving)."""
+    assert stack.session is not None
+    query = 'count(count by (pod) (rate(http_requests_total{namespace="staging"}[5s] offset 3s) > 0))'
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            async with stack.session.get(f"{stack.cluster.prometheus_url}/api/v1/query",
+                                         params={"query": query}) as resp:
+                result = (await resp.json())["data"]["result"]
+                if result and float(result[0]["value"][1]) >= 3:
+                    return
+        await asyncio.sleep(0.25)
 
 
 def _complete(stack: ChaosStack) -> bool:

@@ -83,7 +83,7 @@ class Schedule:
         return counts
 
 
-HEALTHY_ENV = {"SIM_READY_DELAY": "1", "SIM_ERROR_RATIO": "0.01", "SIM_LATENCY_MS": "100", "SIM_RPS": "50"}
+HEALTHY_ENV = {"SIM_READY_DELAY": "0.5", "SIM_ERROR_RATIO": "0.01", "SIM_LATENCY_MS": "100", "SIM_RPS": "50"}
 
 
 def env_for(kind: str) -> dict[str, str]:

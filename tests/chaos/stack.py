@@ -35,8 +35,11 @@ from sim.store import WatchEvent
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = Path(__file__).parent / "rules"
-SPEED = 4.0
-"""Simulated seconds per real second: pods start and deadlines pass 4x faster; the policy's timings are real."""
+SPEED = 1.0
+"""Simulated seconds per real second. Not sped up: the daemon dates a rollout (and its `baseline:
+previous` query) by the cluster's timestamps, which Prometheus — on the real clock — must agree with.
+Schedules are kept short instead by fast pods (SIM_READY_DELAY 0.5), a 6 s progress deadline and
+second-sized policy timings."""
 LEASE_SECONDS = 2.0
 SRE = "sre"
 """The bearer token of the harness's own deploys (the audit log's user for them)."""
@@ -169,7 +172,7 @@ class ChaosStack:
 
     async def deploy(self, image: str, env: dict[str, str]) -> None:
         """Apply the backend Deployment with this image and SIM_* env (create or replace the template)."""
-        manifest = backend_deployment(image, env=env, change_cause=f"deploy {image}", progress_deadline=12)
+        manifest = backend_deployment(image, env=env, change_cause=f"deploy {image}", progress_deadline=6)
         path = "/apis/apps/v1/namespaces/staging/deployments"
         if self.cluster.store.peek(DEPLOYMENTS, "staging", "backend") is None:
             await self.request("POST", path, manifest)
