@@ -19,7 +19,7 @@ from tests.chaos.stack import LEASE_SECONDS, SECRETS, ChaosStack, chaos_stack
 
 VERDICT_WAIT = 20.0
 """Seconds a `hold: until verdict` step waits for its revision's decision at most."""
-SETTLE_QUIET = 4.0
+SETTLE_QUIET = 3.0
 SETTLE_MAX = 45.0
 DECIDED = ("AnalysisPassed", "RolledBack", "RollbackFailed", "ReviewRequested", "RollbackDryRun",
            "RollbackSkipped", "RollbackJobFailed", "RollbackFenced", "Superseded")
@@ -175,10 +175,6 @@ async def play(schedule: Schedule, workdir: Path, *, variant: str = "none") -> R
             seen = stack.timeline[-1] if stack.timeline else None
             deploys.append(DeployRecord(i, step.kind, step.image, step.intent, applied_at,
                                         seen.revision if seen else 0, seen.template_hash if seen else ""))
-            if i == 0:  # the baseline: complete, and scraped long enough to be a baseline
-                await _wait(lambda: _complete(stack), VERDICT_WAIT)
-                await asyncio.sleep(3)
-                continue
             if step.hold is not None:
                 await asyncio.sleep(step.hold)
                 continue
@@ -213,14 +209,6 @@ async def _wait_for_traffic(stack: ChaosStack, timeout: float = 10.0) -> None:
                 if result and float(result[0]["value"][1]) >= 3:
                     return
         await asyncio.sleep(0.25)
-
-
-def _complete(stack: ChaosStack) -> bool:
-    obj = stack.cluster.store.peek(DEPLOYMENTS, "staging", "backend") or {}
-    status, spec = obj.get("status") or {}, obj.get("spec") or {}
-    return bool(obj) and status.get("observedGeneration", 0) >= obj["metadata"].get("generation", 1) and \
-        status.get("updatedReplicas") == spec.get("replicas") == status.get("availableReplicas") and \
-        status.get("replicas") == spec.get("replicas")
 
 
 def _decided(stack: ChaosStack, revision: int, since: float) -> bool:
