@@ -10,7 +10,7 @@ Deploy kinds and what the checker expects of them ("intent"):
 | healthy | 1% errors | never rolled back |
 | blip | 12% errors for its first simulated second, then 1% | never rolled back |
 | errors | 12% errors | rolled back, or a human paged |
-| slow | 3x the latency | a review (a page) — never a rollback on its own |
+| slow | 3x the latency | a review (a page); unknown when Prometheus was down (no baseline) |
 | never-ready | pods never become Ready | rolled back (onFailure), or a human paged |
 | reapply | a template rollguard rolled back earlier, applied again | a review (a page) |
 | errors+newer | 12% errors; a healthy deploy lands between the undo's read and write | paged or rolled back; |
@@ -57,6 +57,10 @@ class Step:
 
     @property
     def intent(self) -> str:
+        """"bad" (must end rolled back or paged), "healthy" (must never be rolled back), or "unknown":
+        a slow deploy whose baseline may have been unmeasurable (Prometheus down) meets no rule."""
+        if self.kind == "slow" and any(f.kind == "prometheus-down" for f in self.faults):
+            return "unknown"
         return "bad" if self.kind in BAD else "healthy"
 
 
@@ -83,7 +87,8 @@ class Schedule:
         return counts
 
 
-HEALTHY_ENV = {"SIM_READY_DELAY": "0.5", "SIM_ERROR_RATIO": "0.01", "SIM_LATENCY_MS": "100", "SIM_RPS": "50"}
+HEALTHY_ENV = {"SIM_READY_DELAY": "0.5", "SIM_ERROR_RATIO": "0.01", "SIM_LATENCY_MS": "100", "SIM_RPS": "50",
+               "SIM_RUN_SECONDS": "0.5"}  # the pre-rollback Job (the same template) takes half a second
 
 
 def env_for(kind: str) -> dict[str, str]:
