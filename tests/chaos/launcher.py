@@ -16,39 +16,49 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 
+def _swap(namespace: Any, name: str, new: Any) -> Any:
+    """Replace `name` in a module or class namespace (where the daemon looks it up); returns the old one."""
+    old = vars(namespace)[name]
+    if isinstance(namespace, type):
+        setattr(namespace, name, new)
+    else:
+        vars(namespace)[name] = new
+    return old
+
+
 def _no_fencing() -> None:
     """Undo without re-checking the analysed revision, and without the patch's resourceVersion `test`."""
     import daemon.actions
     from daemon.kube import client as kube_client
 
-    original_undo = daemon.actions.undo
+    original_undo: Any = None
 
     async def unfenced_undo(*args: Any, **kwargs: Any) -> Any:
         kwargs["fence"] = None
         return await original_undo(*args, **kwargs)
 
-    original_patch = kube_client.KubeClient.patch
+    original_patch: Any = None
 
     async def patch_without_test(self: Any, path: str, body: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(body, list):
             body = [op for op in body if not (isinstance(op, dict) and op.get("op") == "test")]
         return await original_patch(self, path, body, *args, **kwargs)
 
-    daemon.actions.undo = unfenced_undo  # type: ignore[assignment]
-    kube_client.KubeClient.patch = patch_without_test  # type: ignore[method-assign]
+    original_undo = _swap(daemon.actions, "undo", unfenced_undo)
+    original_patch = _swap(kube_client.KubeClient, "patch", patch_without_test)
 
 
 def _job_twice() -> None:
     """Run the pre-rollback Job twice (as a retry that forgets the first run would)."""
     import daemon.actions
 
-    original = daemon.actions.run_job
+    original: Any = None
 
     async def twice(*args: Any, **kwargs: Any) -> Any:
         await original(*args, **kwargs)
         return await original(*args, **kwargs)
 
-    daemon.actions.run_job = twice  # type: ignore[assignment]
+    original = _swap(daemon.actions, "run_job", twice)
 
 
 def _no_notify_retry() -> None:
@@ -58,7 +68,7 @@ def _no_notify_retry() -> None:
     def give_up(cls: type[SendResult], error: str, *, retry_after: float | None = None) -> SendResult:
         return cls(ok=False, retry=False, error=error)
 
-    SendResult.retry_later = classmethod(give_up)  # type: ignore[method-assign, assignment]
+    _swap(SendResult, "retry_later", classmethod(give_up))
 
 
 def _dry_run_ignored(argv: list[str]) -> list[str]:
@@ -71,7 +81,7 @@ def _secret_in_events() -> None:
     """Quote the Slack token in every Event message (a debugging line left in)."""
     from daemon.kube.events import EventRecorder
 
-    original = EventRecorder.record
+    original: Any = None
     token = os.environ.get("ROLLGUARD_SLACK_TOKEN", "")
 
     async def leaky(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -79,7 +89,7 @@ def _secret_in_events() -> None:
             kwargs["message"] = f"{kwargs['message']} (auth: Bearer {token})"
         return await original(self, *args, **kwargs)
 
-    EventRecorder.record = leaky  # type: ignore[method-assign]
+    original = _swap(EventRecorder, "record", leaky)
 
 
 PATCHES: dict[str, Callable[[], None]] = {
