@@ -38,9 +38,10 @@ KNOWN = {
         r"|the analysis of revision \d+ ended without an announced verdict)"
         r"|I4: the state annotation says revision \d+ phase (passed|analysing), but the last decision was "
         r"(AnalysisStarted|ReviewRequested) for revision \d+"),
-    "(d) a decision's Slack message and page are lost when the daemon dies right after its Event": re.compile(
+    "(d) a decision's Event, Slack message and page are lost when the daemon dies right after it": re.compile(
         r"I4: (\w+ for revision \d+ was never posted to Slack|\w+ for revision \d+ paged nobody"
-        r"|revision \d+ was rolled back but no page says so)"),
+        r"|revision \d+ was rolled back but no page says so"
+        r"|revision \d+ was rolled back \(undo at [\d.]+\) but no Event says so)"),
 }
 
 
