@@ -52,6 +52,7 @@ class FaultRule:
     """Plural, or plural/subresource (`deployments/scale`); `*` for any."""
     name: str = "*"
     user: str = "*"
+    """The bearer token; a trailing `*` matches any token with that prefix (`rollguard-*`)."""
     code: int = 500
     retry_after: float | None = None
     """Seconds, sent as the Retry-After header (with 429)."""
@@ -62,8 +63,9 @@ class FaultRule:
     count: int = 1
 
     def matches(self, *, verb: str, resource: str, name: str, user: str) -> bool:
+        user_matches = user.startswith(self.user[:-1]) if self.user.endswith("*") else self.user == user
         return (self.count > 0 and self.verb in ("*", verb) and self.resource in ("*", resource)
-                and self.name in ("*", name) and self.user in ("*", user))
+                and self.name in ("*", name) and user_matches)
 
     @property
     def kind(self) -> str:

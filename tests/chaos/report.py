@@ -62,8 +62,12 @@ def run_many(jobs: list[tuple[Schedule, str, str]], workers: int, *, verbose: bo
     summaries: list[Summary] = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(run_one, schedule, variant, label) for schedule, variant, label in jobs]
-        for future in futures:
-            summary = future.result()
+        for future, (schedule, _, label) in zip(futures, jobs, strict=True):
+            try:
+                summary = future.result()
+            except Exception as exc:  # a harness failure is reported, and the other schedules still run
+                summary = Summary(label, 0.0, {}, [f"harness: the run failed: {exc!r}"], ["harness"],
+                                  schedule.describe())
             summaries.append(summary)
             status = "ok" if not summary.violations else f"VIOLATED {','.join(sorted(set(summary.invariants)))}"
             print(f"{summary.label:<28} {summary.seconds:6.1f}s  {status}", flush=True)

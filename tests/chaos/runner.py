@@ -95,7 +95,8 @@ class Player:
                              resource=p.get("resource", "*"), code=410 if fault.kind == "watch-410" else
                              (0 if fault.kind in ("api-latency", "api-stall") else int(p["code"])),
                              retry_after=p.get("retryAfter"), latency=float(p.get("latency", 0.0)),
-                             stall=fault.kind == "api-stall", count=int(p.get("count", 1)))
+                             stall=fault.kind == "api-stall", count=int(p.get("count", 1)),
+                             user="rollguard-*")  # the daemons' requests; the harness's deploys go through
 
             async def add() -> None:
                 faults.add(rule)
