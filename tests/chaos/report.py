@@ -91,11 +91,11 @@ def table(summaries: list[Summary], wall: float, command: str) -> str:
              f"schedules run: {len(summaries)}   failing schedules: {sum(1 for s in summaries if s.violations)}",
              f"seconds per schedule: mean {sum(seconds) / len(seconds):.1f}, max {max(seconds):.1f}; "
              f"wall clock {wall:.0f}s",
-             "", "faults injected        count"]
-    lines += [f"  {kind:<20} {n:>6}" for kind, n in sorted(injected.items())]
-    lines += ["", "invariant violations   count"]
-    lines += [f"  {inv:<20} {violated.get(inv, 0):>6}" for inv in ("I1", "I2", "I3", "I4", "I5", "I6", "I7")]
-    lines.append(f"  {'total':<20} {sum(violated.values()):>6}")
+             "", "faults injected            count"]
+    lines += [f"  {kind:<26} {n:>6}" for kind, n in sorted(injected.items())]
+    lines += ["", "invariant violations       count"]
+    lines += [f"  {inv:<26} {violated.get(inv, 0):>6}" for inv in ("I1", "I2", "I3", "I4", "I5", "I6", "I7")]
+    lines.append(f"  {'total':<26} {sum(violated.values()):>6}")
     return "\n".join(lines)
 
 
