@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 import random
@@ -109,15 +110,16 @@ class AuditRecord:
     namespace: str
     name: str
     code: int
-    user: str = ""
+    # What follows is evidence for the chaos checker; equality (what the RBAC tests compare) is the above.
+    user: str = dataclasses.field(default="", compare=False)
     """The bearer token the request carried: the simulator's only notion of who asked."""
-    at: float = 0.0
+    at: float = dataclasses.field(default=0.0, compare=False)
     """Wall-clock time the request arrived (epoch seconds)."""
-    body: str = ""
+    body: str = dataclasses.field(default="", compare=False)
     """The request body of a write (as text, at most 64 KiB), as a RequestResponse-level audit log keeps it."""
-    object_revision: str = ""
+    object_revision: str = dataclasses.field(default="", compare=False)
     """For Deployments: the stored object's `deployment.kubernetes.io/revision` when the request was served."""
-    object_template_hash: str = ""
+    object_template_hash: str = dataclasses.field(default="", compare=False)
     """For Deployments: the pod-template-hash of the stored template when the request was served (before a write)."""
 
 
