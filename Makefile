@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo bench prometheus lock clean
+.PHONY: test lint typecheck pytest demo bench chaos prometheus lock clean
 
 # Reinstalls only when the project metadata or the pinned versions change.
 $(STAMP): pyproject.toml constraints.txt
@@ -32,6 +32,13 @@ demo: $(STAMP) prometheus
 
 bench: $(STAMP) prometheus
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Seeded fault schedules against rollguard, checked against its invariants (docs/reliability.md).
+# `make chaos SEEDS=1 SEED=1234` replays one seed; two schedules run side by side.
+SEEDS ?= 200
+SEED ?= 1
+chaos: $(STAMP) prometheus
+	$(BIN)/python -m tests.chaos --first $(SEED) --seeds $(SEEDS) --jobs 2 $(CHAOS_ARGS)
 
 # Re-resolve the pinned versions after changing dependencies in pyproject.toml.
 lock:

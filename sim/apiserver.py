@@ -38,9 +38,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -50,6 +52,8 @@ import yaml
 from aiohttp import web
 
 from sim import openapi, tables
+from sim.controllers.hashing import template_hash
+from sim.faults import Faults
 from sim.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from sim.podlogs import PodLogSource
 from sim.resources import (
@@ -106,6 +110,17 @@ class AuditRecord:
     namespace: str
     name: str
     code: int
+    # What follows is evidence for the chaos checker; equality (what the RBAC tests compare) is the above.
+    user: str = dataclasses.field(default="", compare=False)
+    """The bearer token the request carried: the simulator's only notion of who asked."""
+    at: float = dataclasses.field(default=0.0, compare=False)
+    """Wall-clock time the request arrived (epoch seconds)."""
+    body: str = dataclasses.field(default="", compare=False)
+    """The request body of a write (as text, at most 64 KiB), as a RequestResponse-level audit log keeps it."""
+    object_revision: str = dataclasses.field(default="", compare=False)
+    """For Deployments: the stored object's `deployment.kubernetes.io/revision` when the request was served."""
+    object_template_hash: str = dataclasses.field(default="", compare=False)
+    """For Deployments: the pod-template-hash of the stored template when the request was served (before a write)."""
 
 
 @dataclass(frozen=True)
@@ -196,8 +211,11 @@ class ApiServer:
     """Request handling over one Store; `app` is the aiohttp Application."""
 
     def __init__(self, store: Store, *, logs: PodLogSource | None, audit: list[AuditRecord] | None,
-                 bookmark_interval: float) -> None:
+                 bookmark_interval: float, faults: Faults | None = None) -> None:
         self.store = store
+        self.faults = faults
+        if faults is not None:
+            faults.attach(store, self._cut_watches)
         self.logs = logs
         self.audit = audit
         self.bookmark_interval = bookmark_interval
@@ -231,6 +249,13 @@ class ApiServer:
         # The Store may outlive this server (and be served again): stop listening to it.
         self.store.remove_listener(self._forget_deleted)
 
+    def _cut_watches(self) -> int:
+        """End every open watch and log stream (a fault: clients must resume or re-list)."""
+        streams = list(self._streams)
+        for queue in streams:
+            queue.put_nowait(_STOP)
+        return len(streams)
+
     def _forget_deleted(self, event: WatchEvent) -> None:
         if event.type == "DELETED":
             for view in _VIEWS_OF_BUCKET.get(event.bucket, ()):
@@ -241,6 +266,8 @@ class ApiServer:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         parts = [p for p in path.split("/") if p]
+        if parts[:2] == ["_sim", "faults"] and self.faults is not None:
+            return await self.faults.handle_http(request)
         try:
             static = self._static(parts)
             if static is not None:
@@ -253,9 +280,25 @@ class ApiServer:
             return _error_response(error)
         verb = self._verb(request, target)
         code = 500
+        arrived = time.time()
+        user = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        body = ""
+        if verb not in ("get", "list", "watch"):
+            body = (await request.read())[:65536].decode("utf-8", errors="replace")
+        facts = ("", "")
+        resource = f"{target.rt.plural}/{target.subresource}" if target.subresource else target.rt.plural
         try:
+            if self.faults is not None:
+                injected = await self.faults.before(request, verb=verb, resource=resource,
+                                                    namespace=target.namespace, name=target.name, user=user)
+                if injected is not None:
+                    code = injected.status if verb != "watch" or injected.status != 200 else 410
+                    return injected
+            facts = self._deployment_facts(target)
             response = await self._dispatch(request, target, verb)
             code = response.status
+            if self.faults is not None:
+                self.faults.written(verb=verb, resource=target.rt.plural, user=user, code=code)
             return response
         except ApiError as error:
             code = error.code
@@ -270,7 +313,19 @@ class ApiServer:
         finally:
             if self.audit is not None:
                 self.audit.append(AuditRecord(verb, target.rt.group, target.rt.plural, target.subresource,
-                                              target.namespace, target.name, code))
+                                              target.namespace, target.name, code, user=user, at=arrived,
+                                              body=body, object_revision=facts[0], object_template_hash=facts[1]))
+
+    def _deployment_facts(self, target: Target) -> tuple[str, str]:
+        """A Deployment's revision annotation and the pod-template-hash of its template, as the request finds it."""
+        if target.rt.plural != "deployments" or not target.name:
+            return "", ""
+        stored = self.store.peek(target.rt, target.namespace, target.name)
+        if stored is None:
+            return "", ""
+        revision = str((stored["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", ""))
+        collisions = (stored.get("status") or {}).get("collisionCount")
+        return revision, template_hash(stored["spec"]["template"], collisions)
 
     def _static(self, parts: list[str]) -> web.Response | None:
         if parts in (["healthz"], ["readyz"], ["livez"]):
@@ -1256,13 +1311,14 @@ def _resource_list(group_version: str) -> Obj:
 
 
 def build_app(store: Store, *, logs: PodLogSource | None = None, audit: list[AuditRecord] | None = None,
-              bookmark_interval: float = 10.0) -> web.Application:
+              bookmark_interval: float = 10.0, faults: Faults | None = None) -> web.Application:
     """The simulated API server over `store` as an aiohttp Application.
 
     `logs` serves `pods/{name}/log` (None → 404 with a message saying so); `audit` (if given) receives
     one `AuditRecord` per resource request; `bookmark_interval` is how many (real) seconds a watch
-    that asked for bookmarks may stay silent before it gets one. The namespaces `default`,
+    that asked for bookmarks may stay silent before it gets one; `faults` (tests only) injects errors,
+    latency and concurrent writes and serves `/_sim/faults` (see `sim.faults`). The namespaces `default`,
     `kube-system`, `kube-public` and `kube-node-lease` are created if missing.
     """
-    return ApiServer(store, logs=logs, audit=audit, bookmark_interval=bookmark_interval).app
+    return ApiServer(store, logs=logs, audit=audit, bookmark_interval=bookmark_interval, faults=faults).app
 

@@ -9,6 +9,7 @@ Environment variables of the first container (all optional):
 | `SIM_CRASH` | `true`: the container crash-loops (CrashLoopBackOff), never Ready | false |
 | `SIM_RPS` | requests per second the pod serves (metrics) | 20 |
 | `SIM_ERROR_RATIO` | share of requests answered 5xx, 0..1 | 0 |
+| `SIM_ERROR_SCHEDULE` | error share over time, same revision: `0.12:25,0.01` (see below) | none |
 | `SIM_LATENCY_MS` | mean request latency in milliseconds | 50 |
 | `SIM_HEALTHY` | `false`: `/health` answers 503 | true |
 | `SIM_API_OK` | `false`: the API route answers 500 | true |
@@ -17,6 +18,9 @@ Environment variables of the first container (all optional):
 | `SIM_LOG_ERROR_RATIO` | share of log lines that are errors (ERROR + a traceback line), 0..1 | 0 |
 | `SIM_RUN_SECONDS` | for Job pods: simulated seconds until the container exits | 3 |
 | `SIM_EXIT_CODE` | for Job pods: the container's exit code | 0 |
+
+`SIM_ERROR_SCHEDULE` replaces `SIM_ERROR_RATIO` in the metrics: `0.12:25,0.01` means 12% of requests
+fail for the first 25 simulated seconds of the container, then 1% (a workload that recovers on its own).
 
 The image tag can say the same for the commonest failure modes, as `kubectl set image` users expect:
 a tag containing `never-ready` never becomes Ready, one containing `crashloop` crash-loops.
@@ -50,6 +54,35 @@ class Behaviour:
     log_error_ratio: float = 0.0
     run_seconds: float = 3.0
     exit_code: int = 0
+    error_phases: tuple[tuple[float, float], ...] = ()
+    """(error ratio, simulated seconds) from the container's start; the last phase lasts for ever."""
+
+    def errors_after(self, requests: int) -> int:
+        """How many of the first `requests` requests failed (phases follow `rps`: request i is at i / rps)."""
+        if not self.error_phases or self.rps <= 0:
+            return min(requests, int(requests * self.error_ratio + 1e-9))
+        total, served = 0, 0
+        for i, (ratio, seconds) in enumerate(self.error_phases):
+            last = i == len(self.error_phases) - 1
+            upto = requests if last else min(requests, served + int(self.rps * seconds + 1e-9))
+            total += min(upto - served, int((upto - served) * ratio + 1e-9))
+            served = upto
+            if served >= requests:
+                break
+        return total
+
+
+def _phases(raw: str) -> tuple[tuple[float, float], ...]:
+    phases: list[tuple[float, float]] = []
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    for i, part in enumerate(parts):
+        ratio_text, _, seconds_text = part.partition(":")
+        ratio = _float("SIM_ERROR_SCHEDULE", ratio_text, 0, 1)
+        if not seconds_text and i != len(parts) - 1:
+            raise BehaviourError(f"SIM_ERROR_SCHEDULE: {part!r} needs a duration (ratio:seconds) unless it is last")
+        seconds = _float("SIM_ERROR_SCHEDULE", seconds_text, 0, 86400) if seconds_text else float("inf")
+        phases.append((ratio, seconds))
+    return tuple(phases)
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -89,6 +122,7 @@ def behaviour_from_env(env: Mapping[str, str], image: str = "") -> Behaviour:
         log_error_ratio=_float("SIM_LOG_ERROR_RATIO", g("SIM_LOG_ERROR_RATIO", "0"), 0, 1),
         run_seconds=_float("SIM_RUN_SECONDS", g("SIM_RUN_SECONDS", "3"), 0, 86400),
         exit_code=int(_float("SIM_EXIT_CODE", g("SIM_EXIT_CODE", "0"), 0, 255)),
+        error_phases=_phases(g("SIM_ERROR_SCHEDULE", "")),
     )
 
 

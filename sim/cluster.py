@@ -26,6 +26,7 @@ from daemon.clock import Clock, ScaledClock
 from daemon.settings import ListenAddress
 from sim.apiserver import AuditRecord, build_app
 from sim.controllers.manager import ControllerManager
+from sim.faults import Faults
 from sim.kubeconfig import write_kubeconfig
 from sim.prometheus import PrometheusServer, PrometheusTargets
 from sim.services import WorkloadServer
@@ -56,14 +57,19 @@ class SimCluster:
 @contextlib.asynccontextmanager
 async def running_cluster(*, workdir: Path, listen: ListenAddress | None = None, speed: float = 1.0,
                           clock: Clock | None = None, with_prometheus: bool = False, scrape_interval: float = 1.0,
-                          kubeconfig_path: Path | None = None) -> AsyncIterator[SimCluster]:
-    """Start everything; stop everything (in reverse order) on exit, whatever happened."""
+                          kubeconfig_path: Path | None = None,
+                          faults: Faults | None = None) -> AsyncIterator[SimCluster]:
+    """Start everything; stop everything (in reverse order) on exit, whatever happened.
+
+    `faults` (tests only) lets the API server inject errors, latency and concurrent writes (`sim.faults`).
+    """
     listen = listen or ListenAddress("127.0.0.1", 0)
     clock = clock or ScaledClock(speed)
     store = Store(clock)
     logs = WorkloadLogs(store, clock)
     audit: list[AuditRecord] = []
-    runner = web.AppRunner(build_app(store, logs=logs, audit=audit), access_log=None, shutdown_timeout=1.0)
+    runner = web.AppRunner(build_app(store, logs=logs, audit=audit, faults=faults), access_log=None,
+                           shutdown_timeout=1.0)
     await runner.setup()
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(runner.cleanup)

@@ -16,13 +16,14 @@ import yaml
 SIM_TOKEN = "rollguard-sim-token"
 
 
-def kubeconfig_dict(server_url: str, *, context: str = "rollguard-sim", namespace: str = "default") -> dict[str, Any]:
-    """The kubeconfig document as data."""
+def kubeconfig_dict(server_url: str, *, context: str = "rollguard-sim", namespace: str = "default",
+                    token: str = SIM_TOKEN) -> dict[str, Any]:
+    """The kubeconfig document as data; `token` is who the API server's audit log says asked."""
     return {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": context, "cluster": {"server": server_url}}],
-        "users": [{"name": context, "user": {"token": SIM_TOKEN}}],
+        "users": [{"name": context, "user": {"token": token}}],
         "contexts": [{"name": context, "context": {"cluster": context, "user": context, "namespace": namespace}}],
         "current-context": context,
         "preferences": {},
@@ -30,14 +31,14 @@ def kubeconfig_dict(server_url: str, *, context: str = "rollguard-sim", namespac
 
 
 def write_kubeconfig(path: str | Path, server_url: str, *, context: str = "rollguard-sim",
-                     namespace: str = "default") -> Path:
+                     namespace: str = "default", token: str = SIM_TOKEN) -> Path:
     """Write a kubeconfig for `server_url` (e.g. `http://127.0.0.1:38211`) to `path`; returns the path.
 
     The file is private to the user (mode 0600), as kubectl warns about group/world-readable configs.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(yaml.safe_dump(kubeconfig_dict(server_url, context=context, namespace=namespace),
+    target.write_text(yaml.safe_dump(kubeconfig_dict(server_url, context=context, namespace=namespace, token=token),
                                      sort_keys=False))
     target.chmod(0o600)
     return target

@@ -263,6 +263,11 @@ class Store:
 
     # ----- watching -----
 
+    def compact(self) -> None:
+        """Forget the watch history (as etcd compaction does): resuming from any older version gets 410."""
+        self._history.clear()
+        self._oldest_resumable = self._rv + 1
+
     def events_since(self, rt: ResourceType | None, resource_version: int) -> list[WatchEvent]:
         """Events after `resource_version` still in history; `ApiError` 410 when some were dropped."""
         if resource_version < self._oldest_resumable - 1:

@@ -217,7 +217,7 @@ def render_metrics(pod: Mapping[str, Any], now: float, *, behaviour: Behaviour |
         return ""
     b = behaviour if behaviour is not None else behaviour_of_pod(pod)
     requests = math.floor(b.rps * max(0.0, now - started) + _EPS)
-    errors = _share(requests, b.error_ratio)
+    errors = b.errors_after(requests) if b.error_phases else _share(requests, b.error_ratio)
     base: dict[str, str] = pod_identity(pod).labels() if identity_labels else {}
     req = {**base, "method": "GET", "route": ROUTE}
     lines = [

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ class ReceivedRequest:
     """True when the request was valid and acted upon (not rejected, not a fault injection)."""
     errors: tuple[str, ...] = ()
     """Why it was rejected, in the vendor's words."""
+    at: float = field(default_factory=time.time)
+    """Wall-clock time it arrived (epoch seconds)."""
 
 
 @dataclass
