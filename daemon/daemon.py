@@ -132,7 +132,9 @@ async def _run_wired(settings: RunSettings, *, extras: Extras, env: Mapping[str,
         settings.notify_config, rules.policies, env)
     async with _session() as session:
         measurer = ProviderMeasurer(prometheus_url=prometheus_url, kube=kube, session=session,
-                                    proxy=settings.service_proxy, clock=clock)
+                                    proxy=settings.service_proxy, clock=clock,
+                                    prometheus_token_file=settings.prometheus_token_file,
+                                    prometheus_ca_file=settings.prometheus_ca_file)
         registry = RollbackRegistry()
         supervisor_ref: list[Supervisor] = []
 
