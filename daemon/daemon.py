@@ -133,7 +133,9 @@ async def _run_wired(settings: RunSettings, *, extras: Extras, env: Mapping[str,
     async with _session() as session:
         measurer = ProviderMeasurer(prometheus_url=prometheus_url, kube=kube, session=session,
                                     proxy=settings.service_proxy, clock=clock,
-                                    timeout=settings.analysis.measure_timeout)
+                                    timeout=settings.analysis.measure_timeout,
+                                    prometheus_token_file=settings.prometheus_token_file,
+                                    prometheus_ca_file=settings.prometheus_ca_file)
         registry = RollbackRegistry()
         supervisor_ref: list[Supervisor] = []
 

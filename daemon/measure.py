@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,7 +23,7 @@ from daemon.rollout import Rollout
 from daemon.rules.model import PrometheusSignal, RollbackPolicy, RuleError
 from daemon.signals.base import Measurement, Phase, SignalProvider
 from daemon.signals.factory import build_providers
-from daemon.signals.prometheus import PrometheusClient, PrometheusProvider
+from daemon.signals.prometheus import PrometheusClient, PrometheusProvider, ca_ssl_context, read_bearer_token
 
 log = structlog.get_logger("rollguard.measure")
 
@@ -58,8 +59,15 @@ class ProviderMeasurer:
     """Measures rollouts with the providers their policy names."""
 
     def __init__(self, *, prometheus_url: str | None, kube: KubeClient | None, session: aiohttp.ClientSession,
-                 proxy: str | None, clock: Clock, timeout: float = 30.0) -> None:
-        self._prometheus = PrometheusClient(prometheus_url, session) if prometheus_url else None
+                 proxy: str | None, clock: Clock, timeout: float = 30.0,
+                 prometheus_token_file: Path | None = None, prometheus_ca_file: Path | None = None) -> None:
+        """`prometheus_token_file` / `prometheus_ca_file`: read here, once; an unusable one raises
+        PrometheusConfigError naming its variable (the daemon then refuses to start)."""
+        self._prometheus = PrometheusClient(
+            prometheus_url, session,
+            bearer_token=read_bearer_token(prometheus_token_file) if prometheus_token_file else None,
+            ssl_context=ca_ssl_context(prometheus_ca_file) if prometheus_ca_file else None,
+        ) if prometheus_url else None
         self._kube = kube
         self._session = session
         self._proxy = proxy

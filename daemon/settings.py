@@ -127,6 +127,12 @@ class RunSettings:
     prometheus_url: str | None = None
     """Base URL of the Prometheus HTTP API (e.g. http://prometheus.monitoring:9090); needed by
     `prometheus` signals."""
+    prometheus_token_file: Path | None = None
+    """File holding the bearer token sent to Prometheus (`Authorization: Bearer`), read once at start
+    (ROLLGUARD_PROMETHEUS_TOKEN_FILE; the chart mounts it from a Secret). None: no token."""
+    prometheus_ca_file: Path | None = None
+    """PEM file of the CA that signed Prometheus' TLS certificate, trusted for Prometheus only
+    (ROLLGUARD_PROMETHEUS_CA_FILE). None: the system's CAs."""
     notify_config: Path | None = None
     """YAML file configuring the notifiers (see README, Notifications); None: from the environment."""
     service_proxy: str | None = None
@@ -250,11 +256,19 @@ def run_settings(
         identity=env.get(ENV_PREFIX + "POD_NAME") or socket.gethostname(),
         service_proxy=proxy_value or None,
         prometheus_url=prometheus_value or None,
+        prometheus_token_file=_path_env(env, "PROMETHEUS_TOKEN_FILE"),
+        prometheus_ca_file=_path_env(env, "PROMETHEUS_CA_FILE"),
         notify_config=Path(notify_value) if notify_value else None,
         actions=actions,
         notify=notify,
         analysis=analysis,
     )
+
+
+def _path_env(env: Mapping[str, str], name: str) -> Path | None:
+    """The path in ROLLGUARD_<name>; None when unset or blank."""
+    raw = env.get(ENV_PREFIX + name, "").strip()
+    return Path(raw) if raw else None
 
 
 def _number(env: Mapping[str, str], name: str, default: float, *, low: float, high: float,

@@ -20,6 +20,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from daemon.measure import can_run
+from daemon.rules.loader import load_file
+from daemon.settings import ActionLimits, LogSettings, RunSettings, run_settings
+
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "rollguard"
 KUBE_VERSION = "1.33.0"
@@ -49,6 +53,7 @@ RBAC: dict[tuple[str, str, str], tuple[str, bool]] = {
     ("coordination.k8s.io", "leases", "create"): (RELEASE_NS, True),
     ("coordination.k8s.io", "leases", "get"): (RELEASE_NS, True),
     ("coordination.k8s.io", "leases", "update"): (RELEASE_NS, True),
+    ("", "secrets", "get"): (RELEASE_NS, True),
 }
 
 
@@ -56,9 +61,14 @@ RBAC: dict[tuple[str, str, str], tuple[str, bool]] = {
 JOB_GRANTS = {("batch", "jobs", "create"), ("batch", "jobs", "get")}
 
 
+# Granted only on the Secrets named in notify.policySecrets, by a Role of its own (resourceNames).
+SECRET_GRANTS = {("", "secrets", "get")}
+
+
 def expected_rbac(scope: str, *, dry_run: bool, jobs: bool = False) -> set[tuple[str, str, str]]:
     return {grant for grant, (where, kept) in RBAC.items()
-            if where == scope and (kept or not dry_run) and (jobs or grant not in JOB_GRANTS)}
+            if where == scope and (kept or not dry_run) and (jobs or grant not in JOB_GRANTS)
+            and grant not in SECRET_GRANTS}
 
 
 # --- rendering -------------------------------------------------------------------------------------------
@@ -68,7 +78,8 @@ ROUTING_KEY = "R0UT1NGKEY-never-leak-0123456789ab"
 
 SCENARIOS: dict[str, Obj] = {
     "default": {},
-    "cluster-wide": {"watch": {"namespaces": []}},
+    "cluster-wide": {"watch": {"clusterWide": True}},
+    "cluster-wide-dry-run": {"dryRun": True, "watch": {"clusterWide": True}},
     "namespaced": {"watch": {"namespaces": ["staging", "production"]}},
     "dry-run": {"dryRun": True},
     "dry-run-namespaced": {"dryRun": True, "watch": {"namespaces": ["staging"]}},
@@ -78,11 +89,18 @@ SCENARIOS: dict[str, Obj] = {
     "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}},
     "single-replica": {"replicaCount": 1, "leaderElection": {"enabled": False}},
     "existing-rules": {"existingRulesConfigMap": "team-rules"},
-    "rollback-jobs": {"rollbackJobs": {"enabled": True}},
+    "rollback-jobs": {"rollbackJobs": {"enabled": True}, "watch": {"clusterWide": True}},
     "rollback-jobs-dry-run": {"rollbackJobs": {"enabled": True}, "dryRun": True, "watch": {"namespaces": ["staging"]}},
     "network-policy-peers": {"networkPolicy": {"from": [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}},
     "no-network-policy": {"networkPolicy": {"enabled": False}},
+    "prometheus-secured": {"prometheus": {"url": "https://prometheus.monitoring:9091",
+                                          "bearerTokenSecret": {"name": "prometheus-client", "key": "token"},
+                                          "caSecret": {"name": "prometheus-client", "key": "ca.crt"}}},
+    "api-token": {"api": {"tokenSecret": {"name": "rollguard-api", "key": "api-token"}}},
+    "policy-secrets": {"notify": {"policySecrets": ["lobby-pagerduty", "lobby-slack"]}},
+    "limits": {"rollback": {"maxPerWindow": 1, "window": 7200}, "leaderElection": {"leaseDurationSeconds": 30,
+                                                                                   "writeMargin": 5}},
 }
 
 
@@ -245,7 +263,7 @@ def test_a_single_replica_gets_no_pdb_that_would_block_node_drains() -> None:
     assert rendered.one("Deployment")["spec"]["replicas"] == 1
     assert rendered.of_kind("PodDisruptionBudget") == []
     assert rendered.env["ROLLGUARD_LEADER_ELECTION"]["value"] == "false"
-    assert [r["metadata"]["name"] for r in rendered.of_kind("Role")] == [], "no Lease Role without election"
+    assert [r["metadata"]["name"] for r in rendered.of_kind("Role")] == [RELEASE], "no Lease Role without election"
 
 
 def test_probes_and_service_use_the_daemons_http_port() -> None:
@@ -268,8 +286,10 @@ def test_settings_reach_the_daemon_as_environment() -> None:
     assert env["ROLLGUARD_DRY_RUN"]["value"] == "false"
     assert env["ROLLGUARD_LOG_FORMAT"]["value"] == "json"
     assert env["ROLLGUARD_LOG_LEVEL"]["value"] == "debug"
-    assert render().env["ROLLGUARD_NAMESPACES"]["value"] == "", "empty means cluster-wide"
+    assert render().env["ROLLGUARD_NAMESPACES"]["value"] == NAMESPACE, "by default only the release namespace"
+    assert render(SCENARIOS["cluster-wide"]).env["ROLLGUARD_NAMESPACES"]["value"] == "", "empty means every one"
     assert render({"dryRun": True}).env["ROLLGUARD_DRY_RUN"]["value"] == "true"
+    assert "ROLLGUARD_PROMETHEUS_URL" not in render().env
 
 
 def test_image_defaults_to_app_version_and_a_digest_pins_it() -> None:
@@ -292,7 +312,9 @@ def test_set_file_puts_a_rule_file_into_the_mounted_configmap_verbatim() -> None
     rule_file = ROOT / "rules" / "backend-staging.yaml"
     # Exactly what `helm install --set-file 'rules.backend\.yaml=rules/backend-staging.yaml'` parses.
     values = helm.parse_set_file(f"rules.backend\\.yaml={rule_file}")
-    rendered = render(values)
+    # The example policy queries Prometheus and pages through its own Secret: both must be given.
+    rendered = render({**values, "prometheus": {"url": "http://prometheus:9090"},
+                       "notify": {"policySecrets": ["rollguard"]}})
     configmap = rendered.one("ConfigMap")
     assert configmap["data"] == {"backend.yaml": rule_file.read_text()}
     mount = {m["name"]: m for m in rendered.container["volumeMounts"]}["rules"]
@@ -364,29 +386,129 @@ def test_secret_values_appear_only_in_the_secret() -> None:
      "set either rules (files in values) or existingRulesConfigMap, not both"),
     ({"replicaCount": 3, "leaderElection": {"enabled": False}},
      "replicaCount is 3 but leaderElection.enabled is false"),
+    ({"watch": {"clusterWide": True, "namespaces": ["staging"]}},
+     "watch: set either watch.clusterWide (every namespace) or watch.namespaces (staging), not both"),
+    ({"leaderElection": {"leaseDurationSeconds": 10, "writeMargin": 6}},
+     "leaderElection.writeMargin is 6 but may be at most half of leaderElection.leaseDurationSeconds (10): "
+     "lower it or lengthen the lease"),
 ])
 def test_contradictory_values_fail_with_what_to_change(values: Obj, message: str) -> None:
     with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
         render(values)
 
 
+# --- what the daemon needs: Prometheus, the API token, the limits ---------------------------------------
+EXAMPLE_POLICY = ROOT / "rules" / "backend-staging.yaml"
+
+
+def daemon_settings(rendered: Rendered) -> RunSettings:
+    """What `rollguard run` makes of the rendered Deployment's literal environment (downward API left out)."""
+    env = {name: e["value"] for name, e in rendered.env.items() if "value" in e}
+    return run_settings(rules=None, kubeconfig=None, namespaces=(), dry_run=False, http_listen=None,
+                        log=LogSettings(), env=env)
+
+
+def test_prometheus_url_a_policy_and_a_pagerduty_secret_are_a_working_install(tmp_path: Path) -> None:
+    values = {"prometheus": {"url": "http://prometheus-operated.monitoring:9090"},
+              "rules": {"backend.yaml": EXAMPLE_POLICY.read_text()},
+              "notify": {"policySecrets": ["rollguard"]}}
+    rendered = render(values)
+    for obj in rendered.objects:
+        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+    settings = daemon_settings(rendered)
+    assert settings.prometheus_url == "http://prometheus-operated.monitoring:9090"
+    assert settings.namespaces == (NAMESPACE,)
+    # The rules the daemon reads are the ConfigMap's, and with this Prometheus it runs every policy in them.
+    (tmp_path / "backend.yaml").write_text(rendered.one("ConfigMap")["data"]["backend.yaml"])
+    policies = load_file(tmp_path / "backend.yaml").policies
+    assert [can_run(p, prometheus_url=settings.prometheus_url) for p in policies] == [None]
+    # The policy pages through Secret rollguard: the daemon reads it in its own namespace, by name only.
+    assert rendered.env["ROLLGUARD_POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    secret_role = next(r for r in rendered.of_kind("Role") if r["metadata"]["name"] == f"{RELEASE}-policy-secrets")
+    assert secret_role["metadata"]["namespace"] == NAMESPACE
+    assert secret_role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["rollguard"],
+                                     "verbs": ["get"]}]
+    assert bound_to_service_account(rendered, secret_role)
+
+
+def test_a_prometheus_signal_without_prometheus_url_fails_naming_the_value() -> None:
+    with pytest.raises(helm.HelmRenderError, match=re.escape(
+            "rules backend.yaml has a prometheus signal but prometheus.url is not set: set prometheus.url to your "
+            "Prometheus HTTP API")):
+        render({"rules": {"backend.yaml": EXAMPLE_POLICY.read_text()}, "notify": {"policySecrets": ["rollguard"]}})
+    # A commented-out signal is no signal; nor is a Prometheus named in a comment.
+    render({"rules": {"web.yaml": "# prometheus: later\nspec:\n  signals:\n    # x: {prometheus: {query: up}}\n"}})
+
+
+def test_a_policy_secret_that_is_not_granted_fails_with_what_to_add() -> None:
+    rule = EXAMPLE_POLICY.read_text()
+    with pytest.raises(helm.HelmRenderError, match=re.escape(
+            "rules backend.yaml: a policy reads Secret rollguard ({secret: rollguard, ...}) but notify.policySecrets "
+            "does not list it: add it")):
+        render({"prometheus": {"url": "http://prometheus:9090"}, "rules": {"backend.yaml": rule},
+                "notify": {"policySecrets": ["other"]}})
+    block_style = ("spec:\n  notify:\n    slack:\n      webhookFrom:\n"
+                   "        secret: \"lobby-slack\"\n        key: url\n")
+    with pytest.raises(helm.HelmRenderError, match=re.escape("a policy reads Secret lobby-slack")):
+        render({"rules": {"lobby.yaml": block_style}})
+    render({"rules": {"lobby.yaml": block_style}, "notify": {"policySecrets": ["lobby-slack"]}})
+
+
+def test_prometheus_token_and_ca_reach_the_daemon_as_read_only_files() -> None:
+    rendered = render(SCENARIOS["prometheus-secured"])
+    settings = daemon_settings(rendered)
+    assert settings.prometheus_url == "https://prometheus.monitoring:9091"
+    assert settings.prometheus_token_file == Path("/var/run/secrets/rollguard/prometheus-client/token")
+    assert settings.prometheus_ca_file == Path("/var/run/secrets/rollguard/prometheus-client/ca.crt")
+    mounts = [m for m in rendered.container["volumeMounts"] if m["mountPath"].startswith("/var/run/secrets/rollguard")]
+    assert [(m["mountPath"], m["readOnly"]) for m in mounts] == [("/var/run/secrets/rollguard/prometheus-client", True)]
+    volume = {v["name"]: v for v in rendered.pod_spec["volumes"]}[mounts[0]["name"]]
+    assert volume["secret"] == {"secretName": "prometheus-client", "defaultMode": 0o440, "items": [
+        {"key": "token", "path": "token"}, {"key": "ca.crt", "path": "ca.crt"}]}, "one volume, only the keys named"
+    assert not rendered.of_kind("Secret"), "the chart only references the Secret"
+
+
+def test_the_api_token_reaches_the_daemon_as_a_file() -> None:
+    rendered = render(SCENARIOS["api-token"])
+    assert rendered.env["ROLLGUARD_API_TOKEN_FILE"] == {
+        "name": "ROLLGUARD_API_TOKEN_FILE", "value": "/var/run/secrets/rollguard/rollguard-api/api-token"}
+    volumes = {v["name"]: v for v in rendered.pod_spec["volumes"]}
+    mount = next(m for m in rendered.container["volumeMounts"] if m["mountPath"].startswith("/var/run/secrets/"))
+    assert volumes[mount["name"]]["secret"]["items"] == [{"key": "api-token", "path": "api-token"}]
+    assert not {"ROLLGUARD_API_TOKEN_FILE", "ROLLGUARD_PROMETHEUS_TOKEN_FILE"} & set(render().env)
+    assert not [m for m in render().container["volumeMounts"] if m["mountPath"].startswith("/var/run/secrets/")]
+
+
+def test_lease_and_rollback_limits_reach_the_daemon() -> None:
+    assert daemon_settings(render()).actions == ActionLimits(max_rollbacks=3, rollback_window=3600, write_margin=2)
+    settings = daemon_settings(render(SCENARIOS["limits"]))
+    assert settings.actions == ActionLimits(max_rollbacks=1, rollback_window=7200, write_margin=5)
+    assert settings.lease_duration == 30
+
+
 # --- RBAC ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("scenario", ["default", "cluster-wide", "dry-run", "namespaced", "dry-run-namespaced",
-                                      "rollback-jobs", "rollback-jobs-dry-run"])
+@pytest.mark.parametrize("scenario", ["default", "cluster-wide", "cluster-wide-dry-run", "dry-run", "namespaced",
+                                      "dry-run-namespaced", "rollback-jobs", "rollback-jobs-dry-run", "policy-secrets"])
 def test_rbac_is_exactly_the_table(scenario: str) -> None:
     values = SCENARIOS[scenario]
     dry_run = bool(values.get("dryRun"))
     jobs = bool(values.get("rollbackJobs", {}).get("enabled"))
-    namespaces = values.get("watch", {}).get("namespaces", [])
+    cluster_wide = bool(values.get("watch", {}).get("clusterWide"))
+    namespaces = [] if cluster_wide else values.get("watch", {}).get("namespaces") or [NAMESPACE]
     rendered = render(values)
     roles = rendered.of_kind("ClusterRole") + rendered.of_kind("Role")
     for role in roles:
         assert bound_to_service_account(rendered, role), f"{role['kind']}/{role['metadata']['name']} is unbound"
 
     lease_roles = [r for r in rendered.of_kind("Role") if r["metadata"]["name"].endswith("-leader-election")]
-    watch_roles = [r for r in roles if r not in lease_roles]
+    secret_roles = [r for r in rendered.of_kind("Role") if r["metadata"]["name"].endswith("-policy-secrets")]
+    watch_roles = [r for r in roles if r not in lease_roles and r not in secret_roles]
     assert [r["metadata"]["namespace"] for r in lease_roles] == [NAMESPACE]
     assert grants(lease_roles[0]) == expected_rbac(RELEASE_NS, dry_run=dry_run)
+    policy_secrets = values.get("notify", {}).get("policySecrets", [])
+    assert [(r["metadata"]["namespace"], r["rules"]) for r in secret_roles] == ([(NAMESPACE, [{
+        "apiGroups": [""], "resources": ["secrets"], "resourceNames": policy_secrets, "verbs": ["get"]}])]
+        if policy_secrets else []), "get on exactly the Secrets listed, and no Role at all without any"
     if namespaces:
         assert rendered.of_kind("ClusterRole") == [], "namespaced mode creates nothing cluster-scoped"
         assert rendered.of_kind("ClusterRoleBinding") == []
@@ -404,7 +526,7 @@ def test_rbac_is_exactly_the_table(scenario: str) -> None:
 
 
 def test_no_job_can_be_created_unless_rollback_jobs_are_enabled() -> None:
-    for scenario in ("default", "namespaced"):
+    for scenario in ("default", "namespaced", "cluster-wide"):
         for role in render(SCENARIOS[scenario]).of_kind("ClusterRole") + render(SCENARIOS[scenario]).of_kind("Role"):
             assert not grants(role) & JOB_GRANTS, (scenario, role["metadata"])
     assert any(("batch", "jobs", "create") in grants(role) for role in render(SCENARIOS["rollback-jobs"]).objects
@@ -487,6 +609,15 @@ def test_service_monitor_scrapes_the_metrics_port() -> None:
     ({"image": {"tagg": "1.0"}}, "additional properties 'tagg' not allowed"),
     ({"rules": {"backend.txt": "x: 1"}}, "invalid propertyName 'backend.txt'"),
     ({"secrets": {"keys": {"slackToken": ""}}}, "at '/secrets/keys/slackToken'"),
+    ({"watch": {"clusterWide": "yes"}}, "at '/watch/clusterWide': got string, want boolean"),
+    ({"prometheus": {"url": "prometheus:9090"}}, "at '/prometheus/url'"),
+    ({"prometheus": {"bearerTokenSecret": {"name": "Bad_Name"}}}, "at '/prometheus/bearerTokenSecret/name'"),
+    ({"prometheus": {"caSecret": {"secret": "x"}}}, "additional properties 'secret' not allowed"),
+    ({"api": {"tokenSecret": {"key": ""}}}, "at '/api/tokenSecret/key'"),
+    ({"notify": {"policySecrets": "lobby-pagerduty"}}, "at '/notify/policySecrets': got string, want array"),
+    ({"rollback": {"window": 10}}, "at '/rollback/window'"),
+    ({"rollback": {"maxPerWindow": -1}}, "at '/rollback/maxPerWindow'"),
+    ({"leaderElection": {"leaseDurationSeconds": 601}}, "at '/leaderElection/leaseDurationSeconds'"),
 ])
 def test_schema_rejects_bad_values_at_install_time(values: Obj, message: str) -> None:
     with pytest.raises(helm.HelmValuesError, match=re.escape(message)):
@@ -558,4 +689,6 @@ def test_notes_say_how_to_check_it_and_how_to_approve_a_review() -> None:
     assert "DRY RUN" not in notes
     assert "DRY RUN" in render({"dryRun": True}).notes
     namespaced = render(SCENARIOS["namespaced"]).notes
-    assert "Watching: namespaces staging, production" in namespaced
+    assert "Watching: namespaces staging, production (a Role in each)." in namespaced
+    assert f"Watching: namespaces {NAMESPACE} (a Role in each)." in notes
+    assert f"Watching: every namespace (ClusterRole {NAMESPACE}-{RELEASE})." in render(SCENARIOS["cluster-wide"]).notes

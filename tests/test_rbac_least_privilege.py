@@ -45,6 +45,13 @@ MIGRATION_JOB = """
 """
 """Added to the e2e policy so the scenario takes the optional pre-rollback Job path too."""
 
+POLICY_PAGERDUTY = """
+  notify:
+    pagerduty:
+      routingKeyFrom: {secret: rollguard, key: pagerduty-routing-key}
+"""
+"""Added too, so the daemon reads a policy's own Secret (the shipped example policy does the same)."""
+
 
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:
     """`helm template` with Helm's own engine, as tests/test_chart.py renders the chart."""
@@ -54,8 +61,15 @@ def render(values: dict[str, Any]) -> list[dict[str, Any]]:
             for doc in yaml.safe_load_all(text) if doc]
 
 
-def rules_of(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [rule for o in objects if o["kind"] == kind for rule in o["rules"]]
+def rules_in(objects: list[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
+    """Every rule that applies to a request in `namespace`: the ClusterRoles' and that namespace's Roles'."""
+    return [rule for o in objects
+            if o["kind"] == "ClusterRole" or (o["kind"] == "Role" and o["metadata"]["namespace"] == namespace)
+            for rule in o["rules"]]
+
+
+def roles_of(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] in {"ClusterRole", "Role"}]
 
 
 def allowed(rules: list[dict[str, Any]], grant: Grant, name: str) -> bool:
@@ -88,7 +102,8 @@ async def test_the_chart_grants_exactly_what_the_daemon_uses(tmp_path: Path) -> 
     audit: list[AuditRecord] = []
     rules = tmp_path / "rules"
     rules.mkdir()
-    (rules / "backend.yaml").write_text((RULES / "backend.yaml").read_text().rstrip() + "\n" + MIGRATION_JOB)
+    policy = (RULES / "backend.yaml").read_text().rstrip() + "\n" + MIGRATION_JOB + POLICY_PAGERDUTY
+    (rules / "backend.yaml").write_text(policy)
     async with running_stack(workdir=tmp_path, rules_dir=rules, leader_election=True, start_daemon=False) as stack, \
             FrontDoor(stack.cluster.store, tmp_path, audit=audit,
                       logs=WorkloadLogs(stack.cluster.store, stack.cluster.clock)) as door:
@@ -101,27 +116,30 @@ async def test_the_chart_grants_exactly_what_the_daemon_uses(tmp_path: Path) -> 
         await eventually(lambda: state_of(stack).get("phase") == "rolled-back", timeout=30, stack=stack,
                          what="the rollback to complete")
         assert stack.cluster.store.list_objects(JOBS, "staging")[0], "the migration Job did not run"
+        await eventually(lambda: any(e.get("payload", {}).get("summary", "").startswith(
+                             "[staging/backend rev 2] Rolled back") for e in stack.pagerduty.events),
+                         timeout=30, stack=stack, what="the policy's own PagerDuty page")
         await stack.stop_daemon()  # a graceful stop releases the Lease: that request counts too
     assert audit, "the daemon made no API request through its own front door"
 
-    # Cluster-wide mode, with the Job grants: the scenario runs a policy with a pre-rollback Job.
-    objects = render({"watch": {"namespaces": []}, "rollbackJobs": {"enabled": True}})
-    watched = rules_of(objects, "ClusterRole")
-    lease = rules_of([o for o in objects if o["kind"] == "Role" and o["metadata"]["namespace"] == RELEASE_NAMESPACE],
-                     "Role")
-    assert watched, "the chart renders no ClusterRole"
-    assert lease, "the chart renders no Lease Role in the release namespace"
+    # The values the daemon above runs with: its namespace, its policy (the chart checks it needs Prometheus
+    # and names Secret rollguard), the Job grants for the pre-rollback Job, and that Secret granted by name.
+    objects = render({"watch": {"namespaces": list(stack.settings.namespaces)}, "rollbackJobs": {"enabled": True},
+                      "prometheus": {"url": "http://prometheus.monitoring:9090"}, "rules": {"backend.yaml": policy},
+                      "notify": {"policySecrets": ["rollguard"]}})
+    assert not [o for o in objects if o["kind"] in {"ClusterRole", "ClusterRoleBinding"}], "nothing cluster-wide"
     lease_name = stack.settings.lease_name
     assert lease_name == RELEASE, "the chart names the Lease after the release; the daemon must use that name"
 
     denied = sorted({(grant_of(r), r.namespace, r.name) for r in audit
-                     if not allowed(lease if r.resource == "leases" else watched, grant_of(r), r.name)})
+                     if not allowed(rules_in(objects, r.namespace), grant_of(r), r.name)})
     assert denied == [], f"the chart's RBAC would deny these requests of the daemon: {denied}"
-    assert {r.namespace for r in audit if r.resource == "leases"} == {RELEASE_NAMESPACE}, (
-        "the Lease is only granted in the release namespace")
+    assert {r.namespace for r in audit if r.resource in {"leases", "secrets"}} == {RELEASE_NAMESPACE}, (
+        "the Lease and the policies' Secrets are only granted in the release namespace")
+    assert {(r.verb, r.name) for r in audit if r.resource == "secrets"} == {("get", "rollguard")}
 
     used = {grant_of(r) for r in audit}
-    unused = (granted(watched) | granted(lease)) - used
+    unused = granted([rule for role in roles_of(objects) for rule in role["rules"]]) - used
     unjustified = sorted(unused - set(JUSTIFIED_UNUSED))
     assert unjustified == [], f"the chart grants what the daemon never used (and no reason is listed): {unjustified}"
     reasons = readme_reasons()

@@ -1,8 +1,10 @@
 """Prometheus signals: one PromQL instant query per reading, over the HTTP API, coalesced.
 
 `PrometheusClient` sends `GET /api/v1/query?query=…&time=…` through the daemon's pooled aiohttp
-session. `PrometheusProvider` renders a signal's query for a revision (`render_promql`, values
-escaped) and turns the answer into a `Measurement`:
+session, with `Authorization: Bearer <token>` when a token is given (`read_bearer_token`: the file
+ROLLGUARD_PROMETHEUS_TOKEN_FILE names, read once at start) and verifying the server against a CA of
+its own when one is given (`ca_ssl_context`: ROLLGUARD_PROMETHEUS_CA_FILE). `PrometheusProvider`
+renders a signal's query for a revision (`render_promql`, values escaped) and turns the answer into a `Measurement`:
 
 | Prometheus answers | phase | why |
 |---|---|---|
@@ -30,6 +32,8 @@ Exceptions (raised by `PrometheusClient.query`; the provider turns them into ERR
      └── PrometheusQueryError    Prometheus answered `status: error` (.error_type, .error)
 
 Any other exception inside `PrometheusProvider.measure` is caught there and becomes an ERROR too.
+`PrometheusConfigError` (a `SettingsError`) is raised at start only, by `read_bearer_token` and
+`ca_ssl_context`, naming the variable and the file, never the token.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import ssl
 from collections.abc import Callable, Coroutine, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,18 +49,31 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 import aiohttp
+from yarl import URL
 
 from daemon.clock import Clock, SystemClock
+from daemon.redaction import SCRUBBER
 from daemon.rules.model import PrometheusSignal
 from daemon.rules.templates import TemplateError, render_promql
 from daemon.signals.base import Measurement, Phase, SignalContext
+from daemon.signals.prometheus_auth import (
+    CA_FILE_ENV,
+    TOKEN_FILE_ENV,
+    PrometheusConfigError,
+    SecretRedactor,
+    ca_ssl_context,
+    read_bearer_token,
+)
 from daemon.signals.session import describe_error, excerpt, loads_bounded, one_line, redact_url
 
 __all__ = [
+    "CA_FILE_ENV",
     "MAX_RESPONSE_BYTES",
     "MAX_SERIES",
+    "TOKEN_FILE_ENV",
     "PrometheusAnswerTooLarge",
     "PrometheusClient",
+    "PrometheusConfigError",
     "PrometheusError",
     "PrometheusProvider",
     "PrometheusQueryError",
@@ -63,6 +81,8 @@ __all__ = [
     "QueryCoalescer",
     "QueryResult",
     "Sample",
+    "ca_ssl_context",
+    "read_bearer_token",
 ]
 
 K = TypeVar("K", bound=Hashable)
@@ -209,7 +229,9 @@ class PrometheusClient:
     """Instant queries against one Prometheus, through a pooled session the caller owns and closes.
 
     `base_url` may carry a path prefix (`http://prom:9090/prometheus`) and basic-auth user-info
-    (sent as an Authorization header by aiohttp, never shown in messages). `timeout` bounds each
+    (sent as an Authorization header by aiohttp, never shown in messages). `bearer_token`, instead,
+    is sent as `Authorization: Bearer <token>` with every query (never shown, and registered with the
+    process-wide scrubber). `ssl_context` verifies an https Prometheus (None: the system's CAs). `timeout` bounds each
     request in seconds (and is passed on as Prometheus' own evaluation timeout). `tick` is the
     coalescing window in seconds (see the module docstring; 0 sends "now" queries without `time`
     and only shares concurrent identical requests). `clock` must be the clock Prometheus' samples
@@ -217,7 +239,11 @@ class PrometheusClient:
     """
 
     def __init__(self, base_url: str, session: aiohttp.ClientSession, *, timeout: float = 10.0,
-                 tick: float = 1.0, clock: Clock | None = None) -> None:
+                 tick: float = 1.0, clock: Clock | None = None, bearer_token: str | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        if bearer_token is not None and URL(base_url).user is not None:
+            raise PrometheusConfigError("the Prometheus URL carries user-info and a bearer token is set as well: "
+                                        "use one of them")
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, not {timeout}")
         if tick < 0:
@@ -226,6 +252,10 @@ class PrometheusClient:
         self._session = session
         self._timeout = timeout
         self._tick = tick
+        self._headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token else {}
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        if bearer_token:
+            SCRUBBER.add(SecretRedactor(bearer_token))
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._coalescer: QueryCoalescer[tuple[str, float | None], QueryResult] = QueryCoalescer(
             reuse_for=tick, name="prometheus-query")
@@ -254,8 +284,8 @@ class PrometheusClient:
             params["time"] = f"{at:.3f}"
         self.requests_sent += 1
         try:
-            async with self._session.get(f"{self._base_url}/api/v1/query", params=params,
-                                         timeout=aiohttp.ClientTimeout(total=self._timeout)) as resp:
+            async with self._session.get(f"{self._base_url}/api/v1/query", params=params, headers=self._headers,
+                                         ssl=self._ssl, timeout=aiohttp.ClientTimeout(total=self._timeout)) as resp:
                 status = resp.status
                 raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
                 while len(raw) <= MAX_RESPONSE_BYTES:  # read(n) returns what has arrived, at most n

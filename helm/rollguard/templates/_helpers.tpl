@@ -85,6 +85,50 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
+The namespaces rollguard watches, as a JSON list: [] with watch.clusterWide (every namespace), else
+watch.namespaces, else the release namespace. ROLLGUARD_NAMESPACES and the Roles both come from it.
+*/}}
+{{- define "rollguard.watchedNamespaces" -}}
+{{- if .Values.watch.clusterWide }}
+{{- list | toJson }}
+{{- else if .Values.watch.namespaces }}
+{{- .Values.watch.namespaces | toJson }}
+{{- else }}
+{{- list .Release.Namespace | toJson }}
+{{- end }}
+{{- end }}
+
+{{/* Where a Secret's key is mounted: /var/run/secrets/rollguard/NAME/KEY (the `{secret: NAME, key: KEY}` path). */}}
+{{- define "rollguard.secretFile" -}}
+{{- printf "/var/run/secrets/rollguard/%s/%s" .name .key }}
+{{- end }}
+
+{{/*
+The Secrets mounted as files, as JSON {name: [keys]}: one volume per Secret however many values name it.
+*/}}
+{{- define "rollguard.mountedSecrets" -}}
+{{- $mounted := dict }}
+{{- range $ref := list .Values.prometheus.bearerTokenSecret .Values.prometheus.caSecret .Values.api.tokenSecret }}
+{{- if $ref.name }}
+{{- $_ := set $mounted $ref.name (append (default (list) (get $mounted $ref.name)) $ref.key | uniq) }}
+{{- end }}
+{{- end }}
+{{- $mounted | toJson }}
+{{- end }}
+
+{{/*
+The rule files given in values, without their comments (a commented-out signal must not count).
+Only ` #` or a line-starting `#` opens a comment, so `channel: "#deploys"` is kept.
+*/}}
+{{- define "rollguard.ruleTexts" -}}
+{{- $texts := dict }}
+{{- range $file, $text := .Values.rules }}
+{{- $_ := set $texts $file (regexReplaceAll "(?m)(^|\\s)#.*$" $text "") }}
+{{- end }}
+{{- $texts | toJson }}
+{{- end }}
+
+{{/*
 What rollguard may do in a watched namespace (or, cluster-wide, in every namespace).
 Each verb's reason is in the chart README ("RBAC"); tests/test_chart.py holds the same table and fails
 on any widening. dryRun drops every write verb except events (the audit trail still works).
@@ -137,6 +181,23 @@ Included once, from the Deployment template.
 {{- end }}
 {{- if and .Values.existingRulesConfigMap .Values.rules }}
 {{- fail "rules: set either rules (files in values) or existingRulesConfigMap, not both" }}
+{{- end }}
+{{- if and .Values.watch.clusterWide .Values.watch.namespaces }}
+{{- fail (printf "watch: set either watch.clusterWide (every namespace) or watch.namespaces (%s), not both" (join ", " .Values.watch.namespaces)) }}
+{{- end }}
+{{- if gt (mulf 2 .Values.leaderElection.writeMargin) (float64 .Values.leaderElection.leaseDurationSeconds) }}
+{{- fail (printf "leaderElection.writeMargin is %v but may be at most half of leaderElection.leaseDurationSeconds (%v): lower it or lengthen the lease" .Values.leaderElection.writeMargin .Values.leaderElection.leaseDurationSeconds) }}
+{{- end }}
+{{- range $file, $text := include "rollguard.ruleTexts" . | fromJson }}
+{{- if and (not $.Values.prometheus.url) (regexMatch "(^|[\\s{,])prometheus\\s*:" $text) }}
+{{- fail (printf "rules %s has a prometheus signal but prometheus.url is not set: set prometheus.url to your Prometheus HTTP API (e.g. http://prometheus-operated.monitoring:9090), or remove the signal" $file) }}
+{{- end }}
+{{- range $ref := regexFindAll "(^|[\\s{,])secret\\s*:\\s*[\"']?[a-z0-9][-a-z0-9.]*" $text -1 }}
+{{- $name := regexReplaceAll "^.*secret\\s*:\\s*[\"']?" $ref "" }}
+{{- if not (has $name $.Values.notify.policySecrets) }}
+{{- fail (printf "rules %s: a policy reads Secret %s ({secret: %s, ...}) but notify.policySecrets does not list it: add it, so the daemon may read it (otherwise that policy's alerts go to the default route)" $file $name $name) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
 {{- fail (printf "replicaCount is %d but leaderElection.enabled is false: several replicas would all write; enable leader election or run one replica" (int .Values.replicaCount)) }}
