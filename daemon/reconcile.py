@@ -38,7 +38,7 @@ from daemon.kube.rollout_state import (
     rollout_identity,
     rollout_status,
 )
-from daemon.kube.state import AnalysisState, StateError, read_state, remembered_history
+from daemon.kube.state import STATE_ANNOTATION, AnalysisState, StateError, read_state, remembered_history
 from daemon.lifecycle import LIVE, Event, Stage
 from daemon.metrics import Metrics
 from daemon.rollout import (
@@ -60,7 +60,8 @@ Key = tuple[str, str]
 Obj = Mapping[str, Any]
 LATE_GRACE = 300.0
 """Seconds: a rollout that completed while no replica was watching is still analysed when its
-ReplicaSet is younger than the policy's initialDelay + bakeTime + this."""
+ReplicaSet is younger than the policy's initialDelay + bakeTime + this (and rollguard had judged the
+Deployment before: rollouts that completed before rollguard was installed are not judged)."""
 FOLLOWED = "followed"
 """`decision.action` of a rollout that is followed but not analysed (someone else's undo)."""
 
@@ -268,6 +269,9 @@ class Reconciler:
             if tracked.phase is RolloutPhase.FAILED:
                 await self._rollout_failed(tracked, rollout_status(deployment, replica_sets).message)
             return
+        if not any(STATE_ANNOTATION in ((obj.get("metadata") or {}).get("annotations") or {})
+                   for obj in (deployment, *replica_sets)):
+            return  # rollguard never judged this Deployment: a rollout completed before it was installed
         began = started_at(deployment, replica_sets, now=self._clock.now())
         timing = policy.analysis
         if self._clock.now() - began < timing.initial_delay + timing.bake_time + LATE_GRACE:

@@ -5,11 +5,8 @@ daemon made once the bad deploy landed), not by hand; then the same scenario is 
 point with the daemon SIGKILLed right after that write is applied and restarted a second later.
 Runs are played two at a time (one process each) in a module fixture; each test asserts one run.
 
-Today's daemon has known findings that the lifecycle rewrite fixes (docs/reliability.md, "Before the
-lifecycle fix"). Until then a run may show violations of exactly those shapes (`KNOWN`); anything
-else fails. Which finding a kill point reproduces varies a little with timing (the number of state
-writes before the rollback depends on when evaluations land), so the shapes are matched, not the
-points. Once the lifecycle is fixed, empty `KNOWN` and every run must be clean.
+Before the lifecycle rewrite these runs reproduced its findings (docs/reliability.md, "Before the
+lifecycle fix"); now every run must be clean (`KNOWN` is empty).
 """
 
 from __future__ import annotations
@@ -28,21 +25,9 @@ EXPECTED_POINTS = 11
 """Writes of the clean rollback: AnalysisStarted, state x3, Job, RollbackJobSucceeded, undo, RolledBack,
 state, RollbackCompleted, state (the number of state writes before the verdict varies with timing)."""
 SEEDS = (5, 6)
-KNOWN = {
-    "(a) a write between the undo's read and its PATCH makes it RollbackSkipped, announced to nobody": re.compile(
-        r"I1: revision \d+ \(errors\+newer, backend:v\d+\) is bad but was neither rolled back nor paged about"),
-    "(b) the pre-rollback Job runs twice across a restart, or when no rollback follows": re.compile(
-        r"I3: (2 pre-rollback Jobs ran|a pre-rollback Job ran for revision \d+ but no rollback followed)"),
-    "(d) an analysis whose AnalysisStarted landed before any state is never resumed": re.compile(
-        r"I1: (revision \d+ \(errors, backend:v2\) is bad but was neither rolled back nor paged about"
-        r"|the analysis of revision \d+ ended without an announced verdict)"
-        r"|I4: the state annotation says revision \d+ phase (passed|analysing), but the last decision was "
-        r"(AnalysisStarted|ReviewRequested) for revision \d+"),
-    "(d) a decision's Event, Slack message and page are lost when the daemon dies right after it": re.compile(
-        r"I4: (\w+ for revision \d+ was never posted to Slack|\w+ for revision \d+ paged nobody"
-        r"|revision \d+ was rolled back but no page says so"
-        r"|revision \d+ was rolled back \(undo at [\d.]+\) but no Event says so)"),
-}
+KNOWN: dict[str, re.Pattern[str]] = {}
+"""Violation shapes accepted as known findings: none since the lifecycle rewrite (docs/reliability.md
+keeps the list of what the seeds and kill points found before it)."""
 
 
 def unexplained(run: Summary) -> list[str]:
