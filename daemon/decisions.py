@@ -19,7 +19,7 @@ from daemon.kube.client import KubeClient, KubeError
 from daemon.kube.state import AnalysisState, RollbackProgress
 from daemon.lifecycle import Event, Stage, transition
 from daemon.metrics import Metrics
-from daemon.notify.model import Alert, AlertKind, rollout_key_for
+from daemon.notify.model import ROUTES, Alert, AlertKind, Channel, rollout_key_for
 from daemon.rollout import Rollout
 from daemon.rules.evaluate import RuleResult, Verdict
 from daemon.rules.model import Action
@@ -32,6 +32,20 @@ class AlertSink(Protocol):
     """Where alerts go (the notification pipeline); `submit` must never block."""
 
     def submit(self, alert: Alert) -> bool: ...
+
+    async def settled(self, alert: Alert, *, timeout: float) -> bool:
+        """Whether every notifier finished with `alert` within `timeout` seconds."""
+        ...
+
+
+ANNOUNCE_WAIT = 3.0
+"""Seconds a paging announcement waits for its delivery before it is recorded as made (else it is
+re-sent after a restart)."""
+
+
+def pages(kind: AlertKind) -> bool:
+    """Whether the default routes send this kind to PagerDuty."""
+    return Channel.PAGERDUTY in ROUTES[kind]
 
 
 @dataclass(frozen=True)
@@ -78,8 +92,6 @@ class Decisions:
             decision.update({"action": kind.value, "rule": rule.rule if rule else None, "at": now,
                              "reason": summary[:500]})
             state = replace(state, phase=str(stage), decision=decision)
-        if once:
-            state = state.with_announced(kind.value)
         log.info("decision", namespace=rollout.id.namespace, deployment=rollout.id.name,
                  revision=rollout.id.revision, kind=kind.value, reason=event_reason, summary=summary,
                  rule=rule.rule if rule else None, dry_run=self.settings.dry_run)
@@ -88,7 +100,7 @@ class Decisions:
         for result in deciding:
             values.update(result.values)
             baselines.update(result.baselines)
-        self._alerts.submit(Alert(
+        alert = Alert(
             kind=kind, namespace=rollout.id.namespace, deployment=rollout.id.name, revision=rollout.id.revision,
             pod_template_hash=rollout.hash, rollout_key=rollout_key_for(*rollout.key, rollout.id.revision),
             title=title, summary=summary, rule=rule.rule if rule else None,
@@ -96,9 +108,16 @@ class Decisions:
             # The rules' own lines first, then what the providers quoted (log lines, failed checks).
             evidence=tuple(r.message for r in deciding) + evidence,
             approve_command=self._approve_text(rollout) if approve else None,
-            dry_run=self.settings.dry_run, at=now, policy=rollout.policy.name))
+            dry_run=self.settings.dry_run, at=now, policy=rollout.policy.name)
+        self._alerts.submit(alert)
         await self._writer.event(self._event_object(rollout), type_=event_type, reason=event_reason,
                                  message=f"{title}: {summary}")
+        # An announcement is recorded as made once it was delivered (or given up on and counted): a
+        # process killed before that re-sends it after its restart. Pages wait for that, a little;
+        # Slack-only announcements are recorded at once (their loss in a crash is the lesser harm,
+        # and the reconcile loop must not wait on a slow Slack).
+        if once and (not pages(kind) or await self._alerts.settled(alert, timeout=ANNOUNCE_WAIT)):
+            state = state.with_announced(kind.value)
         if stage is not None or once:
             await self.save(rollout, state)
         return state

@@ -357,3 +357,47 @@ async def test_a_bug_in_submit_is_logged_redacted_and_never_raised() -> None:
     assert "hunter2-secret" not in repr(logs)
     assert "RuntimeError: kind lookup leaked [REDACTED]" in logs[0]["error"]
     await pipeline.stop()
+
+
+# --- settled: when an announcement may be recorded as made ------------------------------------------
+
+
+async def test_an_alert_is_settled_once_every_notifier_finished_with_it() -> None:
+    clock = FakeClock()
+    slack = Scripted("slack", Channel.SLACK, clock)
+    pagerduty = Scripted("pagerduty", Channel.PAGERDUTY, clock, iter([SendResult.retry_later("503"),
+                                                                       SendResult.success()]))
+    pipeline = NotificationPipeline([slack, pagerduty], clock=clock, backoff_base=1.0, rng=random.Random(1))
+    await pipeline.start()
+    try:
+        alert = make_alert(AlertKind.ROLLBACK_STARTED)
+        assert pipeline.submit(alert)
+        assert not await pipeline.settled(alert, timeout=0.2), "PagerDuty is still retrying"
+        await clock.advance(5)
+        assert await pipeline.settled(alert, timeout=2)
+        assert len(pagerduty.calls) == 2
+    finally:
+        await pipeline.stop(drain_timeout=0)
+
+
+async def test_a_notifier_that_hangs_keeps_the_alert_unsettled() -> None:
+    """A process killed now must re-send the alert after its restart: it is not recorded as made."""
+    hanging = Hanging(Channel.PAGERDUTY)
+    pipeline = NotificationPipeline([hanging], send_timeout=30)
+    await pipeline.start()
+    try:
+        alert = make_alert(AlertKind.ROLLBACK_STARTED)
+        pipeline.submit(alert)
+        await hanging.started.wait()
+        assert not await pipeline.settled(alert, timeout=0.1)
+    finally:
+        await pipeline.stop(drain_timeout=0)
+
+
+async def test_an_alert_that_was_never_queued_is_settled() -> None:
+    pipeline = NotificationPipeline([])
+    await pipeline.start()
+    try:
+        assert await pipeline.settled(make_alert(AlertKind.ROLLBACK_STARTED), timeout=0.1)
+    finally:
+        await pipeline.stop(drain_timeout=0)

@@ -25,7 +25,7 @@ import random
 import traceback
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
@@ -138,11 +138,20 @@ class RetryPolicy:
         return jittered if retry_after is None else max(retry_after, jittered)
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class _Pending:
     alert: Alert
     submitted_at: float
     """Clock time of `submit()`: the deadline counts from here."""
+    lanes: int = 0
+    """Lanes that have not finished with it yet (delivered, given up or dropped)."""
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once every lane finished with it."""
+
+    def finished(self) -> None:
+        self.lanes -= 1
+        if self.lanes <= 0:
+            self.settled.set()
 
 
 class _Lane:
@@ -162,6 +171,7 @@ class _Lane:
         name = self.notifier.name
         if len(self.queue) >= self._capacity:
             dropped = self.queue.popleft()
+            dropped.finished()
             self._owner.metrics.dropped(name, "overflow")
             log.warning("notification queue full; dropped the oldest alert", notifier=name,
                         capacity=self._capacity, dropped_kind=dropped.alert.kind.value,
@@ -185,6 +195,8 @@ class _Lane:
             except Exception as exc:  # the lane must outlive any bug in one delivery; the error is logged
                 log.error("notification lane error", notifier=self.notifier.name,
                           **self._owner.redacted_exception(exc))
+            finally:
+                pending.finished()
 
     async def _deliver(self, pending: _Pending) -> None:
         owner, alert, name = self._owner, pending.alert, self.notifier.name
@@ -279,6 +291,7 @@ class NotificationPipeline:
         self._started = False
         self._stopped = False
         self._lane_died: asyncio.Future[None] | None = None
+        self._inflight: dict[int, _Pending] = {}
 
     @property
     def notifiers(self) -> tuple[Notifier, ...]:
@@ -324,9 +337,32 @@ class NotificationPipeline:
             log.debug("duplicate notification suppressed", kind=alert.kind.value, rollout=alert.rollout_key,
                       rule=alert.rule)
             return False
-        pending = _Pending(alert, self.clock.now())
+        pending = _Pending(alert, self.clock.now(), lanes=len(lanes))
+        if not lanes:
+            pending.settled.set()
+        self._inflight[id(alert)] = pending
+        while len(self._inflight) > self._queue_size:
+            self._inflight.pop(next(iter(self._inflight)))
         for lane in lanes:
             lane.offer(pending)
+        return True
+
+    async def settled(self, alert: Alert, *, timeout: float) -> bool:
+        """Whether every notifier finished with `alert` (delivered, or gave up and counted it) within
+        `timeout` real seconds. True for an alert that was not queued (a duplicate, or never submitted
+        here): nothing is left to wait for. Callers record an announcement as made only then, so a
+        process killed before delivery re-sends it after a restart."""
+        pending = self._inflight.get(id(alert))
+        if pending is None or pending.alert is not alert:
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await pending.settled.wait()
+        except TimeoutError:
+            return False
+        finally:
+            if pending.settled.is_set():
+                self._inflight.pop(id(alert), None)
         return True
 
     def _lane_for(self, notifier: Notifier) -> _Lane:
@@ -396,7 +432,8 @@ class NotificationPipeline:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for lane in self._lanes.values():
-            for _ in lane.queue:
+            for dropped in lane.queue:
+                dropped.finished()
                 self.metrics.dropped(lane.notifier.name, "shutdown")
             lane.queue.clear()
             lane.idle.set()
