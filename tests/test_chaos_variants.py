@@ -15,7 +15,7 @@ import pytest
 from tests.chaos.report import Summary, run_one
 from tests.chaos.schedule import Fault, Schedule, Step, env_for, kill_point_schedule
 
-pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.prometheus, pytest.mark.serial, pytest.mark.timeout(600)]
 
 ROLLBACK = kill_point_schedule(0)
 """v1 healthy, then v2 with 12% errors: one rollback, with its pre-rollback Job."""

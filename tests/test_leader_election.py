@@ -38,6 +38,8 @@ from tests.replicakit import LEASE_SECONDS, FrontDoor, Replica, holder, kill, re
 from tests.simkit import sim_server
 
 LEASE = "rollguard"
+pytestmark = pytest.mark.serial  # lease timing: these run alone
+
 NAMESPACE = "default"
 # Fake-clock seconds: client-go's ratios (15 / 10 / 2), shrunk.
 DURATION, DEADLINE, RETRY = 15.0, 10.0, 1.0

@@ -20,12 +20,16 @@ from typing import Any
 from sim.apiserver import AuditRecord
 
 NOT_VERDICTS = frozenset({"AnalysisStarted", "RuleMatched", "RollbackJobSucceeded", "RollbackJobFailed",
-                          "ApprovalIgnored", "RollbackCompleted", "Recovered", "RollbackSkipped"})
+                          "ApprovalIgnored", "RollbackCompleted", "Recovered", "RollbackSkipped",
+                          "InvalidState", "AlertMisrouted", "RuleFileRefused", "AnalysisError"})
 """Events that do not end an analysis (a fenced undo that nobody hears about is exactly what I1 catches)."""
-PAGES = frozenset({"RolledBack", "RollbackFailed", "ReviewRequested", "RolloutFailed"})
+PAGES = frozenset({"RolledBack", "RollbackFailed", "ReviewRequested", "RolloutFailed", "RollbackFenced",
+                   "RollbackRolloutFailed"})
 PHASES = {"RolledBack": {"rolling-back", "rolled-back"}, "AnalysisPassed": {"passed"},
-          "ReviewRequested": {"review"}, "RollbackFailed": {"review"}, "AnalysisStarted": {"analysing"},
-          "RolloutFailed": {"failed", "rolling-back", "rolled-back", "review"}}
+          "ReviewRequested": {"review"}, "RollbackFailed": {"rollback-failed"}, "AnalysisStarted": {"analysing"},
+          "RolloutFailed": {"failed", "rolling-back", "rolled-back", "review", "rollback-failed", "fenced"},
+          "RollbackFenced": {"fenced"}, "AnalysisSuperseded": {"superseded"}, "RollbackDenied": {"denied"},
+          "RollbackRolloutFailed": {"rollback-failed"}}
 STATE = "rollguard.io/state"
 SECRET_SHAPES = (re.compile(r"xox[abprs]-[0-9A-Za-z-]{10,}"),)
 _REVISION = re.compile(r"\brevision (\d+)")
@@ -218,10 +222,13 @@ def check_jobs(obs: Observation) -> list[Violation]:
             match = _JOB_NAME.search(str(meta.get("generateName") or meta.get("name") or ""))
             jobs[int(match.group(1)) if match else 0] += 1
     rolled = {u.analysed_revision for u in undos(obs) if u.code < 300}
+    # A newer deploy that lands while the Job runs cannot be foreseen: the rollback is then fenced, which
+    # must be announced as such (I4 checks its page). Any other Job without its rollback is a violation.
+    fenced = {e.revision for e in events(obs) if e.reason == "RollbackFenced" and "had already run" in e.message}
     for revision, n in sorted(jobs.items()):
         if n > 1:
             out.append(Violation("I3", f"{n} pre-rollback Jobs ran for revision {revision}"))
-        if revision not in rolled:
+        if revision not in rolled and revision not in fenced:
             out.append(Violation("I3", f"a pre-rollback Job ran for revision {revision} but no rollback followed"))
     return out
 
