@@ -172,7 +172,10 @@ async def _settle(daemon: DaemonProcess, *, threshold: float = 0.05, window: flo
 
 async def measure_size(cluster: Any, session: aiohttp.ClientSession, *, workdir: Path, rules: Path, size: int,
                        idle_seconds: float) -> dict[str, Any]:
+    # No rollout happens in this scenario, so nothing is ever queried; a daemon refuses a Prometheus
+    # signal without a Prometheus, hence an address where none listens.
     async with running_daemon(workdir=workdir, rules_dir=rules, kubeconfig=cluster.kubeconfig,
+                              prometheus_url="http://127.0.0.1:9",
                               name=f"scale-{size}") as daemon:
         try:
             ready_at = await wait_http_ok(session, f"{daemon.url}/readyz", timeout=300, alive=daemon.alive)

@@ -223,7 +223,10 @@ class Actions(Decisions):
         started = time.perf_counter()
         landed = state.remember_rollback(pod_template_hash=rollout.hash, revision=rollout.id.revision,
                                          at=progress.at)
-        landed = replace(landed, rollback=replace(progress, step="following"))
+        rule = verdict.deciding[0].rule if verdict.deciding else None
+        landed = replace(landed, rollback=replace(progress, step="following"), decision={
+            **(state.decision or {}), "action": "rollback_started", "rule": rule, "at": progress.at,
+            "reason": progress.reason[:500]})
         try:
             result = await self._writer.undo(ns, name, fence=fence, state=landed)
         except RollbackFenced as exc:
