@@ -152,12 +152,17 @@ class Decisions:
 
     # ----- lifecycle announcements -----
 
-    async def started(self, rollout: Rollout, state: AnalysisState, *, note: str = "") -> AnalysisState:
+    async def started(self, rollout: Rollout, state: AnalysisState, *, note: str = "",
+                      analysed: bool = True) -> AnalysisState:
+        """The rollout started: analysed (`AnalysisStarted`), or only followed (`RolloutFollowed`: someone
+        else's undo back to an earlier revision)."""
         image = ", ".join(rollout.images) or "(see the Deployment)"
         return await self._decide(
-            rollout, state, kind=AlertKind.ROLLOUT_STARTED, event_reason="AnalysisStarted", event_type="Normal",
+            rollout, state, kind=AlertKind.ROLLOUT_STARTED,
+            event_reason="AnalysisStarted" if analysed else "RolloutFollowed", event_type="Normal",
             title=f"Rollout of {rollout.id.namespace}/{rollout.id.name} revision {rollout.id.revision} started",
-            summary=f"Policy {rollout.policy.name} analyses it; image {image}." + (f" {note}" if note else ""),
+            summary=(f"Policy {rollout.policy.name} analyses it; image {image}." if analysed else f"Image {image}.")
+            + (f" {note}" if note else ""),
             stage=state.phase if state.phase in (Stage.ANALYSING, Stage.REVIEW) else Stage.ANALYSING)
 
     async def passed(self, rollout: Rollout, verdict: Verdict | None, state: AnalysisState) -> AnalysisState:

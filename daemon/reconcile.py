@@ -46,6 +46,7 @@ from daemon.rollout import (
     RolloutKind,
     build_rollout,
     classify,
+    is_reused,
     rolling_back_from_state,
     started_at,
 )
@@ -199,7 +200,8 @@ class Reconciler:
         elif tracked.kind is RolloutKind.UNDO_BY_SOMEONE:
             fresh = replace(fresh, decision={"action": FOLLOWED, "reason": "re-uses an earlier revision's template"})
             tracked.state = await self._actions.started(
-                rollout, fresh, note="It re-uses an earlier revision's template (a rollback): followed, not analysed.")
+                rollout, fresh, analysed=False,
+                note="It re-uses an earlier revision's template (a rollback): followed, not analysed.")
         else:
             tracked.state = fresh
             self._tasks.start_analysis(key, tracked, rollout, announce=True)
@@ -272,6 +274,8 @@ class Reconciler:
         if not any(STATE_ANNOTATION in ((obj.get("metadata") or {}).get("annotations") or {})
                    for obj in (deployment, *replica_sets)):
             return  # rollguard never judged this Deployment: a rollout completed before it was installed
+        if is_reused(new_replica_set(deployment, replica_sets)):
+            return  # an undo (rollguard's own, finished, or someone else's) back to a revision already judged
         began = started_at(deployment, replica_sets, now=self._clock.now())
         timing = policy.analysis
         if self._clock.now() - began < timing.initial_delay + timing.bake_time + LATE_GRACE:

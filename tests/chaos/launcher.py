@@ -27,8 +27,9 @@ def _swap(namespace: Any, name: str, new: Any) -> Any:
 
 
 def _no_fencing() -> None:
-    """Undo without re-checking the analysed revision, and without the patch's resourceVersion `test`."""
+    """Undo without re-checking the analysed revision, and without the patch's preconditions (`test`)."""
     import daemon.actions
+    import daemon.writer
     from daemon.kube import client as kube_client
 
     original_undo: Any = None
@@ -44,21 +45,24 @@ def _no_fencing() -> None:
             body = [op for op in body if not (isinstance(op, dict) and op.get("op") == "test")]
         return await original_patch(self, path, body, *args, **kwargs)
 
-    original_undo = _swap(daemon.actions, "undo", unfenced_undo)
+    original_undo = _swap(daemon.writer, "undo", unfenced_undo)
+    _swap(daemon.actions, "check_fence", lambda *args, **kwargs: None)
     original_patch = _swap(kube_client.KubeClient, "patch", patch_without_test)
 
 
 def _job_twice() -> None:
-    """Run the pre-rollback Job twice (as a retry that forgets the first run would)."""
-    import daemon.actions
+    """Create the pre-rollback Job twice (as a retry that forgets the first run would)."""
+    import daemon.writer
 
     original: Any = None
 
-    async def twice(*args: Any, **kwargs: Any) -> Any:
-        await original(*args, **kwargs)
-        return await original(*args, **kwargs)
+    async def twice(client: Any, namespace: str, manifest: Any) -> Any:
+        await original(client, namespace, manifest)
+        again = {**manifest, "metadata": {**manifest["metadata"], "name": manifest["metadata"]["name"] + "-again"}}
+        await original(client, namespace, again)
+        return manifest["metadata"]["name"]
 
-    original = _swap(daemon.actions, "run_job", twice)
+    original = _swap(daemon.writer, "ensure_job", twice)
 
 
 def _no_notify_retry() -> None:
@@ -78,18 +82,18 @@ def _dry_run_ignored(argv: list[str]) -> list[str]:
 
 
 def _secret_in_events() -> None:
-    """Quote the Slack token in every Event message (a debugging line left in)."""
-    from daemon.kube.events import EventRecorder
+    """Quote the Slack token in every Event written (a debugging line left in, past the scrubbing)."""
+    from daemon.kube import client as kube_client
 
     original: Any = None
     token = os.environ.get("ROLLGUARD_SLACK_TOKEN", "")
 
-    async def leaky(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if "message" in kwargs:
-            kwargs["message"] = f"{kwargs['message']} (auth: Bearer {token})"
-        return await original(self, *args, **kwargs)
+    async def leaky(self: Any, path: str, body: Any, *args: Any, **kwargs: Any) -> Any:
+        if "/events" in path and isinstance(body, dict) and "message" in body:
+            body = {**body, "message": f"{body['message']} (auth: Bearer {token})"}
+        return await original(self, path, body, *args, **kwargs)
 
-    original = _swap(EventRecorder, "record", leaky)
+    original = _swap(kube_client.KubeClient, "create", leaky)
 
 
 PATCHES: dict[str, Callable[[], None]] = {
