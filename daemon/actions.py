@@ -153,9 +153,13 @@ class Actions(Decisions):
             state = replace(state, phase=str(transition(state.phase, event).target),
                             rollback=RollbackProgress("undo", reason=reason[:500], at=now, approved_by=approved_by))
         fence = Fence(rollout.id.revision, rollout.hash)
-        failed = await self._plan(rollout, state, fence, verdict, evidence)
-        if failed is not None:
-            return failed
+        planned = await self._plan(rollout, state, fence, verdict, evidence)
+        if isinstance(planned, AnalysisState):
+            return planned
+        assert state.rollback is not None
+        # The target is known from the plan: recorded before any effect, so an announcement re-sent
+        # after a crash says the same as the first one would have.
+        state = replace(state, rollback=replace(state.rollback, target=planned))
         job = rollout.policy.on_rollback_job
         assert state.rollback is not None
         if job is not None and (state.rollback.step == "job" or state.rollback.job is None):
@@ -165,18 +169,18 @@ class Actions(Decisions):
         return await self._undo(rollout, state, fence, verdict, evidence)
 
     async def _plan(self, rollout: Rollout, state: AnalysisState, fence: Fence, verdict: Verdict,
-                    evidence: tuple[str, ...]) -> AnalysisState | None:
-        """Step 1: the analysed revision is live and a target exists; else the announced failure state."""
+                    evidence: tuple[str, ...]) -> AnalysisState | int:
+        """Step 1: the analysed revision is live and a target exists (its revision is returned); else the
+        announced failure state."""
         ns, name = rollout.key
         try:
             deployment, replica_sets = await read_for_undo(self._kube, ns, name)
             check_fence(ns, name, deployment, replica_sets, fence)
-            plan_undo(deployment, replica_sets)
+            return plan_undo(deployment, replica_sets).target_revision
         except RollbackFenced as exc:
             return await self._fenced(rollout, state, exc, verdict, evidence)
         except (UndoRefused, KubeError) as exc:
             return await self._failed(rollout, state, Event.UNDO_REFUSED, str(exc), verdict, evidence)
-        return None
 
     async def _run_job(self, rollout: Rollout, state: AnalysisState, fence: Fence, verdict: Verdict,
                        evidence: tuple[str, ...]) -> tuple[AnalysisState, AnalysisState | None]:
