@@ -21,7 +21,9 @@ Announcements are submitted to the notification pipeline, which never blocks.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import structlog
 
@@ -38,7 +40,7 @@ from daemon.kube.rollback import (
     plan_undo,
     read_for_undo,
 )
-from daemon.kube.state import AnalysisState, RollbackProgress
+from daemon.kube.state import AnalysisState, RollbackProgress, StateError, read_state
 from daemon.lifecycle import Event, Stage, transition
 from daemon.metrics import Metrics
 from daemon.notify.model import AlertKind
@@ -171,16 +173,33 @@ class Actions(Decisions):
     async def _plan(self, rollout: Rollout, state: AnalysisState, fence: Fence, verdict: Verdict,
                     evidence: tuple[str, ...]) -> AnalysisState | int:
         """Step 1: the analysed revision is live and a target exists (its revision is returned); else the
-        announced failure state."""
+        announced outcome: fenced, failed — or, when a previous leader's undo already landed, that
+        undo announced (a successor resuming a rollback must not call its own undo a newer deploy)."""
         ns, name = rollout.key
         try:
             deployment, replica_sets = await read_for_undo(self._kube, ns, name)
             check_fence(ns, name, deployment, replica_sets, fence)
             return plan_undo(deployment, replica_sets).target_revision
         except RollbackFenced as exc:
+            landed = self._own_undo(rollout, deployment)
+            if landed is not None:
+                log.info("the undo already landed (a previous leader wrote it)", namespace=ns, deployment=name)
+                target = landed.rollback.target if landed.rollback else None
+                return await self.announce_rollback(rollout, landed, verdict.deciding, evidence, target=target)
             return await self._fenced(rollout, state, exc, verdict, evidence)
         except (UndoRefused, KubeError) as exc:
             return await self._failed(rollout, state, Event.UNDO_REFUSED, str(exc), verdict, evidence)
+
+    def _own_undo(self, rollout: Rollout, deployment: Mapping[str, Any]) -> AnalysisState | None:
+        """The state the undo's own patch left, when the live template is rollguard's undo of `rollout`."""
+        try:
+            landed = read_state(deployment, now=self._clock.now())
+        except StateError:
+            return None
+        if (landed.is_for(rollout.id.revision, rollout.hash) and landed.phase == Stage.ROLLING_BACK
+                and landed.rollback is not None and landed.rollback.step in ("following", "done")):
+            return landed
+        return None
 
     async def _run_job(self, rollout: Rollout, state: AnalysisState, fence: Fence, verdict: Verdict,
                        evidence: tuple[str, ...]) -> tuple[AnalysisState, AnalysisState | None]:

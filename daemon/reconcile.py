@@ -113,6 +113,10 @@ class Reconciler:
                 del self._tracked[key]
             return
         identity_status = rollout_status(deployment, replica_sets)
+        if identity_status.phase is RolloutPhase.WAITING_SPEC:
+            # The controller has not observed the latest template: a re-used ReplicaSet still carries
+            # its old revision number. Its update (an event) comes; judge what it says then.
+            return
         identity = rollout_identity(deployment, replica_sets)
         if identity.pod_template_hash is None:
             return  # the controller has not created the new ReplicaSet yet; its event will come
