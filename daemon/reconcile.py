@@ -35,6 +35,7 @@ from daemon.kube.rollout_state import (
     RolloutPhase,
     is_new_rollout,
     new_replica_set,
+    revision_of,
     rollout_identity,
     rollout_status,
 )
@@ -120,6 +121,11 @@ class Reconciler:
         identity = rollout_identity(deployment, replica_sets)
         if identity.pod_template_hash is None:
             return  # the controller has not created the new ReplicaSet yet; its event will come
+        deployment_revision = revision_of(deployment) or 0
+        if deployment_revision > identity.revision:
+            # A re-used ReplicaSet whose renumbering this replica has not seen yet (its event comes
+            # after the Deployment's): the Deployment's own revision is the rollout's.
+            identity = replace(identity, revision=deployment_revision)
         labels = (deployment.get("metadata") or {}).get("labels") or {}
         policy = self._policies.policy_for(key[0], labels)
         if tracked is None:
