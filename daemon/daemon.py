@@ -33,7 +33,7 @@ from daemon.measure import ProviderMeasurer, can_run
 from daemon.metrics import Metrics
 from daemon.notify import NotificationPipeline, build_notifiers
 from daemon.notify.configfile import load_notify_config
-from daemon.notify.pipeline import PrometheusMetrics
+from daemon.notify.delivery import PrometheusMetrics
 from daemon.notify.routing import NotifyRouter
 from daemon.reconcile import Reconciler
 from daemon.redaction import SCRUBBER

@@ -29,7 +29,8 @@ from daemon.notify import (
     SendResult,
     build_notifiers,
 )
-from daemon.notify.pipeline import Deduplicator, RetryPolicy
+from daemon.notify.dedup import Deduplicator
+from daemon.notify.delivery import RetryPolicy
 from sim.receivers.pagerduty import PagerDutyReceiver
 from sim.receivers.slack import SlackReceiver
 from tests.test_notify_kit import ROUTING_KEY, SLACK_TOKEN, eventually, make_alert

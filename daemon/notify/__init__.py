@@ -32,6 +32,7 @@ and RuntimeError for lifecycle misuse (start() twice, restart after stop()).
 
 from __future__ import annotations
 
+from daemon.notify.delivery import PrometheusMetrics, RetryPolicy
 from daemon.notify.factory import NotifierSet, build_notifiers
 from daemon.notify.model import (
     KIND_LABELS,
@@ -50,7 +51,7 @@ from daemon.notify.model import (
     is_routed,
     rollout_key_for,
 )
-from daemon.notify.pipeline import NotificationPipeline, PrometheusMetrics, RetryPolicy
+from daemon.notify.pipeline import NotificationPipeline
 from daemon.notify.secrets import Redactor
 
 __all__ = [
