@@ -125,13 +125,25 @@ def classify(identity: RolloutId, *, new_rs: Obj | None, state: AnalysisState,
     state annotation after a restart); `state` carries the Deployment-wide memory of rollbacks.
     """
     hash_ = identity.pod_template_hash or ""
-    if rolling_back is not None and rolling_back.pod_template_hash != hash_:
+    if rolling_back is not None and rolling_back.pod_template_hash != hash_ and _is_older(new_rs, rolling_back):
         return RolloutKind.OWN_ROLLBACK
     if state.was_rolled_back(hash_) is not None:
         return RolloutKind.REAPPLIED
     if is_reused(new_rs):
         return RolloutKind.UNDO_BY_SOMEONE
     return RolloutKind.FRESH
+
+
+def _is_older(new_rs: Obj | None, bad: RolloutId) -> bool:
+    """Whether `new_rs` is an older ReplicaSet brought back, as every undo's is — re-used (renumbered)
+    or, before the controller renumbers it, numbered below the bad revision. A template deployed by
+    someone else while rollguard rolls back gets a new ReplicaSet numbered after it: not the undo."""
+    if new_rs is None:
+        return False
+    if is_reused(new_rs):
+        return True
+    revision = revision_of(new_rs)
+    return revision is not None and revision < bad.revision
 
 
 def rolling_back_from_state(state: AnalysisState, identity: RolloutId) -> RolloutId | None:

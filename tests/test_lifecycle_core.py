@@ -184,6 +184,20 @@ def test_the_rollout_of_rollguards_own_undo_is_followed() -> None:
                     rolling_back=bad) is RolloutKind.OWN_ROLLBACK
 
 
+def test_the_undo_is_recognised_before_its_replicaset_is_renumbered() -> None:
+    bad = RolloutId("ns", "web", 2, "h2")
+    assert classify(RolloutId("ns", "web", 3, "h1"), new_rs=rs("h1", 1), state=AnalysisState(),
+                    rolling_back=bad) is RolloutKind.OWN_ROLLBACK
+
+
+def test_a_newer_deploy_landing_while_rollguard_rolls_back_is_a_fresh_deploy_not_its_undo() -> None:
+    # A brand-new template gets a brand-new ReplicaSet numbered after the bad revision: an undo never
+    # does (it re-uses an older one), so the newer deploy is judged on its own instead of being
+    # "followed" as if it were rollguard's rollback.
+    bad = RolloutId("ns", "web", 2, "h2")
+    assert classify(IDENTITY, new_rs=rs("h3", 3), state=AnalysisState(), rolling_back=bad) is RolloutKind.FRESH
+
+
 def test_someone_elses_undo_is_recognised_by_its_reused_replicaset() -> None:
     assert classify(IDENTITY, new_rs=rs("h3", 3, reused=True), state=AnalysisState(),
                     rolling_back=None) is RolloutKind.UNDO_BY_SOMEONE
