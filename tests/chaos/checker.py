@@ -178,15 +178,26 @@ def check_silence(obs: Observation) -> list[Violation]:
             out.append(Violation("I1", f"revision {deploy.revision} ({deploy.kind}, {deploy.image}) is bad but was "
                                        "neither rolled back nor paged about",
                                  tuple(said) or ("no Event about it",)))
+    for start in unfinished_analyses(obs, evs):
+        said = sorted({e.reason for e in evs if e.revision == start.revision})
+        out.append(Violation("I1", f"the analysis of revision {start.revision} ended without an announced "
+                                   "verdict", (f"its Events: {', '.join(said)}",)))
+    return out
+
+
+def unfinished_analyses(obs: Observation, evs: list[Event] | None = None) -> list[Event]:
+    """The `AnalysisStarted` Events with no verdict Event for their revision yet, not superseded by a
+    later deploy and not paged about. While the daemons run, these are analyses in progress; once the
+    run has settled, each is an analysis that ended silently (I1)."""
+    evs = events(obs) if evs is None else evs
     later = {d.revision: d.at for d in obs.deploys}
+    open_ = []
     for start in (e for e in evs if e.reason == "AnalysisStarted"):
         superseded = any(rev > start.revision and at > start.at for rev, at in later.items())
         ended = any(e.revision == start.revision and e.reason not in NOT_VERDICTS for e in evs)
         if not superseded and not ended and not paged(obs, start.revision):
-            said = sorted({e.reason for e in evs if e.revision == start.revision})
-            out.append(Violation("I1", f"the analysis of revision {start.revision} ended without an announced "
-                                       "verdict", (f"its Events: {', '.join(said)}",)))
-    return out
+            open_.append(start)
+    return open_
 
 
 def check_rollbacks(obs: Observation) -> list[Violation]:

@@ -7,13 +7,14 @@ import contextlib
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sim.faults import ConcurrentWrite, FaultRule
 from sim.resources import DEPLOYMENTS
-from tests.chaos.checker import DeployRecord, Observation, Violation, check
+from tests.chaos.checker import DeployRecord, Observation, Violation, check, unfinished_analyses
 from tests.chaos.schedule import Fault, Schedule, Step, env_for
 from tests.chaos.stack import LEASE_SECONDS, SECRETS, ChaosStack, chaos_stack
 
@@ -185,13 +186,13 @@ async def play(schedule: Schedule, workdir: Path, *, variant: str = "none") -> R
                 await _wait(lambda t=applied_at: any(reason == "RollbackCompleted" for at, reason, _
                                                      in _daemon_events(stack) if at >= t), 15)
         await player.finish()
-        await settle(stack)
-        for seen in stack.timeline:  # the concurrent writer's deploys: healthy, never to be undone
-            if seen.image.endswith("-newer") and not any(d.template_hash == seen.template_hash for d in deploys):
-                revision = max(s.revision for s in stack.timeline if s.template_hash == seen.template_hash)
-                deploys.append(DeployRecord(-1, "newer", seen.image, "healthy", seen.at, revision,
-                                            seen.template_hash))
-        observation = await observe(stack, schedule, deploys)
+
+        async def in_progress() -> bool:
+            seen = await observe(stack, schedule, _with_newer(stack, deploys))
+            return bool(unfinished_analyses(seen))
+
+        await settle(stack, in_progress)
+        observation = await observe(stack, schedule, _with_newer(stack, deploys))
     injected = player.injected + Counter({f"sim:{k}": v for k, v in stack.faults.injected.items()})
     return RunResult(schedule, variant, time.monotonic() - started, injected, check(observation), observation)
 
@@ -221,8 +222,21 @@ def _decided(stack: ChaosStack, revision: int, since: float) -> bool:
     return False
 
 
-async def settle(stack: ChaosStack) -> None:
-    """Clear the API faults, bring every daemon and Prometheus back, and wait until nothing happens."""
+def _with_newer(stack: ChaosStack, deploys: list[DeployRecord]) -> list[DeployRecord]:
+    """`deploys` and the concurrent writer's deploys: healthy, never to be undone."""
+    out = list(deploys)
+    for seen in stack.timeline:
+        if seen.image.endswith("-newer") and not any(d.template_hash == seen.template_hash for d in out):
+            revision = max(s.revision for s in stack.timeline if s.template_hash == seen.template_hash)
+            out.append(DeployRecord(-1, "newer", seen.image, "healthy", seen.at, revision, seen.template_hash))
+    return out
+
+
+async def settle(stack: ChaosStack, in_progress: Callable[[], Awaitable[bool]]) -> None:
+    """Clear the API faults, bring every daemon and Prometheus back, and wait until nothing happens:
+    no write for `SETTLE_QUIET` seconds and no analysis in progress (an analysis in its initial delay
+    or bake time writes nothing for longer than that). At most `SETTLE_MAX` seconds: an analysis
+    still open then is one that will never announce a verdict, which the checker reports (I1)."""
     stack.faults.clear()
     prometheus = stack.cluster.prometheus
     if prometheus is not None:
@@ -241,7 +255,7 @@ async def settle(stack: ChaosStack) -> None:
         return max([0.0, *writes, *received])
 
     while time.monotonic() < deadline:
-        if time.time() - last_activity() >= SETTLE_QUIET:
+        if time.time() - last_activity() >= SETTLE_QUIET and not await in_progress():
             return
         await asyncio.sleep(0.5)
 
