@@ -38,11 +38,11 @@ bench: $(STAMP) prometheus
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Seeded fault schedules against rollguard, checked against its invariants (docs/reliability.md).
-# `make chaos SEEDS=1 SEED=1234` replays one seed; two schedules run side by side.
+# `make chaos SEEDS=1 SEED=1234` replays one seed; four schedules run side by side.
 SEEDS ?= 200
 SEED ?= 1
 chaos: $(STAMP) prometheus
-	$(BIN)/python -m tests.chaos --first $(SEED) --seeds $(SEEDS) --jobs 2 $(CHAOS_ARGS)
+	$(BIN)/python -m tests.chaos --first $(SEED) --seeds $(SEEDS) $(CHAOS_ARGS)
 
 # Re-resolve the pinned versions after changing dependencies in pyproject.toml.
 lock:

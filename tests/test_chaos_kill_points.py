@@ -3,7 +3,7 @@
 The write points are enumerated from the API server's audit log of a clean run (every write the
 daemon made once the bad deploy landed), not by hand; then the same scenario is played once per
 point with the daemon SIGKILLed right after that write is applied and restarted a second later.
-Runs are played two at a time (one process each) in a module fixture; each test asserts one run.
+Runs are played four at a time (one process each) in a module fixture; each test asserts one run.
 
 Before the lifecycle rewrite these runs reproduced its findings (docs/reliability.md, "Before the
 lifecycle fix"); now every run must be clean (`KNOWN` is empty).
@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
-from tests.chaos.report import Summary, run_one
+from tests.chaos.report import SIDE_BY_SIDE, Summary, run_one
 from tests.chaos.schedule import generate, kill_point_schedule
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.serial, pytest.mark.timeout(900)]
@@ -43,7 +43,7 @@ def runs() -> dict[str, Summary]:
     jobs = [(kill_point_schedule(0), "none", "clean")]
     jobs += [(kill_point_schedule(i), "none", f"kill-{i}") for i in range(1, EXPECTED_POINTS + 1)]
     jobs += [(generate(seed), "none", f"seed-{seed}") for seed in SEEDS]
-    with ProcessPoolExecutor(max_workers=2) as pool:
+    with ProcessPoolExecutor(max_workers=SIDE_BY_SIDE) as pool:
         done = list(pool.map(run_one, *zip(*jobs, strict=True)))
     return {s.label: s for s in done}
 

@@ -12,7 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
-from tests.chaos.report import Summary, run_one
+from tests.chaos.report import SIDE_BY_SIDE, Summary, run_one
 from tests.chaos.schedule import Fault, Schedule, Step, env_for, kill_point_schedule
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.serial, pytest.mark.timeout(600)]
@@ -42,7 +42,7 @@ def runs() -> dict[str, Summary]:
     jobs = [(schedule, variant, variant) for variant, (schedule, _, _) in CASES.items()]
     jobs += [(schedule, "none", f"clean-{schedule.seed}") for schedule in {c[0].seed: c[0] for c in
                                                                             CASES.values()}.values()]
-    with ProcessPoolExecutor(max_workers=2) as pool:
+    with ProcessPoolExecutor(max_workers=SIDE_BY_SIDE) as pool:
         done = list(pool.map(run_one, *zip(*jobs, strict=True)))
     return {s.label: s for s in done}
 

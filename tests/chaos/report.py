@@ -58,6 +58,11 @@ def run_one(schedule: Schedule, variant: str, label: str) -> Summary:
                    [v.invariant for v in result.violations], schedule.describe(), points)
 
 
+SIDE_BY_SIDE = 4
+"""Schedules played at once. A schedule mostly waits on its policy's timers (about 15% of a core for
+the daemon, the API server and the workload together), so four fit on a 2-core machine."""
+
+
 def run_many(jobs: list[tuple[Schedule, str, str]], workers: int, *, verbose: bool) -> list[Summary]:
     summaries: list[Summary] = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -104,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="run this one seed (prints its schedule)")
     parser.add_argument("--seeds", type=int, default=0, help="run seeds FIRST..FIRST+N-1")
     parser.add_argument("--first", type=int, default=1)
-    parser.add_argument("--jobs", type=int, default=2, help="schedules side by side (2 on a 2-core machine)")
+    parser.add_argument("--jobs", type=int, default=SIDE_BY_SIDE, help="schedules side by side")
     parser.add_argument("--kill-points", action="store_true",
                         help="SIGKILL the daemon after each of its writes in one rollback "
                              "(enumerated from a clean run's audit log)")
