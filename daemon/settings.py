@@ -133,6 +133,9 @@ class RunSettings:
     prometheus_ca_file: Path | None = None
     """PEM file of the CA that signed Prometheus' TLS certificate, trusted for Prometheus only
     (ROLLGUARD_PROMETHEUS_CA_FILE). None: the system's CAs."""
+    alertmanager_url: str | None = None
+    """Base URL of Alertmanager (e.g. http://alertmanager.monitoring:9093), read by `alerts` signals
+    on every tick (ROLLGUARD_ALERTMANAGER_URL). None: no `alerts` signal can run."""
     notify_config: Path | None = None
     """YAML file configuring the notifiers (see README, Notifications); None: from the environment."""
     service_proxy: str | None = None
@@ -258,6 +261,7 @@ def run_settings(
         prometheus_url=prometheus_value or None,
         prometheus_token_file=_path_env(env, "PROMETHEUS_TOKEN_FILE"),
         prometheus_ca_file=_path_env(env, "PROMETHEUS_CA_FILE"),
+        alertmanager_url=env.get(ENV_PREFIX + "ALERTMANAGER_URL", "").strip() or None,
         notify_config=Path(notify_value) if notify_value else None,
         actions=actions,
         notify=notify,
