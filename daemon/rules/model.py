@@ -9,9 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from daemon.rules.expressions import CompiledExpression, SignalType
-from daemon.rules.matchers import Matcher
+
+if TYPE_CHECKING:  # matchers reach this module through regexes and limits: an annotation only
+    from daemon.rules.matchers import Matcher
 
 API_VERSION = "rollguard.io/v1"
 KIND = "RollbackPolicy"
