@@ -35,12 +35,13 @@ WEBHOOK_TOKEN_FILE_ENV = "ROLLGUARD_ALERTMANAGER_WEBHOOK_TOKEN_FILE"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="rollguard-alertmanager"'}
 
 
-def webhook_token_from_env(env: Mapping[str, str]) -> str | None:
+def webhook_token_from_env(env: Mapping[str, str], *, file: Path | None = None) -> str | None:
     """The webhook token, or None when none is configured; ValueError (naming the variable and file,
-    never the value) when the file cannot be read or is empty."""
+    never the value) when the file cannot be read or is empty. `file`: the settings' token file, used
+    when neither variable is set."""
     if env.get(WEBHOOK_TOKEN_ENV, "").strip():
         return env[WEBHOOK_TOKEN_ENV].strip()
-    path = env.get(WEBHOOK_TOKEN_FILE_ENV, "").strip()
+    path = env.get(WEBHOOK_TOKEN_FILE_ENV, "").strip() or (str(file) if file is not None else "")
     if not path:
         return None
     try:

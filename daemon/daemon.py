@@ -181,7 +181,8 @@ async def _run_wired(settings: RunSettings, *, extras: Extras, env: Mapping[str,
             refused = rules.refused
             return ok, why + (f"; refused rule files: {', '.join(sorted(refused))}" if refused else "")
 
-        webhook = (WEBHOOK_PATH, webhook_handler(measurer.alert_hub, token=webhook_token_from_env(env)))
+        webhook = (WEBHOOK_PATH, webhook_handler(measurer.alert_hub, token=webhook_token_from_env(
+            env, file=settings.alertmanager_webhook_token_file)))
         http = HttpServer(build_http_app(metrics=metrics, ready=ready, analyses=supervisor.analyses,
                                          api_token=api_token, alert_webhook=webhook), settings.http_listen)
         await http.start()

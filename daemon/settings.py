@@ -136,6 +136,9 @@ class RunSettings:
     alertmanager_url: str | None = None
     """Base URL of Alertmanager (e.g. http://alertmanager.monitoring:9093), read by `alerts` signals
     on every tick (ROLLGUARD_ALERTMANAGER_URL). None: no `alerts` signal can run."""
+    alertmanager_webhook_token_file: Path | None = None
+    """File holding the bearer token Alertmanager's webhook must send (ROLLGUARD_ALERTMANAGER_WEBHOOK_TOKEN_FILE;
+    the chart mounts it from a Secret). None, and no ROLLGUARD_ALERTMANAGER_WEBHOOK_TOKEN: pushes are refused."""
     notify_config: Path | None = None
     """YAML file configuring the notifiers (see README, Notifications); None: from the environment."""
     service_proxy: str | None = None
@@ -262,6 +265,7 @@ def run_settings(
         prometheus_token_file=_path_env(env, "PROMETHEUS_TOKEN_FILE"),
         prometheus_ca_file=_path_env(env, "PROMETHEUS_CA_FILE"),
         alertmanager_url=env.get(ENV_PREFIX + "ALERTMANAGER_URL", "").strip() or None,
+        alertmanager_webhook_token_file=_path_env(env, "ALERTMANAGER_WEBHOOK_TOKEN_FILE"),
         notify_config=Path(notify_value) if notify_value else None,
         actions=actions,
         notify=notify,

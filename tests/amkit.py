@@ -68,16 +68,21 @@ class AlertmanagerServer:
         (self._dir / "alertmanager.yml").write_text(yaml.safe_dump(self.config(), sort_keys=False))
         self._log = (self._dir / "alertmanager.log").open("wb")
         self.port = free_port()
-        self._proc = subprocess.Popen(
-            [binary, f"--config.file={self._dir / 'alertmanager.yml'}", f"--storage.path={self._dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=", "--log.level=warn"],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._proc = self._spawn(binary)
         try:
             await self._wait_ready()
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
         return self
+
+    def _spawn(self, binary: str) -> subprocess.Popen[bytes]:
+        assert self._dir is not None
+        # Clustering off (an empty cluster address): one instance, no gossip port to collide on.
+        return subprocess.Popen(
+            [binary, f"--config.file={self._dir / 'alertmanager.yml'}", f"--storage.path={self._dir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=", "--log.level=warn"],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     async def _wait_ready(self, timeout: float = 20.0) -> None:
         loop = asyncio.get_running_loop()
