@@ -19,7 +19,7 @@ from daemon.rules.matchers import parse_matcher
 from daemon.rules.model import AlertLabels, AlertScope, AlertsSignal
 from daemon.signals.alerts import AlertsProvider
 from daemon.signals.base import Measurement, Phase, SignalContext
-from tests.amkit import AlertmanagerServer
+from sim.alertmanager import AlertmanagerServer
 
 STARTED = 1_700_000_000.0
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from sim.alertmanager import AlertingPrometheus, AlertmanagerServer
 from sim.demo.stack import running_stack
-from tests.amkit import AlertingPrometheus, AlertmanagerServer
 from tests.e2ekit import deploy, eventually, image_of, revision_of, serving_v1, state_of
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(120)]

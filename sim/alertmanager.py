@@ -1,4 +1,4 @@
-"""Test kit for a real Alertmanager, and a real Prometheus that evaluates alerting rules and sends to it.
+"""A real Alertmanager, and a real Prometheus that evaluates alerting rules and sends to it (tests, demo, bench).
 
 `AlertmanagerServer` runs Debian's `prometheus-alertmanager` on a free loopback port, clustering off,
 with one webhook receiver (payload version 4) pointing at a given URL with a bearer token, and short
