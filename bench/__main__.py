@@ -1,6 +1,6 @@
 """`make bench` = `.venv/bin/python -m bench [options]`: run the scenarios, print JSON and a short table.
 
-    python -m bench                                  # everything, default sizes (about 6 minutes)
+    python -m bench                                  # everything, default sizes (about 8 minutes)
     python -m bench --only detection --runs 10       # one scenario
     python -m bench --only alert_push --alert-runs 20  # webhook → rollback PATCH (needs Alertmanager)
     python -m bench --scale-sizes 1000,5000          # smaller scale run
