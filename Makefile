@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $@
 
 prometheus:
+	@scripts/ensure-alertmanager
 	@scripts/ensure-prometheus
 
 lint: $(STAMP)

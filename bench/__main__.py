@@ -1,7 +1,8 @@
 """`make bench` = `.venv/bin/python -m bench [options]`: run the scenarios, print JSON and a short table.
 
-    python -m bench                                  # everything, default sizes (about 6 minutes)
+    python -m bench                                  # everything, default sizes (about 8 minutes)
     python -m bench --only detection --runs 10       # one scenario
+    python -m bench --only alert_push --alert-runs 20  # webhook → rollback PATCH (needs Alertmanager)
     python -m bench --scale-sizes 1000,5000          # smaller scale run
     python -m bench --json out.json                  # also write the JSON to a file
 
@@ -25,10 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import analyses, detection, rollback_cost, rules_cost, scale, sim_scale
+from bench import alert_push, analyses, detection, rollback_cost, rules_cost, scale, sim_scale
 from bench.common import logging_to, machine
 
-SCENARIOS = ("rules_cost", "rollback_cost", "detection", "scale", "analyses", "sim_scale")
+SCENARIOS = ("rules_cost", "rollback_cost", "detection", "alert_push", "scale", "analyses", "sim_scale")
 
 
 def _ints(text: str) -> list[int]:
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=5, help="detection: repeated bad deploys (default 5)")
     parser.add_argument("--interval", type=float, default=5.0,
                         help="detection: the policy's evaluation interval in seconds (default 5)")
+    parser.add_argument("--alert-runs", type=int, default=20,
+                        help="alert_push: bad deploys rolled back on a pushed alert (default 20)")
     parser.add_argument("--undo-repetitions", type=int, default=20,
                         help="rollback_cost: alternating undo pairs (default 20)")
     parser.add_argument("--scale-sizes", type=_ints, default=[1000, 5000, 10000], metavar="N[,N]",
@@ -83,6 +86,7 @@ def _jobs(args: argparse.Namespace) -> dict[str, Callable[[], Coroutine[Any, Any
         "rules_cost": rules,
         "rollback_cost": lambda: rollback_cost.run(repetitions=args.undo_repetitions),
         "detection": lambda: detection.run(runs=args.runs, interval=args.interval),
+        "alert_push": lambda: alert_push.run(runs=args.alert_runs),
         "scale": lambda: scale.run(sizes=args.scale_sizes, idle_seconds=args.idle_seconds),
         "sim_scale": lambda: _sim_scale(args.sim_sizes),
         "analyses": lambda: analyses.run(counts=args.analyses, interval=args.analysis_interval,
@@ -128,6 +132,15 @@ def table(results: dict[str, Any]) -> str:
                      f"p95 ≤ {r['target_p95_s']:g}", _ok(r["meets_target"])))
         rows.append(("detection", "bad sample → rollout complete p50 / p95, s", f"{c['p50']:.2f} / {c['p95']:.2f}",
                      "", ""))
+    r = results.get("alert_push")
+    if r and "error" not in r:
+        p = r["to_patch_s"]
+        rows.append(("alert_push", f"webhook arrives → rollback PATCH p50 / p95 / max, s ({p['n']} runs)",
+                     f"{p['p50']:.3f} / {p['p95']:.3f} / {p['max']:.3f}", f"p95 < {r['target_p95_s']:g}",
+                     _ok(r["meets_target"])))
+        w = r["apply_to_webhook_s"]
+        rows.append(("alert_push", "bad deploy applied → first webhook p50 / p95, s",
+                     f"{w['p50']:.2f} / {w['p95']:.2f}", "", ""))
     r = results.get("scale")
     if r and "error" not in r:
         t = r["targets"]

@@ -18,6 +18,10 @@ and the verdict goes to the `Decider`:
 * notify → Slack once per rule; the analysis goes on;
 * pass → nothing, unless the bake time is over: then the analysis passed.
 
+Pushed evidence (an Alertmanager alert for the rollout) wakes the analysis between two ticks: it
+evaluates at once, at the time it was woken, and then keeps its schedule. The first evaluation
+still waits for `initialDelay`.
+
 Baselines (`baseline: previous`) are measured once, for the previous revision's pods, at the
 moment the rollout started. The per-rule timers and the phase are saved in the Deployment's state
 annotation whenever they change, so a restarted daemon resumes with its `for:` timers intact.
@@ -26,10 +30,11 @@ annotation whenever they change, so a restarted daemon resumes with its `for:` t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
@@ -55,6 +60,16 @@ class Measurer(Protocol):
 
     async def measure_baselines(self, rollout: Rollout) -> dict[str, Measurement]:
         """Readings of the signals with `baseline: previous`, for the previous revision, at rollout start."""
+        ...
+
+
+@runtime_checkable
+class Wakeable(Protocol):
+    """A measurer that can also say when pushed evidence about a rollout arrived (`ProviderMeasurer`)."""
+
+    def wakeup(self, rollout: Rollout) -> asyncio.Event | None:
+        """An event set when pushed evidence for `rollout` arrived (held while the analysis runs); None:
+        nothing is pushed for it."""
         ...
 
 
@@ -117,6 +132,7 @@ class Analysis:
         self._notified: set[str] = {str(r) for r in (state.decision or {}).get("notified", [])}
         self._reviewed = state.phase == "review"
         self._unjudged_since_error = False
+        self._wake: asyncio.Event | None = None
         self._log = log.bind(namespace=rollout.id.namespace, deployment=rollout.id.name,
                              revision=rollout.id.revision, policy=rollout.policy.name)
 
@@ -150,9 +166,12 @@ class Analysis:
                            problems={n: m.message for n, m in baselines.items()
                                      if m.phase in (Phase.ERROR, Phase.INCONCLUSIVE)})
         eval_state = self._timers()
+        if isinstance(self._measurer, Wakeable):
+            self._wake = self._measurer.wakeup(self.rollout)
         tick = max(first_tick, self._clock.now())
+        at = tick  # when this evaluation happens: the planned tick, or earlier when woken
         while True:
-            if self._bake_over(tick) and not self._rules_pending(tick) and not self._cannot_tell():
+            if self._bake_over(at) and not self._rules_pending(at) and not self._cannot_tell():
                 if self._reviewed:
                     # A human was paged to review a rollback: the rollout has not "passed", and the
                     # approval must stay valid (phase review) until the human decides.
@@ -165,7 +184,7 @@ class Analysis:
             measurements = await self._measurer.measure(self.rollout)
             # Held times count from the scheduled evaluation times (Prometheus' `for:`), not from when
             # the answers arrived: otherwise `for` minus the query time waits one interval more.
-            verdict, eval_state = evaluate(self.rollout.policy, measurements, baselines, eval_state, tick)
+            verdict, eval_state = evaluate(self.rollout.policy, measurements, baselines, eval_state, at)
             self.evaluations += 1
             self.last_verdict = verdict
             self._track_unjudged(verdict)
@@ -174,10 +193,35 @@ class Analysis:
             self._log_evaluation(verdict, measurements, baselines)
             if await self._act(verdict, eval_state, measurements):
                 return
-            tick += timing.interval
-            if tick <= self._clock.now():  # a slow tick: skip missed ticks instead of bursting
-                tick = self._clock.now()
+            if at >= tick:  # an evaluation out of schedule keeps the planned tick
+                tick += timing.interval
+                if tick <= self._clock.now():  # a slow tick: skip missed ticks instead of bursting
+                    tick = self._clock.now()
+            at = await self._wait(tick)
+
+    async def _wait(self, tick: float) -> float:
+        """Sleep until `tick`, or until woken by pushed evidence; returns when to evaluate (epoch seconds)."""
+        wake = self._wake
+        if wake is None:
             await self._sleep_until(tick)
+            return tick
+        if not wake.is_set() and tick > self._clock.now():
+            sleeper = asyncio.ensure_future(self._clock.sleep(tick - self._clock.now()))
+            waiter = asyncio.ensure_future(wake.wait())
+            try:
+                await asyncio.wait((sleeper, waiter), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (sleeper, waiter):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        if not wake.is_set():
+            return tick
+        wake.clear()
+        now = self._clock.now()
+        if now < tick:
+            self._log.info("woken by a pushed alert: evaluating out of schedule")
+        return min(now, tick)
 
     def _timers(self) -> EvaluationState:
         """The `for:` timers saved in the state; unreadable timers restart from nothing (logged)."""

@@ -23,6 +23,7 @@ import structlog
 
 from daemon.actions import Actions, ActionSettings, RollbackRegistry
 from daemon.aio import run_guarded
+from daemon.alertmanager_http import WEBHOOK_PATH, webhook_handler, webhook_token_from_env
 from daemon.clock import Clock, SystemClock
 from daemon.http import HttpServer, api_token_from_env, build_http_app
 from daemon.kube.client import KubeClient
@@ -115,7 +116,8 @@ async def run_daemon(settings: RunSettings, *, stop: asyncio.Event | None = None
         own_pod = _own_pod(env)
         rules = RuleSet(settings.rules_dir, metrics=metrics, clock=clock,
                         on_refused=lambda refused: _report_refused(writer, own_pod, refused),
-                        can_run=lambda policy: can_run(policy, prometheus_url=prometheus_url))
+                        can_run=lambda policy: can_run(policy, prometheus_url=prometheus_url,
+                                                       alertmanager_url=settings.alertmanager_url))
         rules.load()
         await _run_wired(settings, extras=extras, env=env, clock=clock, metrics=metrics, kube=kube, writer=writer,
                          elector=elector, rules=rules, prometheus_url=prometheus_url, api_token=api_token, stop=stop)
@@ -135,7 +137,8 @@ async def _run_wired(settings: RunSettings, *, extras: Extras, env: Mapping[str,
                                     proxy=settings.service_proxy, clock=clock,
                                     timeout=settings.analysis.measure_timeout,
                                     prometheus_token_file=settings.prometheus_token_file,
-                                    prometheus_ca_file=settings.prometheus_ca_file)
+                                    prometheus_ca_file=settings.prometheus_ca_file,
+                                    alertmanager_url=settings.alertmanager_url)
         registry = RollbackRegistry()
         supervisor_ref: list[Supervisor] = []
 
@@ -178,8 +181,10 @@ async def _run_wired(settings: RunSettings, *, extras: Extras, env: Mapping[str,
             refused = rules.refused
             return ok, why + (f"; refused rule files: {', '.join(sorted(refused))}" if refused else "")
 
+        webhook = (WEBHOOK_PATH, webhook_handler(measurer.alert_hub, token=webhook_token_from_env(
+            env, file=settings.alertmanager_webhook_token_file)))
         http = HttpServer(build_http_app(metrics=metrics, ready=ready, analyses=supervisor.analyses,
-                                         api_token=api_token), settings.http_listen)
+                                         api_token=api_token, alert_webhook=webhook), settings.http_listen)
         await http.start()
         log.info("rollguard started", http=http.url, namespaces=list(settings.namespaces) or "all",
                  dry_run=settings.dry_run, leader_election=settings.leader_election,

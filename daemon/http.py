@@ -59,12 +59,13 @@ def api_token_from_env(env: Mapping[str, str]) -> str | None:
     return token
 
 
-def _bearer_guard(token: str) -> Any:
+def _bearer_guard(token: str, *, own_token_paths: frozenset[str] = frozenset()) -> Any:
     expected = token.encode()
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith(API_PREFIX):
+        # A receiver with its own token (Alertmanager's webhook) checks it itself.
+        if not request.path.startswith(API_PREFIX) or request.path in own_token_paths:
             return await handler(request)
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
@@ -78,10 +79,12 @@ def _bearer_guard(token: str) -> Any:
 
 
 def build_http_app(*, metrics: Metrics, ready: ReadyCheck, analyses: AnalysesView,
-                   api_token: str | None = None) -> web.Application:
+                   api_token: str | None = None,
+                   alert_webhook: tuple[str, Handler] | None = None) -> web.Application:
     """The aiohttp application; `ready()` returns (ready, reason), `analyses()` the JSON-able list.
 
     `api_token`: when set, `/api/v1/*` requires `Authorization: Bearer <api_token>`.
+    `alert_webhook`: (path, handler) of the Alertmanager webhook, which checks its own token.
     """
 
     async def healthz(_request: web.Request) -> web.Response:
@@ -99,11 +102,14 @@ def build_http_app(*, metrics: Metrics, ready: ReadyCheck, analyses: AnalysesVie
         return web.Response(text=json.dumps({"analyses": list(analyses())}, indent=1, default=str),
                             content_type="application/json")
 
-    app = web.Application(middlewares=[_bearer_guard(api_token)] if api_token else [])
+    own = frozenset({alert_webhook[0]}) if alert_webhook else frozenset()
+    app = web.Application(middlewares=[_bearer_guard(api_token, own_token_paths=own)] if api_token else [])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/api/v1/analyses", analyses_handler)
+    if alert_webhook is not None:
+        app.router.add_post(alert_webhook[0], alert_webhook[1])
     return app
 
 

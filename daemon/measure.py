@@ -17,10 +17,11 @@ from typing import Any
 import aiohttp
 import structlog
 
+from daemon.alertmanager import AlertHub, AlertmanagerClient
 from daemon.clock import Clock
 from daemon.kube.client import KubeClient
 from daemon.rollout import Rollout
-from daemon.rules.model import PrometheusSignal, RollbackPolicy, RuleError
+from daemon.rules.model import AlertsSignal, PrometheusSignal, RollbackPolicy, RuleError
 from daemon.signals.base import Measurement, Phase, SignalProvider
 from daemon.signals.factory import build_providers
 from daemon.signals.prometheus import PrometheusClient, PrometheusProvider, ca_ssl_context, read_bearer_token
@@ -43,12 +44,15 @@ async def measure_safely(name: str, coro: Coroutine[Any, Any, Measurement], *, t
                                               f"{str(exc)[:200]})")
 
 
-def can_run(policy: RollbackPolicy, *, prometheus_url: str | None) -> RuleError | None:
+def can_run(policy: RollbackPolicy, *, prometheus_url: str | None,
+            alertmanager_url: str | None = None) -> RuleError | None:
     """Whether this daemon has every provider the policy's signals need; the error names what to set."""
-    if prometheus_url:
-        return None
     for spec in policy.signals.values():
-        if isinstance(spec.provider, PrometheusSignal):
+        if isinstance(spec.provider, AlertsSignal) and not alertmanager_url:
+            return RuleError(spec.source.file, spec.source.line, f"spec.signals.{spec.name}.alerts",
+                             "this daemon has no Alertmanager to ask: set ROLLGUARD_ALERTMANAGER_URL (chart value "
+                             "alertmanager.url), or remove the signal")
+        if isinstance(spec.provider, PrometheusSignal) and not prometheus_url:
             return RuleError(spec.source.file, spec.source.line, f"spec.signals.{spec.name}.prometheus",
                              "this daemon has no Prometheus to query: set --prometheus-url (environment "
                              "ROLLGUARD_PROMETHEUS_URL, chart value prometheus.url), or remove the signal")
@@ -60,14 +64,20 @@ class ProviderMeasurer:
 
     def __init__(self, *, prometheus_url: str | None, kube: KubeClient | None, session: aiohttp.ClientSession,
                  proxy: str | None, clock: Clock, timeout: float = 30.0,
-                 prometheus_token_file: Path | None = None, prometheus_ca_file: Path | None = None) -> None:
+                 prometheus_token_file: Path | None = None, prometheus_ca_file: Path | None = None,
+                 alertmanager_url: str | None = None) -> None:
         """`prometheus_token_file` / `prometheus_ca_file`: read here, once; an unusable one raises
-        PrometheusConfigError naming its variable (the daemon then refuses to start)."""
+        PrometheusConfigError naming its variable (the daemon then refuses to start). `alertmanager_url`:
+        where `alerts` signals pull from; `alert_hub` receives the webhook's pushes either way."""
         self._prometheus = PrometheusClient(
             prometheus_url, session,
             bearer_token=read_bearer_token(prometheus_token_file) if prometheus_token_file else None,
             ssl_context=ca_ssl_context(prometheus_ca_file) if prometheus_ca_file else None,
         ) if prometheus_url else None
+        self.alert_hub = AlertHub(clock)
+        """Alerts pushed by Alertmanager's webhook (`POST /api/v1/alerts/alertmanager`)."""
+        self._alerts = (self.alert_hub, AlertmanagerClient(alertmanager_url, session, clock=clock)) \
+            if alertmanager_url else None
         self._kube = kube
         self._session = session
         self._proxy = proxy
@@ -85,7 +95,8 @@ class ProviderMeasurer:
         for name, spec in policy.signals.items():
             try:
                 built[name] = build_providers({name: spec}, prometheus=self._prometheus, kube=self._kube,
-                                              session=self._session, proxy=self._proxy)[name]
+                                              session=self._session, proxy=self._proxy, alerts=self._alerts,
+                                              clock=self._clock)[name]
             except ValueError as exc:
                 log.error("cannot measure a signal of a policy", policy=policy.name, signal=name, error=str(exc))
                 built[name] = str(exc)
@@ -93,6 +104,12 @@ class ProviderMeasurer:
             self._providers.clear()
         self._providers[id(policy)] = (policy, built)
         return built
+
+    def wakeup(self, rollout: Rollout) -> asyncio.Event | None:
+        """An event set when a pushed alert counts for one of the rollout's `alerts` signals; None when
+        the policy has none (nothing pushed can change its verdict)."""
+        signals = [s.provider for s in rollout.policy.signals.values() if isinstance(s.provider, AlertsSignal)]
+        return self.alert_hub.subscribe(rollout.ctx, signals) if signals else None
 
     async def _bounded(self, name: str, coro: Coroutine[Any, Any, Measurement]) -> Measurement:
         return await measure_safely(name, coro, timeout=self._timeout)

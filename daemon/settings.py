@@ -133,6 +133,12 @@ class RunSettings:
     prometheus_ca_file: Path | None = None
     """PEM file of the CA that signed Prometheus' TLS certificate, trusted for Prometheus only
     (ROLLGUARD_PROMETHEUS_CA_FILE). None: the system's CAs."""
+    alertmanager_url: str | None = None
+    """Base URL of Alertmanager (e.g. http://alertmanager.monitoring:9093), read by `alerts` signals
+    on every tick (ROLLGUARD_ALERTMANAGER_URL). None: no `alerts` signal can run."""
+    alertmanager_webhook_token_file: Path | None = None
+    """File holding the bearer token Alertmanager's webhook must send (ROLLGUARD_ALERTMANAGER_WEBHOOK_TOKEN_FILE;
+    the chart mounts it from a Secret). None, and no ROLLGUARD_ALERTMANAGER_WEBHOOK_TOKEN: pushes are refused."""
     notify_config: Path | None = None
     """YAML file configuring the notifiers (see README, Notifications); None: from the environment."""
     service_proxy: str | None = None
@@ -258,6 +264,8 @@ def run_settings(
         prometheus_url=prometheus_value or None,
         prometheus_token_file=_path_env(env, "PROMETHEUS_TOKEN_FILE"),
         prometheus_ca_file=_path_env(env, "PROMETHEUS_CA_FILE"),
+        alertmanager_url=env.get(ENV_PREFIX + "ALERTMANAGER_URL", "").strip() or None,
+        alertmanager_webhook_token_file=_path_env(env, "ALERTMANAGER_WEBHOOK_TOKEN_FILE"),
         notify_config=Path(notify_value) if notify_value else None,
         actions=actions,
         notify=notify,

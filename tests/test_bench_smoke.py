@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import analyses, detection, rollback_cost, rules_cost, scale, sim_scale
+from bench import alert_push, analyses, detection, rollback_cost, rules_cost, scale, sim_scale
 from bench.__main__ import main, table
 
 
@@ -88,3 +88,18 @@ def test_main_prints_json_and_writes_it(tmp_path: Path, capsys: pytest.CaptureFi
     assert list(printed["results"]) == ["rules_cost"], printed
     assert printed["machine"]["nproc"] >= 1, printed["machine"]
     assert printed["command"].startswith(".venv/bin/python -m bench --only rules_cost"), printed["command"]
+
+
+@pytest.mark.prometheus
+@pytest.mark.kubectl
+@pytest.mark.timeout(180)
+async def test_alert_push_times_the_webhook_to_the_undo_patch() -> None:
+    result = await alert_push.run(runs=1)
+
+    [run] = result["runs"]
+    assert run["image"] == "backend-1:bad", result
+    assert run["webhook_status"] == 200, result
+    # The first webhook for the bad pods woke the analysis that rolled back.
+    assert json.loads(run["daemon_answer"])["woke"] >= 1, result
+    assert result["to_patch_s"]["n"] == 1, result
+    assert "webhook arrives → rollback PATCH" in table({"alert_push": result})

@@ -17,6 +17,7 @@ EXPECTED = {
     "backend:v4": "review → approved → rolled back",
     "backend:v5": "notified, not rolled back",
     "backend:v6-never-ready": "failed → rolled back",
+    "backend:v7": "team alert → rolled back",
 }
 
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from daemon.rules.expressions import CompiledExpression, SignalType
+
+if TYPE_CHECKING:  # matchers reach this module through regexes and limits: an annotation only
+    from daemon.rules.matchers import Matcher
 
 API_VERSION = "rollguard.io/v1"
 KIND = "RollbackPolicy"
@@ -166,7 +170,39 @@ class WebSocketSignal:
     """Seconds for the whole exchange before the check counts as failed."""
 
 
-Provider = PrometheusSignal | LogsSignal | HttpSignal | WebSocketSignal
+class AlertScope(StrEnum):
+    """Which firing alerts belong to a rollout (`alerts.scope`)."""
+
+    POD = "pod"
+    """Alerts of the new revision's pods: the namespace label, and the pod label starting with `podPrefix`."""
+    DEPLOYMENT = "deployment"
+    """Alerts of the Deployment: the namespace label, and the deployment label equal to its name."""
+    NAMESPACE = "namespace"
+    """Alerts of the Deployment's namespace (the namespace label only)."""
+
+
+@dataclass(frozen=True)
+class AlertLabels:
+    """The alert label names that tie an alert to a rollout (`alerts.labels`)."""
+
+    namespace: str = "namespace"
+    pod: str = "pod"
+    deployment: str = "deployment"
+
+
+@dataclass(frozen=True)
+class AlertsSignal:
+    """The number of firing Alertmanager alerts that match and belong to the rollout, started during it."""
+
+    matchers: tuple[Matcher, ...]
+    """Alertmanager matchers every counted alert satisfies (all of them)."""
+    scope: AlertScope = AlertScope.POD
+    """Which alerts belong to the rollout."""
+    labels: AlertLabels = field(default_factory=AlertLabels)
+    """Label names read for the scope."""
+
+
+Provider = PrometheusSignal | LogsSignal | HttpSignal | WebSocketSignal | AlertsSignal
 
 
 @dataclass(frozen=True)
@@ -182,8 +218,9 @@ class SignalSpec:
 
     @property
     def type(self) -> SignalType:
-        """NUMBER for Prometheus and logs signals, BOOL for HTTP and WebSocket checks."""
-        return SignalType.NUMBER if isinstance(self.provider, PrometheusSignal | LogsSignal) else SignalType.BOOL
+        """NUMBER for Prometheus, logs and alerts signals, BOOL for HTTP and WebSocket checks."""
+        counted = PrometheusSignal | LogsSignal | AlertsSignal
+        return SignalType.NUMBER if isinstance(self.provider, counted) else SignalType.BOOL
 
     @property
     def has_baseline(self) -> bool:

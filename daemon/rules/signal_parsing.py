@@ -9,7 +9,11 @@ import yaml
 from daemon.rules.expressions import SignalType, is_identifier
 from daemon.rules.fields import FieldReader
 from daemon.rules.limits import MAX_SIGNALS_PER_POLICY
+from daemon.rules.matchers import MAX_MATCHERS, Matcher, MatcherError, parse_matcher
 from daemon.rules.model import (
+    AlertLabels,
+    AlertScope,
+    AlertsSignal,
     BaselineMode,
     HttpSignal,
     JsonExpectation,
@@ -23,7 +27,7 @@ from daemon.rules.model import (
 from daemon.rules.templates import Language
 from daemon.rules.yamlnodes import node_line
 
-PROVIDERS = ("prometheus", "logs", "http", "websocket")
+PROVIDERS = ("prometheus", "logs", "http", "websocket", "alerts")
 _JSON_PATH = re.compile(r"\$(?:\.[A-Za-z_][A-Za-z0-9_-]*|\[\d+\]|\['[^']*'\])*")
 _HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -103,7 +107,55 @@ class SignalReader(FieldReader):
             return LogsSignal(pattern, container)
         if kind == "http":
             return self._http(node, path)
+        if kind == "alerts":
+            return self._alerts(node, path)
         return self._websocket(node, path)
+
+    def _alerts(self, node: yaml.Node, path: str) -> AlertsSignal | None:
+        before = len(self.errors)
+        fields = self._mapping(node, path, required=("matchers",), optional=("scope", "labels"))
+        if fields is None or "matchers" not in fields:
+            return None
+        items = self._list(fields["matchers"], f"{path}.matchers")
+        if not items and isinstance(fields["matchers"], yaml.SequenceNode):
+            self._error_at(fields["matchers"], f"{path}.matchers",
+                           'needs at least one matcher (for example \'alertname="HighErrorRate"\')')
+        if len(items) > MAX_MATCHERS:
+            self._error_at(fields["matchers"], f"{path}.matchers",
+                           f"{len(items)} matchers, over the limit of {MAX_MATCHERS}")
+            items = []
+        matchers: list[Matcher] = []
+        for index, item in enumerate(items):
+            text = self._str(item, f"{path}.matchers[{index}]")
+            if text is None:
+                continue
+            try:
+                matchers.append(parse_matcher(text))
+            except MatcherError as exc:
+                self._error_at(item, f"{path}.matchers[{index}]", str(exc))
+        scope = AlertScope.POD
+        if "scope" in fields:
+            text = self._str(fields["scope"], f"{path}.scope")
+            if text is not None and text not in {s.value for s in AlertScope}:
+                self._error_at(fields["scope"], f"{path}.scope",
+                               f'"{text}" is not a scope (use {", ".join(s.value for s in AlertScope)})')
+            elif text is not None:
+                scope = AlertScope(text)
+        labels = AlertLabels()
+        if "labels" in fields:
+            names = self._mapping(fields["labels"], f"{path}.labels", required=(),
+                                  optional=("namespace", "pod", "deployment"))
+            chosen: dict[str, str] = {}
+            for key, value_node in (names or {}).items():
+                text = self._str(value_node, f"{path}.labels.{key}")
+                if text is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text):
+                    self._error_at(value_node, f"{path}.labels.{key}", f'"{text}" is not a label name')
+                elif text is not None:
+                    chosen[key] = text
+            labels = AlertLabels(**chosen)
+        if len(self.errors) > before:
+            return None
+        return AlertsSignal(tuple(matchers), scope, labels)
 
     def _http(self, node: yaml.Node, path: str) -> HttpSignal | None:
         before = len(self.errors)

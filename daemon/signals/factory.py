@@ -6,9 +6,10 @@ with one `ProviderConfigError` naming every offending signal (file, line, what t
 * a `prometheus:` signal when the daemon has no Prometheus URL,
 * a `logs:` signal when it has no Kubernetes client,
 * an `http:` / `websocket:` signal when it has no HTTP session,
+* an `alerts:` signal when it has no Alertmanager,
 * a definition of a kind no provider handles (never a silent fallback).
 
-`ProviderKind` names the kind for metrics labels and logs (`prometheus`, `logs`, `http`, `websocket`).
+`ProviderKind` names the kind for metrics labels and logs (`prometheus`, `logs`, `http`, `websocket`, `alerts`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,19 @@ from typing import Protocol
 
 import aiohttp
 
+from daemon.alertmanager import AlertHub, AlertmanagerClient
+from daemon.clock import Clock, SystemClock
 from daemon.kube.client import KubeClient
-from daemon.rules.model import HttpSignal, LogsSignal, PrometheusSignal, Provider, SignalSpec, WebSocketSignal
+from daemon.rules.model import (
+    AlertsSignal,
+    HttpSignal,
+    LogsSignal,
+    PrometheusSignal,
+    Provider,
+    SignalSpec,
+    WebSocketSignal,
+)
+from daemon.signals.alerts import AlertsProvider
 from daemon.signals.base import Measurement, SignalContext, SignalProvider
 from daemon.signals.http import HttpProvider
 from daemon.signals.logs import LogsProvider
@@ -37,6 +49,7 @@ class ProviderKind(StrEnum):
     LOGS = "logs"
     HTTP = "http"
     WEBSOCKET = "websocket"
+    ALERTS = "alerts"
 
     @classmethod
     def of(cls, definition: SignalSpec | Provider) -> ProviderKind:
@@ -53,6 +66,7 @@ _KINDS: dict[type, ProviderKind] = {
     LogsSignal: ProviderKind.LOGS,
     HttpSignal: ProviderKind.HTTP,
     WebSocketSignal: ProviderKind.WEBSOCKET,
+    AlertsSignal: ProviderKind.ALERTS,
 }
 
 
@@ -75,12 +89,15 @@ class ProviderConfigError(ValueError):
 
 def build_providers(policy_signals: Mapping[str, SignalSpec], *, prometheus: PrometheusClient | None,
                     kube: KubeClient | None, session: aiohttp.ClientSession | None,
-                    proxy: str | None = None) -> dict[str, SignalProvider]:
+                    proxy: str | None = None,
+                    alerts: tuple[AlertHub, AlertmanagerClient] | None = None,
+                    clock: Clock | None = None) -> dict[str, SignalProvider]:
     """A provider per signal, keyed by signal name; ProviderConfigError listing every signal that cannot be built.
 
     `prometheus` is None when no Prometheus URL is configured; `session` serves HTTP and WebSocket
     checks (and should be the one `prometheus` uses: one pool); `proxy` is the in-cluster proxy for
-    check URLs, None to connect directly.
+    check URLs, None to connect directly; `alerts` the webhook's hub and the Alertmanager client, None
+    when no Alertmanager is configured; `clock` tells alerts signals what time it is (default: the system's).
     """
     providers: dict[str, SignalProvider] = {}
     problems: list[str] = []
@@ -108,6 +125,13 @@ def build_providers(policy_signals: Mapping[str, SignalSpec], *, prometheus: Pro
                 providers[name] = HttpProvider(definition, session=session, proxy=proxy)
             else:
                 providers[name] = WebSocketProvider(definition, session=session, proxy=proxy)
+        elif isinstance(definition, AlertsSignal):
+            if alerts is None:
+                problems.append(f"{where}: an alerts signal needs an Alertmanager, and none is configured "
+                                "(give the daemon an Alertmanager URL, or remove the signal)")
+                continue
+            providers[name] = AlertsProvider(definition, hub=alerts[0], client=alerts[1],
+                                             clock=clock or SystemClock())
         else:
             problems.append(f"{where}: no signal provider for {type(definition).__name__}")
     if problems:

@@ -11,6 +11,8 @@ Deployment in `staging` six times, each an ordinary template change an SRE might
 5. v5 with occasional error lines in its logs → Slack notify only, no rollback
 6. v6 that never becomes ready                → progress deadline exceeded → failure alert and,
                                                 as the policy says, rollback
+7. v7, 500 ms per request                     → the team's own Prometheus alert, pushed by Alertmanager,
+                                                rolls it back (when Alertmanager is installed)
 
 The example policy's durations are production-sized (minutes); the demo runs the same rules with
 shorter timings (see `demo_timing`) so the story fits in about three minutes (`--fast`: less).
@@ -36,6 +38,7 @@ import yaml
 from daemon.logs import configure_logging
 from daemon.rules.durations import format_duration, parse_duration
 from daemon.settings import LogSettings
+from sim.demo import team_alerts
 from sim.demo.manifests import backend_deployment, backend_service
 from sim.demo.stack import Stack, running_stack
 from sim.resources import DEPLOYMENTS, EVENTS, REPLICASETS
@@ -266,6 +269,9 @@ class Demo:
                 notified = "minor-errors" in json.dumps(self.state().get("decision") or {})
                 step.verdict = ("notified, not rolled back" if ok and notified and self.image() == step.image
                                 else f"? ({self.phase()})")
+            elif step.expect == "alert":
+                ok = await self.wait_for("the rollback on the team's alert", lambda: self.image() == before, 60)
+                step.verdict = team_alerts.verdict(self.state(), rolled_back=ok)
             elif step.expect == "failed":
                 ok = await self.wait_for("the rollback after the failure", lambda: self.image() == before,
                                          step.progress_deadline + 60)
@@ -313,6 +319,10 @@ def steps(timing: Timing) -> list[Step]:
     ]
 
 
+def alert_step() -> Step:
+    return Step("v7, 500 ms per request", "backend:v7", {"SIM_LATENCY_MS": "500"}, "alert")
+
+
 def print_report(demo: Demo, out: TextIO, history: str) -> None:
     stack = demo.stack
     out.write("\n=== Slack (#deploys), as received ===\n")
@@ -341,20 +351,27 @@ async def play(*, fast: bool, keep_running: bool, out: TextIO, workdir: Path) ->
     timing = FAST if fast else NORMAL
     rules_dir = workdir / "rules"
     changes = demo_timing(REPO_RULES, rules_dir, timing)
+    alerting = team_alerts.available()
+    if alerting:
+        team_alerts.add_to_policies(rules_dir)
     timeline = Timeline(out)
     out.write("rollguard demo: a simulated cluster, a real Prometheus, local Slack and PagerDuty, and the daemon\n")
     out.write(f"rules: {REPO_RULES}/*.yaml with demo timings (initialDelay {timing.initial_delay:g}s, "
-              f"interval {timing.interval:g}s, bakeTime {timing.bake_time:g}s; {'; '.join(changes)})\n\n")
+              f"interval {timing.interval:g}s, bakeTime {timing.bake_time:g}s; {'; '.join(changes)})\n")
+    out.write(f"team alerts: {team_alerts.describe() if alerting else 'Alertmanager is not installed: step 7 skipped'}"
+              "\n\n")
     log_path = workdir / "rollguard.log"
     with log_path.open("w") as log_file:
         configure_logging(LogSettings(format="json", level="info"), stream=log_file)
-        async with running_stack(workdir=workdir, rules_dir=rules_dir) as stack:
+        async with running_stack(workdir=workdir, rules_dir=rules_dir, start_daemon=False) as stack, \
+                team_alerts.team_alerting(stack, enabled=alerting):
+            await stack.start_daemon()
             demo = Demo(stack, timeline, timing)
             stack.cluster.store.add_listener(demo.on_change)
             watcher = asyncio.create_task(demo.watch_analyses(), name="demo-analyses")
             try:
                 await stack.apply(backend_service())
-                for step in steps(timing):
+                for step in [*steps(timing), *([alert_step()] if alerting else [])]:
                     await demo.run_step(step)
                     if (error := stack.daemon_failed()) is not None:
                         raise RuntimeError(f"the daemon stopped: {error!r}")
@@ -377,7 +394,7 @@ async def play(*, fast: bool, keep_running: bool, out: TextIO, workdir: Path) ->
                     await watcher
                 stack.cluster.store.remove_listener(demo.on_change)
     expected = {"passed", "rolled back", "review → approved → rolled back", "notified, not rolled back",
-                "failed → rolled back"}
+                "failed → rolled back", team_alerts.VERDICT}
     return 0 if all(step.verdict in expected for step in demo.steps) else 1
 
 

@@ -108,7 +108,7 @@ The Secrets mounted as files, as JSON {name: [keys]}: one volume per Secret howe
 */}}
 {{- define "rollguard.mountedSecrets" -}}
 {{- $mounted := dict }}
-{{- range $ref := list .Values.prometheus.bearerTokenSecret .Values.prometheus.caSecret .Values.api.tokenSecret }}
+{{- range $ref := list .Values.prometheus.bearerTokenSecret .Values.prometheus.caSecret .Values.api.tokenSecret .Values.alertmanager.webhookTokenSecret }}
 {{- if $ref.name }}
 {{- $_ := set $mounted $ref.name (append (default (list) (get $mounted $ref.name)) $ref.key | uniq) }}
 {{- end }}
