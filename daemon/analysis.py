@@ -42,6 +42,8 @@ from daemon.rollout import Rollout
 from daemon.rules.evaluate import EvaluationState, RuleResult, RuleStatus, Verdict, evaluate
 from daemon.rules.model import Action, Unavailable
 from daemon.signals.factory import ProviderKind
+from daemon.view.history import AnalysisHistory
+from daemon.view.schema import Running, analysis_item
 
 log = structlog.get_logger("rollguard.analysis")
 
@@ -117,6 +119,9 @@ class Analysis:
         self._notified: set[str] = {str(r) for r in (state.decision or {}).get("notified", [])}
         self._reviewed = state.phase == "review"
         self._unjudged_since_error = False
+        self.history = AnalysisHistory()
+        """Readings and rule moments, for `/api/v2/analyses`, `rollguard get` and the live page."""
+        self.ended_at: float | None = None
         self._log = log.bind(namespace=rollout.id.namespace, deployment=rollout.id.name,
                              revision=rollout.id.revision, policy=rollout.policy.name)
 
@@ -136,9 +141,25 @@ class Analysis:
             "completedAt": self.completed_at, "evaluations": self.evaluations, "values": self.last_values,
             "verdict": None if self.last_verdict is None else {
                 "action": self.last_verdict.action.value, "reason": self.last_verdict.reason},
+            "detail": self.detail(),  # the `/api/v2/analyses` item; `/api/v1/analyses` leaves it out
         }
 
+    def detail(self) -> dict[str, Any]:
+        """This analysis as an item of `/api/v2/analyses` (`daemon.view.schema`), now."""
+        return analysis_item(Running(self.rollout, self.state, self.history, self.last_verdict, self.evaluations,
+                                     self.completed_at, self.ended_at), now=self._clock.now())
+
     async def run(self) -> None:
+        self.ended_at = None
+        self._publish()
+        try:
+            await self._run()
+        finally:
+            self.ended_at = self._clock.now()
+            if self._metrics is not None:
+                self._metrics.forget_analysis(*self.rollout.key)
+
+    async def _run(self) -> None:
         timing = self.rollout.policy.analysis
         self._log.info("analysis started", initial_delay=timing.initial_delay, interval=timing.interval,
                        bake_time=timing.bake_time, resumed=bool(self.state.rules))
@@ -149,6 +170,7 @@ class Analysis:
             self._log.info("baselines measured", baselines=_summarise(baselines),
                            problems={n: m.message for n, m in baselines.items()
                                      if m.phase in (Phase.ERROR, Phase.INCONCLUSIVE)})
+        self.history.baselines = baselines
         eval_state = self._timers()
         tick = max(first_tick, self._clock.now())
         while True:
@@ -172,11 +194,14 @@ class Analysis:
             self.last_values = _summarise(measurements)
             self._observe(measurements, verdict, started)
             self._log_evaluation(verdict, measurements, baselines)
+            self.history.record(tick, measurements, verdict)
             if await self._act(verdict, eval_state, measurements):
                 return
             tick += timing.interval
             if tick <= self._clock.now():  # a slow tick: skip missed ticks instead of bursting
                 tick = self._clock.now()
+            self.history.next_at = tick
+            self._publish()
             await self._sleep_until(tick)
 
     def _timers(self) -> EvaluationState:
@@ -281,6 +306,11 @@ class Analysis:
                 spec = self.rollout.policy.signals.get(name)
                 provider = ProviderKind.of(spec).value if spec else "unknown"
                 self._metrics.provider_errors.labels(provider=provider).inc()
+
+    def _publish(self) -> None:
+        """The per-Deployment gauges of `/metrics`, after each evaluation."""
+        if self._metrics is not None:
+            self._metrics.observe_analysis(*self.rollout.key, detail=self.detail())
 
     def _log_evaluation(self, verdict: Verdict, measurements: Mapping[str, Measurement],
                         baselines: Mapping[str, Measurement]) -> None:

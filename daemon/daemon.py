@@ -179,7 +179,8 @@ async def _run_wired(settings: RunSettings, *, extras: Extras, env: Mapping[str,
             return ok, why + (f"; refused rule files: {', '.join(sorted(refused))}" if refused else "")
 
         http = HttpServer(build_http_app(metrics=metrics, ready=ready, analyses=supervisor.analyses,
-                                         api_token=api_token), settings.http_listen)
+                                         api_token=api_token, analysis_list=supervisor.analysis_list),
+                          settings.http_listen)
         await http.start()
         log.info("rollguard started", http=http.url, namespaces=list(settings.namespaces) or "all",
                  dry_run=settings.dry_run, leader_election=settings.leader_election,

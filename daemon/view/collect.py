@@ -1,0 +1,81 @@
+"""Gathering the analyses the daemon knows of into the API's documents (pure: no I/O).
+
+The reconciler lists live analyses first, then finished ones newest first; a superseded analysis
+appears there twice (once as it was cancelled, once with its final stage): the first one wins.
+Deployments whose state annotation records a rollout the daemon holds no analysis for (a review
+pending since before a restart, a replica that does not lead) are shown from the annotation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from daemon.kube.rollout_state import previous_replica_set
+from daemon.kube.state import StateError, read_state
+from daemon.lifecycle import TERMINAL, Stage
+from daemon.view.schema import analysis_list, annotation_item
+from daemon.view.text import rfc3339
+
+Key = tuple[str, str]
+Obj = Mapping[str, Any]
+DETAIL = "detail"
+"""Key of a v1 view that carries the v2 item (never served on `/api/v1/analyses`)."""
+
+
+def _identity(view: Mapping[str, Any]) -> tuple[Any, ...]:
+    return view.get("namespace"), view.get("deployment"), view.get("revision"), view.get("podTemplateHash")
+
+
+def v1_views(views: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The `/api/v1/analyses` list: as before, one entry per rollout (the first wins), without the v2 item."""
+    seen: set[tuple[Any, ...]] = set()
+    out = []
+    for view in views:
+        if _identity(view) in seen:
+            continue
+        seen.add(_identity(view))
+        out.append({k: v for k, v in view.items() if k != DETAIL})
+    return out
+
+
+def previous_images(deployment: Obj | None, replica_sets: Sequence[Obj]) -> list[str]:
+    """The images of the revision before the Deployment's current one (empty for a first deploy)."""
+    if deployment is None:
+        return []
+    previous = previous_replica_set(deployment, replica_sets)
+    template = ((previous or {}).get("spec") or {}).get("template") or {}
+    return [str(c.get("image", "")) for c in (template.get("spec") or {}).get("containers") or []]
+
+
+def v2_document(views: Iterable[Mapping[str, Any]], deployments: Mapping[Key, Obj],
+                replica_sets_of: Callable[[Any], Sequence[Obj]], *, now: float) -> dict[str, Any]:
+    """The `/api/v2/analyses` document (`daemon.view.schema`) at `now` (epoch seconds)."""
+    items: list[dict[str, Any]] = []
+    for view in views:
+        detail = view.get(DETAIL)
+        if not isinstance(detail, Mapping):
+            continue
+        item = dict(detail)
+        item["state"] = str(view.get("phase") or item["state"])  # the final stage, set after the analysis ended
+        if item["state"] == Stage.SUPERSEDED:
+            item["verdict"] = {"action": "superseded", "reason": "a newer rollout of the Deployment started",
+                               "rule": None}
+        if item["live"] and not (item["images"] or {}).get("old"):
+            deployment = deployments.get((item["namespace"], item["deployment"]))
+            old = previous_images(deployment, replica_sets_of(deployment) if deployment is not None else ())
+            item["images"] = {**item["images"], "old": old or None}
+        items.append(item)
+    for obj in deployments.values():
+        try:
+            state = read_state(obj, now=now)
+        except StateError:
+            continue  # the daemon reports it (Event InvalidState)
+        shown = annotation_item(obj, state)
+        if shown is None:
+            continue
+        item = shown
+        if state.phase in TERMINAL:
+            item["endedAt"] = rfc3339(float((state.decision or {}).get("at") or state.started_at or 0.0))
+        items.append(item)
+    return analysis_list(items, now=now)
