@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from daemon.kube.rollout_state import previous_replica_set
+from daemon.kube.rollout_state import POD_TEMPLATE_HASH
 from daemon.kube.state import StateError, read_state
 from daemon.lifecycle import TERMINAL, Stage
 from daemon.view.schema import analysis_list, annotation_item
@@ -39,11 +39,10 @@ def v1_views(views: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def previous_images(deployment: Obj | None, replica_sets: Sequence[Obj]) -> list[str]:
-    """The images of the revision before the Deployment's current one (empty for a first deploy)."""
-    if deployment is None:
-        return []
-    previous = previous_replica_set(deployment, replica_sets)
+def previous_images(replica_sets: Sequence[Obj], pod_template_hash: str | None) -> list[str]:
+    """The images of the ReplicaSet of `pod_template_hash` (the revision before an analysed one)."""
+    previous = next((rs for rs in replica_sets if pod_template_hash and (
+        (rs.get("metadata") or {}).get("labels") or {}).get(POD_TEMPLATE_HASH) == pod_template_hash), None)
     template = ((previous or {}).get("spec") or {}).get("template") or {}
     return [str(c.get("image", "")) for c in (template.get("spec") or {}).get("containers") or []]
 
@@ -61,9 +60,9 @@ def v2_document(views: Iterable[Mapping[str, Any]], deployments: Mapping[Key, Ob
         if item["state"] == Stage.SUPERSEDED:
             item["verdict"] = {"action": "superseded", "reason": "a newer rollout of the Deployment started",
                                "rule": None}
-        if item["live"] and not (item["images"] or {}).get("old"):
-            deployment = deployments.get((item["namespace"], item["deployment"]))
-            old = previous_images(deployment, replica_sets_of(deployment) if deployment is not None else ())
+        deployment = deployments.get((item["namespace"], item["deployment"]))
+        if deployment is not None and not (item["images"] or {}).get("old"):
+            old = previous_images(replica_sets_of(deployment), item.get("previousPodTemplateHash"))
             item["images"] = {**item["images"], "old": old or None}
         items.append(item)
     for obj in deployments.values():

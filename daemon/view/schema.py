@@ -3,6 +3,7 @@
     {"apiVersion": "rollguard.io/v2", "kind": "AnalysisList", "generatedAt": "2026-12-01T10:00:00.000Z",
      "items": [{
        "namespace": "staging", "deployment": "backend", "revision": 3, "podTemplateHash": "5d4f8c9b7",
+       "previousPodTemplateHash": "7c9d6b5f4" | null,             # the revision before (baselines, old images)
        "policy": "backend-staging", "state": "analysing",      # daemon.lifecycle.Stage
        "live": true,                                          # an analysis is running now
        "source": "daemon",                                    # or "annotation": read back from the state
@@ -93,7 +94,9 @@ def analysis_item(run: Running, *, now: float, previous_images: Sequence[str] = 
     next_in = None if not live or history.next_at is None else round(max(0.0, history.next_at - now), 3)
     return {
         "namespace": rollout.id.namespace, "deployment": rollout.id.name, "revision": rollout.id.revision,
-        "podTemplateHash": rollout.hash, "policy": policy.name, "state": run.state.phase, "live": live,
+        "podTemplateHash": rollout.hash,
+        "previousPodTemplateHash": rollout.baseline_ctx.pod_template_hash if rollout.baseline_ctx else None,
+        "policy": policy.name, "state": run.state.phase, "live": live,
         "source": "daemon",
         "images": {"old": list(previous_images) or None, "new": list(rollout.images)},
         "startedAt": rfc3339(rollout.started_at), "completedAt": rfc3339(run.completed_at),
@@ -129,19 +132,20 @@ def annotation_item(deployment: Mapping[str, Any], state: AnalysisState) -> dict
     meta = deployment.get("metadata") or {}
     template = (deployment.get("spec") or {}).get("template") or {}
     images = [str(c.get("image", "")) for c in (template.get("spec") or {}).get("containers") or []]
-    live_template = ((template.get("metadata") or {}).get("labels") or {}).get("pod-template-hash")
+    current = str((meta.get("annotations") or {}).get("deployment.kubernetes.io/revision", ""))
     return {
         "namespace": str(meta.get("namespace", "")), "deployment": str(meta.get("name", "")),
-        "revision": state.revision, "podTemplateHash": state.pod_template_hash, "policy": None,
+        "revision": state.revision, "podTemplateHash": state.pod_template_hash, "previousPodTemplateHash": None,
+        "policy": None,
         "state": state.phase, "live": False, "source": "annotation",
-        "images": {"old": None, "new": images if live_template in (None, state.pod_template_hash) else None},
+        "images": {"old": None, "new": images if current == str(state.revision) else None},
         "startedAt": rfc3339(state.started_at), "completedAt": rfc3339(state.completed_at), "endedAt": None,
         "evaluations": None, "lastEvaluationAt": None, "nextEvaluationInSeconds": None,
         "bakeTimeLeftSeconds": None, "signals": [], "rules": [
             {"name": name, "action": None, "when": None, "forSeconds": None, "status": "pending",
              "text": "pending", "pendingSeconds": None}
             for name, timers in sorted(((state.rules or {}).get("rules") or {}).items())
-            if isinstance(timers, Mapping) and timers.get("pendingSince") is not None],
+            if state.phase in LIVE and isinstance(timers, Mapping) and timers.get("pendingSince") is not None],
         "marks": [], "verdict": _verdict(state, None), "approver": _approver(state),
     }
 
