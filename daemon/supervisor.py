@@ -83,7 +83,7 @@ class Supervisor:
         return True, "ok" + ("" if self._is_leader() else " (follower)")
 
     def analyses(self) -> list[dict[str, Any]]:
-        return v1_views(self._reconciler.analyses())
+        return v1_views(self._reconciler.analyses(), self.deployments.cache, now=self._clock.now())
 
     def analysis_list(self) -> dict[str, Any]:
         """The `/api/v2/analyses` document (`daemon.view.schema`)."""

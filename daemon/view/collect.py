@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from daemon.kube.rollout_state import POD_TEMPLATE_HASH
-from daemon.kube.state import StateError, read_state
+from daemon.kube.state import AnalysisState, StateError, read_state
 from daemon.lifecycle import TERMINAL, Stage
-from daemon.view.schema import analysis_list, annotation_item
+from daemon.view.schema import analysis_list, annotation_item, decision_of
 from daemon.view.text import rfc3339
 
 Key = tuple[str, str]
@@ -27,15 +27,35 @@ def _identity(view: Mapping[str, Any]) -> tuple[Any, ...]:
     return view.get("namespace"), view.get("deployment"), view.get("revision"), view.get("podTemplateHash")
 
 
-def v1_views(views: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The `/api/v1/analyses` list: as before, one entry per rollout (the first wins), without the v2 item."""
+def _recorded(view: Mapping[str, Any], deployments: Mapping[Key, Obj], now: float) -> AnalysisState | None:
+    """The Deployment's state annotation when it is about this view's rollout: after an analysis ended,
+    what happened next (the rollback completed, a human approved) is recorded there, not in the view."""
+    deployment = deployments.get((str(view.get("namespace")), str(view.get("deployment"))))
+    if deployment is None:
+        return None
+    try:
+        state = read_state(deployment, now=now)
+    except StateError:
+        return None
+    return state if state.is_for(int(view.get("revision") or 0), str(view.get("podTemplateHash") or "")) else None
+
+
+def v1_views(views: Iterable[Mapping[str, Any]], deployments: Mapping[Key, Obj], *,
+             now: float) -> list[dict[str, Any]]:
+    """The `/api/v1/analyses` list: its shape as before, one entry per rollout (the first wins), a finished
+    one with the stage its Deployment's state annotation records now."""
     seen: set[tuple[Any, ...]] = set()
     out = []
     for view in views:
         if _identity(view) in seen:
             continue
         seen.add(_identity(view))
-        out.append({k: v for k, v in view.items() if k != DETAIL})
+        entry = {k: v for k, v in view.items() if k != DETAIL}
+        detail = view.get(DETAIL)
+        recorded = None if isinstance(detail, Mapping) and detail.get("live") else _recorded(view, deployments, now)
+        if recorded is not None:
+            entry["phase"] = recorded.phase
+        out.append(entry)
     return out
 
 
@@ -57,7 +77,15 @@ def v2_document(views: Iterable[Mapping[str, Any]], deployments: Mapping[Key, Ob
             continue
         item = dict(detail)
         item["state"] = str(view.get("phase") or item["state"])  # the final stage, set after the analysis ended
-        if item["state"] == Stage.SUPERSEDED:
+        recorded = None if item["live"] else _recorded(view, deployments, now)
+        if recorded is not None:
+            item["state"] = recorded.phase
+            before, after = item["verdict"], decision_of(recorded)
+            if after is not None and after["rule"] is None and before:
+                after["rule"] = before.get("rule")  # the rule that decided, before the rollback's own steps
+            item["verdict"] = after or before
+            item["approver"] = recorded.rollback.approved_by if recorded.rollback is not None else item["approver"]
+        elif item["state"] == Stage.SUPERSEDED:
             item["verdict"] = {"action": "superseded", "reason": "a newer rollout of the Deployment started",
                                "rule": None}
         deployment = deployments.get((item["namespace"], item["deployment"]))

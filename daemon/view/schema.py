@@ -108,12 +108,23 @@ def analysis_item(run: Running, *, now: float, previous_images: Sequence[str] = 
     }
 
 
+def decision_of(state: AnalysisState) -> dict[str, Any] | None:
+    """The decision the state records (`verdict` of the schema), or None."""
+    decision = state.decision or {}
+    if not (decision.get("action") and decision.get("reason")):
+        return None
+    reason, rule = str(decision["reason"]), decision.get("rule")
+    if rule is None and state.rollback is not None and state.rollback.reason:
+        # A later step (the rollback completed or failed) replaced the decision: keep why it was taken.
+        reason = f"{reason} (rolled back because {state.rollback.reason})"
+    return {"action": str(decision["action"]), "reason": reason, "rule": None if rule is None else str(rule)}
+
+
 def _verdict(state: AnalysisState, verdict: Verdict | None) -> dict[str, Any] | None:
     """The decision recorded in the state when there is one, else the last evaluation's verdict."""
-    decision = state.decision or {}
-    if decision.get("action") and decision.get("reason"):
-        return {"action": str(decision["action"]), "reason": str(decision["reason"]),
-                "rule": None if decision.get("rule") is None else str(decision["rule"])}
+    recorded = decision_of(state)
+    if recorded is not None:
+        return recorded
     if verdict is None:
         return None
     deciding = verdict.deciding
