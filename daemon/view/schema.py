@@ -104,7 +104,9 @@ def analysis_item(run: Running, *, now: float, previous_images: Sequence[str] = 
         "lastEvaluationAt": rfc3339(history.last_at), "nextEvaluationInSeconds": next_in,
         "bakeTimeLeftSeconds": bake_left, "signals": signals, "rules": rules,
         "marks": [{"at": rfc3339(m.at), "rule": m.rule, "event": m.event} for m in history.marks],
-        "verdict": _verdict(run.state, run.verdict), "approver": _approver(run.state),
+        # While it runs, the last evaluation's verdict; once it ended, the decision it led to.
+        "verdict": _evaluated(run.verdict) if live and run.verdict else _verdict(run.state, run.verdict),
+        "approver": _approver(run.state),
     }
 
 
@@ -125,6 +127,10 @@ def _verdict(state: AnalysisState, verdict: Verdict | None) -> dict[str, Any] | 
     recorded = decision_of(state)
     if recorded is not None:
         return recorded
+    return _evaluated(verdict)
+
+
+def _evaluated(verdict: Verdict | None) -> dict[str, Any] | None:
     if verdict is None:
         return None
     deciding = verdict.deciding
