@@ -10,7 +10,8 @@ times, signal histories, rule timers). `/` is the live page, one self-contained 
 
 With an API token (`build_http_app(api_token=...)`, read by `api_token_from_env` from
 `ROLLGUARD_API_TOKEN` or the file named by `ROLLGUARD_API_TOKEN_FILE`), every `/api/v1/*` request must
-carry `Authorization: Bearer <token>` (compared in constant time) or gets 401. `/healthz`, `/readyz`
+carry `Authorization: Bearer <token>` (compared in constant time) or gets 401; so does `/api/v2/*`
+(the live page asks for the token and sends it). `/healthz`, `/readyz`
 and `/metrics` stay open: the kubelet's probes and Prometheus' scrape carry no token, and they
 expose nothing about the workloads (the NetworkPolicy of the chart limits who reaches them).
 """
@@ -40,7 +41,8 @@ API_TOKEN_ENV = "ROLLGUARD_API_TOKEN"
 """Environment variable holding the bearer token of `/api/v1/*`."""
 API_TOKEN_FILE_ENV = "ROLLGUARD_API_TOKEN_FILE"
 """Environment variable naming a file (a mounted Secret) that holds the token; used when the other is unset."""
-API_PREFIX = "/api/v1/"
+API_PREFIX = "/api/"
+"""Every versioned API path (`/api/v1/*`, `/api/v2/*`) needs the token; `/` (the page, no data) does not."""
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="rollguard"'}
 
 
