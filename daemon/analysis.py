@@ -141,13 +141,15 @@ class Analysis:
             "completedAt": self.completed_at, "evaluations": self.evaluations, "values": self.last_values,
             "verdict": None if self.last_verdict is None else {
                 "action": self.last_verdict.action.value, "reason": self.last_verdict.reason},
-            "detail": self.detail(),  # the `/api/v2/analyses` item; `/api/v1/analyses` leaves it out
+            # Built only when `/api/v2/analyses` asks (`daemon.view.collect`); `/api/v1/analyses` leaves it out.
+            "detail": self.detail,
         }
 
-    def detail(self) -> dict[str, Any]:
+    def detail(self, *, with_history: bool = True) -> dict[str, Any]:
         """This analysis as an item of `/api/v2/analyses` (`daemon.view.schema`), now."""
         return analysis_item(Running(self.rollout, self.state, self.history, self.last_verdict, self.evaluations,
-                                     self.completed_at, self.ended_at), now=self._clock.now())
+                                     self.completed_at, self.ended_at), now=self._clock.now(),
+                             with_history=with_history)
 
     async def run(self) -> None:
         self.ended_at = None
@@ -310,7 +312,7 @@ class Analysis:
     def _publish(self) -> None:
         """The per-Deployment gauges of `/metrics`, after each evaluation."""
         if self._metrics is not None:
-            self._metrics.observe_analysis(*self.rollout.key, detail=self.detail())
+            self._metrics.observe_analysis(*self.rollout.key, detail=self.detail(with_history=False))
 
     def _log_evaluation(self, verdict: Verdict, measurements: Mapping[str, Measurement],
                         baselines: Mapping[str, Measurement]) -> None:

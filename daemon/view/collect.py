@@ -20,7 +20,8 @@ from daemon.view.text import rfc3339
 Key = tuple[str, str]
 Obj = Mapping[str, Any]
 DETAIL = "detail"
-"""Key of a v1 view that carries the v2 item (never served on `/api/v1/analyses`)."""
+"""Key of a v1 view that carries the v2 item, or the analysis method that builds it (never served on
+`/api/v1/analyses`)."""
 
 
 def _identity(view: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -40,6 +41,12 @@ def _recorded(view: Mapping[str, Any], deployments: Mapping[Key, Obj], now: floa
     return state if state.is_for(int(view.get("revision") or 0), str(view.get("podTemplateHash") or "")) else None
 
 
+def _running(view: Mapping[str, Any]) -> bool:
+    """Whether the view's analysis still runs (its `detail` is the method of an analysis not ended yet)."""
+    owner = getattr(view.get(DETAIL), "__self__", None)
+    return owner is not None and getattr(owner, "ended_at", 0.0) is None
+
+
 def v1_views(views: Iterable[Mapping[str, Any]], deployments: Mapping[Key, Obj], *,
              now: float) -> list[dict[str, Any]]:
     """The `/api/v1/analyses` list: its shape as before, one entry per rollout (the first wins), a finished
@@ -51,8 +58,7 @@ def v1_views(views: Iterable[Mapping[str, Any]], deployments: Mapping[Key, Obj],
             continue
         seen.add(_identity(view))
         entry = {k: v for k, v in view.items() if k != DETAIL}
-        detail = view.get(DETAIL)
-        recorded = None if isinstance(detail, Mapping) and detail.get("live") else _recorded(view, deployments, now)
+        recorded = None if _running(view) else _recorded(view, deployments, now)
         if recorded is not None:
             entry["phase"] = recorded.phase
         out.append(entry)
@@ -73,6 +79,8 @@ def v2_document(views: Iterable[Mapping[str, Any]], deployments: Mapping[Key, Ob
     items: list[dict[str, Any]] = []
     for view in views:
         detail = view.get(DETAIL)
+        if callable(detail):  # an analysis' `detail` method: built now (a finished one's stopped at its end)
+            detail = detail()
         if not isinstance(detail, Mapping):
             continue
         item = dict(detail)

@@ -59,8 +59,10 @@ class Running:
     """When the analysis task ended (None while it runs)."""
 
 
-def analysis_item(run: Running, *, now: float, previous_images: Sequence[str] = ()) -> dict[str, Any]:
-    """One item of the list for an analysis (running, or ended at `run.ended_at`), at `now` (epoch seconds)."""
+def analysis_item(run: Running, *, now: float, previous_images: Sequence[str] = (),
+                  with_history: bool = True) -> dict[str, Any]:
+    """One item of the list for an analysis (running, or ended at `run.ended_at`), at `now` (epoch seconds).
+    Without `with_history`, `signals[].history` and `marks` are empty (the metrics need only the last values)."""
     rollout, history, policy = run.rollout, run.history, run.rollout.policy
     base_values = {n: m.value if isinstance(m.value, float | int) and not isinstance(m.value, bool) else None
                    for n, m in history.baselines.items() if m.phase in (Phase.OK, Phase.FAILED)}
@@ -68,7 +70,7 @@ def analysis_item(run: Running, *, now: float, previous_images: Sequence[str] = 
     signals = []
     for name, spec in policy.signals.items():
         m = history.measurements.get(name)
-        points = history.signals.get(name, ())
+        points = history.signals.get(name, ()) if with_history else ()
         signals.append({
             "name": name, "provider": provider_name(spec),
             "phase": m.phase.value if m else None,
@@ -103,7 +105,8 @@ def analysis_item(run: Running, *, now: float, previous_images: Sequence[str] = 
         "endedAt": rfc3339(run.ended_at), "evaluations": run.evaluations,
         "lastEvaluationAt": rfc3339(history.last_at), "nextEvaluationInSeconds": next_in,
         "bakeTimeLeftSeconds": bake_left, "signals": signals, "rules": rules,
-        "marks": [{"at": rfc3339(m.at), "rule": m.rule, "event": m.event} for m in history.marks],
+        "marks": [{"at": rfc3339(m.at), "rule": m.rule, "event": m.event} for m in history.marks
+                  if with_history],
         # While it runs, the last evaluation's verdict; once it ended, the decision it led to.
         "verdict": _evaluated(run.verdict) if live and run.verdict else _verdict(run.state, run.verdict),
         "approver": _approver(run.state),
