@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo bench chaos prometheus lock clean
+.PHONY: test lint typecheck pytest demo bench chaos prometheus chromium lock clean
 
 # Reinstalls only when the project metadata or the pinned versions change.
 $(STAMP): pyproject.toml constraints.txt
@@ -16,6 +16,10 @@ prometheus:
 	@scripts/ensure-alertmanager
 	@scripts/ensure-prometheus
 
+# The live page's browser test drives Debian's headless chromium.
+chromium:
+	@scripts/ensure-chromium
+
 lint: $(STAMP)
 	$(BIN)/ruff check daemon sim tests bench
 	$(BIN)/lint-imports
@@ -26,7 +30,7 @@ typecheck: $(STAMP)
 # Two passes: independent tests on both cores, then the `serial` ones alone (lease timing, and the
 # fault schedules, which run two processes of their own). Exit 5 (nothing selected) is not a failure,
 # so PYTEST_ARGS can narrow either pass.
-pytest: $(STAMP) prometheus
+pytest: $(STAMP) prometheus chromium
 	$(BIN)/pytest -n 2 --dist loadfile -m "not serial" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 	$(BIN)/pytest -m serial $(PYTEST_ARGS) || [ $$? -eq 5 ]
 

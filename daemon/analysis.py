@@ -47,6 +47,8 @@ from daemon.rollout import Rollout
 from daemon.rules.evaluate import EvaluationState, RuleResult, RuleStatus, Verdict, evaluate
 from daemon.rules.model import Action, Unavailable
 from daemon.signals.factory import ProviderKind
+from daemon.view.history import AnalysisHistory
+from daemon.view.schema import Running, analysis_item
 
 log = structlog.get_logger("rollguard.analysis")
 
@@ -133,6 +135,9 @@ class Analysis:
         self._reviewed = state.phase == "review"
         self._unjudged_since_error = False
         self._wake: asyncio.Event | None = None
+        self.history = AnalysisHistory()
+        """Readings and rule moments, for `/api/v2/analyses`, `rollguard get` and the live page."""
+        self.ended_at: float | None = None
         self._log = log.bind(namespace=rollout.id.namespace, deployment=rollout.id.name,
                              revision=rollout.id.revision, policy=rollout.policy.name)
 
@@ -152,9 +157,27 @@ class Analysis:
             "completedAt": self.completed_at, "evaluations": self.evaluations, "values": self.last_values,
             "verdict": None if self.last_verdict is None else {
                 "action": self.last_verdict.action.value, "reason": self.last_verdict.reason},
+            # Built only when `/api/v2/analyses` asks (`daemon.view.collect`); `/api/v1/analyses` leaves it out.
+            "detail": self.detail,
         }
 
+    def detail(self, *, with_history: bool = True) -> dict[str, Any]:
+        """This analysis as an item of `/api/v2/analyses` (`daemon.view.schema`), now."""
+        return analysis_item(Running(self.rollout, self.state, self.history, self.last_verdict, self.evaluations,
+                                     self.completed_at, self.ended_at), now=self._clock.now(),
+                             with_history=with_history)
+
     async def run(self) -> None:
+        self.ended_at = None
+        self._publish()
+        try:
+            await self._run()
+        finally:
+            self.ended_at = self._clock.now()
+            if self._metrics is not None:
+                self._metrics.forget_analysis(*self.rollout.key)
+
+    async def _run(self) -> None:
         timing = self.rollout.policy.analysis
         self._log.info("analysis started", initial_delay=timing.initial_delay, interval=timing.interval,
                        bake_time=timing.bake_time, resumed=bool(self.state.rules))
@@ -165,6 +188,7 @@ class Analysis:
             self._log.info("baselines measured", baselines=_summarise(baselines),
                            problems={n: m.message for n, m in baselines.items()
                                      if m.phase in (Phase.ERROR, Phase.INCONCLUSIVE)})
+        self.history.baselines = baselines
         eval_state = self._timers()
         if isinstance(self._measurer, Wakeable):
             self._wake = self._measurer.wakeup(self.rollout)
@@ -191,12 +215,15 @@ class Analysis:
             self.last_values = _summarise(measurements)
             self._observe(measurements, verdict, started)
             self._log_evaluation(verdict, measurements, baselines)
+            self.history.record(at, measurements, verdict)
             if await self._act(verdict, eval_state, measurements):
                 return
             if at >= tick:  # an evaluation out of schedule keeps the planned tick
                 tick += timing.interval
                 if tick <= self._clock.now():  # a slow tick: skip missed ticks instead of bursting
                     tick = self._clock.now()
+            self.history.next_at = tick
+            self._publish()
             at = await self._wait(tick)
 
     async def _wait(self, tick: float) -> float:
@@ -325,6 +352,11 @@ class Analysis:
                 spec = self.rollout.policy.signals.get(name)
                 provider = ProviderKind.of(spec).value if spec else "unknown"
                 self._metrics.provider_errors.labels(provider=provider).inc()
+
+    def _publish(self) -> None:
+        """The per-Deployment gauges of `/metrics`, after each evaluation."""
+        if self._metrics is not None:
+            self._metrics.observe_analysis(*self.rollout.key, detail=self.detail(with_history=False))
 
     def _log_evaluation(self, verdict: Verdict, measurements: Mapping[str, Measurement],
                         baselines: Mapping[str, Measurement]) -> None:

@@ -184,7 +184,8 @@ async def _run_wired(settings: RunSettings, *, extras: Extras, env: Mapping[str,
         webhook = (WEBHOOK_PATH, webhook_handler(measurer.alert_hub, token=webhook_token_from_env(
             env, file=settings.alertmanager_webhook_token_file)))
         http = HttpServer(build_http_app(metrics=metrics, ready=ready, analyses=supervisor.analyses,
-                                         api_token=api_token, alert_webhook=webhook), settings.http_listen)
+                                         api_token=api_token, analysis_list=supervisor.analysis_list,
+                                         alert_webhook=webhook), settings.http_listen)
         await http.start()
         log.info("rollguard started", http=http.url, namespaces=list(settings.namespaces) or "all",
                  dry_run=settings.dry_run, leader_election=settings.leader_election,

@@ -3,11 +3,15 @@
 `/healthz` answers 200 while the event loop runs. `/readyz` answers 503 with the reason until the
 daemon has synced its first list (and, with leader election, says whether it leads) — Kubernetes
 uses it for the readiness probe. `/metrics` is the Prometheus text format of the daemon's registry.
-`/api/v1/analyses` is the JSON list of live and recent analyses.
+`/api/v1/analyses` is the JSON list of live and recent analyses (kept as it was, for existing
+clients); `/api/v2/analyses` is the documented, versioned document of `daemon.view.schema` (RFC 3339
+times, signal histories, rule timers). `/` is the live page, one self-contained HTML file that polls
+`/api/v2/analyses` (`daemon/view/page.html`: no external assets, works through a port-forward).
 
 With an API token (`build_http_app(api_token=...)`, read by `api_token_from_env` from
 `ROLLGUARD_API_TOKEN` or the file named by `ROLLGUARD_API_TOKEN_FILE`), every `/api/v1/*` request must
-carry `Authorization: Bearer <token>` (compared in constant time) or gets 401. `/healthz`, `/readyz`
+carry `Authorization: Bearer <token>` (compared in constant time) or gets 401; so does `/api/v2/*`
+(the live page asks for the token and sends it). `/healthz`, `/readyz`
 and `/metrics` stay open: the kubelet's probes and Prometheus' scrape carry no token, and they
 expose nothing about the workloads (the NetworkPolicy of the chart limits who reaches them).
 """
@@ -26,16 +30,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from daemon.metrics import Metrics
 from daemon.settings import ListenAddress
+from daemon.view.page import PAGE_POLICY, live_page
 
 ReadyCheck = Callable[[], tuple[bool, str]]
 AnalysesView = Callable[[], Sequence[dict[str, Any]]]
+AnalysisList = Callable[[], Mapping[str, Any]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 API_TOKEN_ENV = "ROLLGUARD_API_TOKEN"
 """Environment variable holding the bearer token of `/api/v1/*`."""
 API_TOKEN_FILE_ENV = "ROLLGUARD_API_TOKEN_FILE"
 """Environment variable naming a file (a mounted Secret) that holds the token; used when the other is unset."""
-API_PREFIX = "/api/v1/"
+API_PREFIX = "/api/"
+"""Every versioned API path (`/api/v1/*`, `/api/v2/*`) needs the token; `/` (the page, no data) does not."""
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="rollguard"'}
 
 
@@ -79,9 +86,10 @@ def _bearer_guard(token: str, *, own_token_paths: frozenset[str] = frozenset()) 
 
 
 def build_http_app(*, metrics: Metrics, ready: ReadyCheck, analyses: AnalysesView,
-                   api_token: str | None = None,
+                   api_token: str | None = None, analysis_list: AnalysisList | None = None,
                    alert_webhook: tuple[str, Handler] | None = None) -> web.Application:
-    """The aiohttp application; `ready()` returns (ready, reason), `analyses()` the JSON-able list.
+    """The aiohttp application; `ready()` returns (ready, reason), `analyses()` the JSON-able list,
+    `analysis_list()` the `/api/v2/analyses` document (without it, that path and `/` are not served).
 
     `api_token`: when set, `/api/v1/*` requires `Authorization: Bearer <api_token>`.
     `alert_webhook`: (path, handler) of the Alertmanager webhook, which checks its own token.
@@ -102,8 +110,20 @@ def build_http_app(*, metrics: Metrics, ready: ReadyCheck, analyses: AnalysesVie
         return web.Response(text=json.dumps({"analyses": list(analyses())}, indent=1, default=str),
                             content_type="application/json")
 
+    async def analysis_list_handler(_request: web.Request) -> web.Response:
+        assert analysis_list is not None
+        return web.Response(text=json.dumps(analysis_list(), indent=1), content_type="application/json",
+                            headers={"Cache-Control": "no-store"})
+
+    async def page_handler(_request: web.Request) -> web.Response:
+        return web.Response(body=live_page(), content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-store", "Content-Security-Policy": PAGE_POLICY})
+
     own = frozenset({alert_webhook[0]}) if alert_webhook else frozenset()
     app = web.Application(middlewares=[_bearer_guard(api_token, own_token_paths=own)] if api_token else [])
+    if analysis_list is not None:
+        app.router.add_get("/", page_handler)
+        app.router.add_get("/api/v2/analyses", analysis_list_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)

@@ -1,8 +1,21 @@
-"""The daemon's own Prometheus metrics, in a registry per daemon instance (tests run several)."""
+"""The daemon's own Prometheus metrics, in a registry per daemon instance (tests run several).
+
+Per-Deployment series (`rollguard_analysis_state`, `rollguard_signal_value`,
+`rollguard_rule_pending_seconds`) exist only while the Deployment's analysis runs: they are removed
+when it ends, so their number is bounded by the live analyses, never by the history.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections.abc import Mapping
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+ANALYSIS_STATES = {"analysing": 1, "review": 2, "rolling-back": 3, "failed": 4}
+"""Value of `rollguard_analysis_state` for each lifecycle stage an analysis can be live in."""
 
 
 class Metrics:
@@ -29,3 +42,39 @@ class Metrics:
         self.is_leader = Gauge("rollguard_is_leader", "1 while this replica holds the leader lease.", registry=r)
         self.rules_reload_errors = Counter("rollguard_rules_reload_errors",
                                            "Rule reloads rejected because a file was invalid.", registry=r)
+        self.analysis_state = Gauge(
+            "rollguard_analysis_state",
+            "Stage of the Deployment's live analysis: 1 analysing, 2 review, 3 rolling-back, 4 failed.",
+            ["namespace", "deployment"], registry=r)
+        self.signal_value = Gauge(
+            "rollguard_signal_value",
+            "Last reading of each signal of a live analysis (checks: 1 passed, 0 failed; NaN: no reading).",
+            ["namespace", "deployment", "signal"], registry=r)
+        self.rule_pending_seconds = Gauge(
+            "rollguard_rule_pending_seconds",
+            "Seconds each rule's condition of a live analysis has been true (0: not pending).",
+            ["namespace", "deployment", "rule"], registry=r)
+        self._per_deployment: dict[tuple[str, str], tuple[set[str], set[str]]] = {}
+
+    def observe_analysis(self, namespace: str, deployment: str, *, detail: Mapping[str, Any]) -> None:
+        """Set the per-Deployment series from an item of `/api/v2/analyses` (`daemon.view.schema`)."""
+        signals, rules = self._per_deployment.setdefault((namespace, deployment), (set(), set()))
+        self.analysis_state.labels(namespace, deployment).set(ANALYSIS_STATES.get(str(detail.get("state")), 0))
+        for signal in detail.get("signals") or []:
+            value = signal.get("value")
+            number = float(value) if isinstance(value, int | float) else math.nan
+            self.signal_value.labels(namespace, deployment, signal["name"]).set(number)
+            signals.add(signal["name"])
+        for rule in detail.get("rules") or []:
+            self.rule_pending_seconds.labels(namespace, deployment, rule["name"]).set(rule.get("pendingSeconds") or 0)
+            rules.add(rule["name"])
+
+    def forget_analysis(self, namespace: str, deployment: str) -> None:
+        """Remove the per-Deployment series of an analysis that ended."""
+        signals, rules = self._per_deployment.pop((namespace, deployment), (set(), set()))
+        for signal in signals:
+            self.signal_value.remove(namespace, deployment, signal)
+        for rule in rules:
+            self.rule_pending_seconds.remove(namespace, deployment, rule)
+        with contextlib.suppress(KeyError):  # never set when the analysis was cancelled before it began
+            self.analysis_state.remove(namespace, deployment)

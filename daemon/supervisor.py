@@ -23,6 +23,7 @@ from daemon.kube.rollout_state import owned_replica_sets
 from daemon.kube.watching import Informer
 from daemon.metrics import Metrics
 from daemon.reconcile import Reconciler
+from daemon.view.collect import v1_views, v2_document
 
 log = structlog.get_logger("rollguard.supervisor")
 
@@ -49,6 +50,7 @@ class Supervisor:
     def __init__(self, *, kube: KubeClient, reconciler: Reconciler, clock: Clock, namespaces: tuple[str, ...] = (),
                  leadership: Leadership | None = None, metrics: Metrics | None = None) -> None:
         self._reconciler = reconciler
+        self._clock = clock
         self._leadership = leadership
         relisted = (lambda plural: metrics.watch_relists.labels(resource=plural).inc()) if metrics else None
         self.deployments = Informer(kube, group_version="apps/v1", plural="deployments", namespaces=namespaces,
@@ -81,7 +83,12 @@ class Supervisor:
         return True, "ok" + ("" if self._is_leader() else " (follower)")
 
     def analyses(self) -> list[dict[str, Any]]:
-        return self._reconciler.analyses()
+        return v1_views(self._reconciler.analyses(), self.deployments.cache, now=self._clock.now())
+
+    def analysis_list(self) -> dict[str, Any]:
+        """The `/api/v2/analyses` document (`daemon.view.schema`)."""
+        return v2_document(self._reconciler.analyses(), self.deployments.cache, self._replica_sets_of,
+                           now=self._clock.now())
 
     def _is_leader(self) -> bool:
         return self._leadership is None or self._leadership.is_leader

@@ -38,6 +38,7 @@ import yaml
 from daemon.logs import configure_logging
 from daemon.rules.durations import format_duration, parse_duration
 from daemon.settings import LogSettings
+from daemon.view.text import rule_timer
 from sim.demo import team_alerts
 from sim.demo.manifests import backend_deployment, backend_service
 from sim.demo.stack import Stack, running_stack
@@ -152,20 +153,21 @@ class Demo:
                 self.t.say("rollguard", f"{obj.get('reason')}: {obj.get('message')}")
 
     async def watch_analyses(self) -> None:
-        """Print each evaluation's key values from the daemon's /api/v1/analyses."""
+        """Print each evaluation's key values and rule timers from the daemon's /api/v2/analyses."""
         async with aiohttp.ClientSession() as session:
             while True:
                 await asyncio.sleep(1)
                 try:
-                    async with session.get(self.stack.daemon_url + "/api/v1/analyses") as response:
+                    async with session.get(self.stack.daemon_url + "/api/v2/analyses") as response:
                         body = await response.json()
                 except (aiohttp.ClientError, ValueError):
                     continue
-                live = [a for a in body.get("analyses", []) if a.get("phase") in ("analysing", "review")]
+                live = [a for a in body.get("items", []) if a.get("live") and a.get("state") in ("analysing", "review")]
                 for analysis in live[:1]:
-                    values = ", ".join(f"{k}={_fmt(v)}" for k, v in (analysis.get("values") or {}).items())
-                    verdict = (analysis.get("verdict") or {}).get("action", "-")
-                    line = f"rev {analysis['revision']} eval #{analysis['evaluations']}: {values} → {verdict}"
+                    values = ", ".join(
+                        f"{s['name']}={_fmt(s['value']) if s['phase'] in ('ok', 'failed') else s['phase']}"
+                        for s in analysis.get("signals") or [] if s.get("phase"))
+                    line = f"rev {analysis['revision']} eval #{analysis['evaluations']}: {values} → {_judged(analysis)}"
                     if values and line != self._last_values:
                         self._last_values = line
                         self.t.say("analysis", line)
@@ -347,6 +349,15 @@ def print_report(demo: Demo, out: TextIO, history: str) -> None:
         out.write(f"{step.image:<24}  {what:<36.36}  {step.verdict:<32}  {delay}\n")
 
 
+def _judged(analysis: dict[str, Any]) -> str:
+    """`pending error-rate-over-5pct 4s/6s` while a rule counts up to its `for`, else the verdict's action."""
+    pending = [r for r in analysis.get("rules") or [] if r.get("status") == "pending"]
+    if pending:
+        return ", ".join(f"pending {r['name']} {rule_timer(r['pendingSeconds'] or 0.0, r['forSeconds'])}"
+                         for r in pending)
+    return str((analysis.get("verdict") or {}).get("action", "-"))
+
+
 async def play(*, fast: bool, keep_running: bool, out: TextIO, workdir: Path) -> int:
     timing = FAST if fast else NORMAL
     rules_dir = workdir / "rules"
@@ -379,6 +390,8 @@ async def play(*, fast: bool, keep_running: bool, out: TextIO, workdir: Path) ->
                 history = await stack.kubectl("rollout", "history", "deployment/backend", "-n", "staging")
                 print_report(demo, out, history)
                 out.write(f"\nThe daemon's own log (JSON lines): {log_path}\n")
+                out.write(f"The live page {'is' if keep_running else 'was'} at {stack.daemon_url}/ "
+                          f"(in a terminal: rollguard get --watch --server {stack.daemon_url})\n")
                 if keep_running:
                     out.write(f"\nStill running. Explore with:\n  export KUBECONFIG={stack.cluster.kubeconfig}\n"
                               "  kubectl get deploy,rs,pods -n staging\n"
