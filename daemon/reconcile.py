@@ -86,11 +86,15 @@ class Reconciler:
         self._metrics = metrics
         self._tracked: dict[Key, Tracked] = {}
         self._invalid_reported: set[tuple[Key, str]] = set()
+        self._departing: list[Tracked] = []
+        """Replaced rollouts whose task still runs (a rollback announcing itself): still listed as live."""
 
     # ----- views -----
 
     def analyses(self) -> list[dict[str, Any]]:
-        live = [t.analysis.view() for t in self._tracked.values() if t.analysis is not None and t.live()]
+        self._departing = [t for t in self._departing if t.live()]
+        live = [t.analysis.view() for t in (*self._tracked.values(), *self._departing)
+                if t.analysis is not None and t.live()]
         return live + list(self._tasks.finished)
 
     def forget_all(self) -> None:
@@ -141,6 +145,8 @@ class Reconciler:
                 await self._renumbered(tracked, identity)
         elif is_new_rollout(tracked.identity, identity):
             previous = tracked
+            if previous.live():
+                self._departing.append(previous)
             tracked = self._tracked[key] = Tracked(identity, identity_status.phase)
             await self._superseded(key, previous, identity)
             state = self._state(key, deployment, replica_sets, tracked, memory=previous.current_state())

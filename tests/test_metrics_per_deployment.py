@@ -83,9 +83,25 @@ async def test_per_deployment_series_live_only_and_the_v2_document(tmp_path: Pat
         assert [m["event"] for m in item["marks"] if m["rule"] == "error-rate-over-5pct"] == ["pending"], item["marks"]
         assert 0 <= item["nextEvaluationInSeconds"] <= 1, item
 
-        await eventually(lambda: image_of(stack) == "backend:v1", timeout=60, what="the rollback", stack=stack)
-        await eventually(lambda: state_of(stack).get("phase") == "rolled-back", timeout=30, stack=stack,
-                         what="the rollback to complete")
+        # While the rollback runs (the undo's own rollout already tracked, the analysis still announcing),
+        # the analysis stays listed with its readings: never only what the state annotation says.
+        lost: list[str] = []
+
+        async def watch_rollback() -> None:
+            while True:
+                for i in (await get(stack, "/api/v2/analyses"))["items"]:
+                    if i["revision"] == 2 and i.get("source") == "annotation":
+                        lost.append(i["state"])
+                await asyncio.sleep(0.05)
+
+        watcher = asyncio.create_task(watch_rollback())
+        try:
+            await eventually(lambda: image_of(stack) == "backend:v1", timeout=60, what="the rollback", stack=stack)
+            await eventually(lambda: state_of(stack).get("phase") == "rolled-back", timeout=30, stack=stack,
+                             what="the rollback to complete")
+        finally:
+            watcher.cancel()
+        assert lost == [], f"revision 2 was shown from its annotation only, in states {sorted(set(lost))}"
         assert series(await get(stack, "/metrics")) == {}, "no per-Deployment series once no analysis runs"
 
         doc = await get(stack, "/api/v2/analyses")
