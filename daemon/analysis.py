@@ -165,7 +165,8 @@ class Analysis:
             measurements = await self._measurer.measure(self.rollout)
             # Held times count from the scheduled evaluation times (Prometheus' `for:`), not from when
             # the answers arrived: otherwise `for` minus the query time waits one interval more.
-            verdict, eval_state = evaluate(self.rollout.policy, measurements, baselines, eval_state, tick)
+            verdict, eval_state = evaluate(self.rollout.policy, measurements, baselines, eval_state, tick,
+                                           pending_until=self.rollout.started_at + timing.pending_grace)
             self.evaluations += 1
             self.last_verdict = verdict
             self._track_unjudged(verdict)
@@ -291,5 +292,6 @@ class Analysis:
             values=_summarise(measurements),
             baselines=_summarise(baselines),
             rules={r.rule: r.status.value for r in verdict.rules},
-            problems={n: m.message for n, m in measurements.items() if m.phase in (Phase.ERROR, Phase.INCONCLUSIVE)},
+            problems={n: m.message for n, m in measurements.items()
+                      if m.phase in (Phase.ERROR, Phase.INCONCLUSIVE, Phase.PENDING)},
         )

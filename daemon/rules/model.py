@@ -102,6 +102,10 @@ class AnalysisTiming:
     """Time between two evaluations."""
     bake_time: float = 600.0
     """Keep evaluating this long after the rollout completed; then the analysis passes."""
+    pending_grace: float = 600.0
+    """How long after the rollout started a signal may be *pending* (its data cannot exist yet: no
+    container of the new revision started, no sample of its pods scraped) before the rules treat it
+    as inconclusive. The default is Kubernetes' default `progressDeadlineSeconds`."""
 
 
 @dataclass(frozen=True)
