@@ -113,6 +113,7 @@ class Analysis:
             self._completed.set()
         self.last_verdict: Verdict | None = None
         self.last_values: dict[str, Any] = {}
+        self.baselines: dict[str, Any] = {}
         self.evaluations = 0
         self._notified: set[str] = {str(r) for r in (state.decision or {}).get("notified", [])}
         self._reviewed = state.phase == "review"
@@ -134,6 +135,7 @@ class Analysis:
             "revision": self.rollout.id.revision, "podTemplateHash": self.rollout.hash,
             "policy": self.rollout.policy.name, "phase": self.state.phase, "startedAt": self.rollout.started_at,
             "completedAt": self.completed_at, "evaluations": self.evaluations, "values": self.last_values,
+            "baselines": self.baselines,
             "verdict": None if self.last_verdict is None else {
                 "action": self.last_verdict.action.value, "reason": self.last_verdict.reason},
         }
@@ -145,6 +147,9 @@ class Analysis:
         first_tick = self.rollout.started_at + timing.initial_delay
         await self._sleep_until(first_tick)
         baselines = await self._measurer.measure_baselines(self.rollout) if self.rollout.baseline_ctx else {}
+        self.baselines = {name: {"value": m.value, "phase": m.phase.value, "message": m.message,
+                                 "revision": int(m.details["revision"]) if "revision" in m.details else None}
+                          for name, m in baselines.items()}
         if baselines:
             self._log.info("baselines measured", baselines=_summarise(baselines),
                            problems={n: m.message for n, m in baselines.items()

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import structlog
 
+from daemon.baselines import StableBaseline, choose_stable
 from daemon.clock import Clock
-from daemon.kube.client import KubeClient
+from daemon.kube.client import KubeClient, KubeError, api_path
+from daemon.kube.rollout_state import owned_replica_sets
+from daemon.kube.state import StateError, read_state, remembered_history
 from daemon.rollout import Rollout
-from daemon.rules.model import PrometheusSignal, RollbackPolicy, RuleError
+from daemon.rules.model import BaselineMode, PrometheusSignal, RollbackPolicy, RuleError
 from daemon.signals.base import Measurement, Phase, SignalProvider
 from daemon.signals.factory import build_providers
 from daemon.signals.prometheus import PrometheusClient, PrometheusProvider, ca_ssl_context, read_bearer_token
@@ -41,6 +45,17 @@ async def measure_safely(name: str, coro: Coroutine[Any, Any, Measurement], *, t
         log.warning("signal measurement failed", signal=name, error_type=type(exc).__name__)
         return Measurement(Phase.ERROR, None, f"{name}: the measurement failed ({type(exc).__name__}: "
                                               f"{str(exc)[:200]})")
+
+
+def _mode(policy: RollbackPolicy, name: str) -> BaselineMode | None:
+    provider = policy.signals[name].provider
+    return provider.baseline if isinstance(provider, PrometheusSignal) else None
+
+
+def _with_revision(measured: Measurement, revision: int, reason: str) -> Measurement:
+    """The baseline measurement, saying which revision it is of (`details["revision"]`, the message)."""
+    return replace(measured, message=f"{reason}: {measured.message}",
+                   details={**measured.details, "revision": float(revision)})
 
 
 def can_run(policy: RollbackPolicy, *, prometheus_url: str | None) -> RuleError | None:
@@ -114,10 +129,44 @@ class ProviderMeasurer:
         providers = self._for(rollout.policy)
         wanted = {name: p for name, p in providers.items()
                   if rollout.policy.signals[name].has_baseline and isinstance(p, PrometheusProvider)}
+        stable: StableBaseline | str | None = None
+        if any(_mode(rollout.policy, name) is BaselineMode.STABLE for name in wanted):
+            stable = await self._stable(rollout)
+
+        async def one(name: str, provider: PrometheusProvider) -> Measurement:
+            if _mode(rollout.policy, name) is not BaselineMode.STABLE:
+                assert rollout.baseline_ctx is not None
+                measured = await provider.measure_at(rollout.baseline_ctx, rollout.started_at)
+                revision = rollout.baseline_ctx.revision
+                return _with_revision(measured, revision, f"revision {revision}, the previous one")
+            if stable is None or isinstance(stable, str):
+                return Measurement(Phase.INCONCLUSIVE, None, f"baseline: stable: {stable}")
+            return _with_revision(await provider.measure_at(stable.ctx, stable.at), stable.ctx.revision, stable.reason)
+
         names = list(wanted)
-        results = await asyncio.gather(*(
-            self._bounded(n, wanted[n].measure_at(rollout.baseline_ctx, rollout.started_at)) for n in names))
+        results = await asyncio.gather(*(self._bounded(n, one(n, wanted[n])) for n in names))
         return dict(zip(names, results, strict=True))
+
+    async def _stable(self, rollout: Rollout) -> StableBaseline | str:
+        """The stable baseline's revision, from the Deployment's ReplicaSets and rollguard's verdicts on them."""
+        if self._kube is None:
+            return "this daemon has no Kubernetes client to find the stable revision with"
+        namespace, name = rollout.key
+        try:
+            deployment = await self._kube.get(api_path("apps/v1", "deployments", namespace, name))
+            listed = await self._kube.list(api_path("apps/v1", "replicasets", namespace))
+        except KubeError as exc:
+            return f"cannot read the ReplicaSets of {namespace}/{name}: {exc}"
+        replica_sets = owned_replica_sets(deployment, list(listed.get("items") or []))
+        now = self._clock.now()
+        try:
+            state = read_state(deployment, now=now)
+        except StateError:
+            state = read_state({}, now=now)  # an unreadable annotation: the ReplicaSets' copies still tell
+        memory = state.merged_memory(remembered_history(replica_sets, now=now))
+        timing = rollout.policy.analysis
+        return choose_stable(rollout.ctx, replica_sets, memory.passed_revisions(), started_at=rollout.started_at,
+                             min_age=timing.stable_min_age)
 
     async def close(self) -> None:
         if self._prometheus is not None:

@@ -196,6 +196,8 @@ class _Inputs:
     baselines: dict[str, float | None]
     unavailable: dict[str, tuple[Phase, str]]
     """Input name (`x` or `baseline.x`) → its phase and why it is unusable."""
+    baseline_revisions: dict[str, int] = field(default_factory=dict)
+    """Baseline name → the revision it was measured on (`details["revision"]`), shown in messages."""
 
 
 def _evaluate_rule(
@@ -278,6 +280,7 @@ def _inputs(
     baseline_values: dict[str, float] = {}
     shown_baselines: dict[str, float | None] = {}
     unavailable: dict[str, tuple[Phase, str]] = {}
+    revisions: dict[str, int] = {}
     for name in sorted(rule.when.signals):
         measurement = measurements.get(name)
         bound = None
@@ -311,7 +314,9 @@ def _inputs(
             else:
                 baseline_values[name] = number
         shown_baselines[name] = number
-    return _Inputs(Activation(signals, baseline_values), values, shown_baselines, unavailable)
+        if measurement is not None and "revision" in measurement.details:
+            revisions[name] = int(measurement.details["revision"])
+    return _Inputs(Activation(signals, baseline_values), values, shown_baselines, unavailable, revisions)
 
 
 def _number(value: float | bool | None) -> float | None:
@@ -347,7 +352,9 @@ def _result(
 
 def _show_values(inputs: _Inputs) -> str:
     parts = [f"{name}={_fmt(value)}" for name, value in inputs.values.items()]
-    parts += [f"baseline.{name}={_fmt(value)}" for name, value in inputs.baselines.items()]
+    parts += [f"baseline.{name}={_fmt(value)}"
+              + (f" of revision {inputs.baseline_revisions[name]}" if name in inputs.baseline_revisions else "")
+              for name, value in inputs.baselines.items()]
     return f" ({', '.join(parts)})" if parts else ""
 
 

@@ -61,6 +61,9 @@ class BaselineMode(StrEnum):
 
     PREVIOUS = "previous"
     """The previous revision's pods, at the moment the rollout started."""
+    STABLE = "stable"
+    """The last revision whose analysis passed (or, before any did, the last that served for
+    `stableMinAge`), at the moment it stopped being the newest (`daemon.baselines`)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,9 @@ class AnalysisTiming:
     """How long after the rollout started a signal may be *pending* (its data cannot exist yet: no
     container of the new revision started, no sample of its pods scraped) before the rules treat it
     as inconclusive. The default is Kubernetes' default `progressDeadlineSeconds`."""
+    stable_min_age: float = 600.0
+    """`baseline: stable` before any revision passed an analysis: the newest older revision that served
+    at least this long (from its creation until the next revision started)."""
 
 
 @dataclass(frozen=True)
