@@ -198,6 +198,8 @@ class _Inputs:
     """Input name (`x` or `baseline.x`) → its phase and why it is unusable."""
     baseline_revisions: dict[str, int] = field(default_factory=dict)
     """Baseline name → the revision it was measured on (`details["revision"]`), shown in messages."""
+    increases: dict[str, float | None] = field(default_factory=dict)
+    """Signal name → `increase(name)`, None when undefined; shown in messages."""
 
 
 def _evaluate_rule(
@@ -300,7 +302,7 @@ def _inputs(
         if bound is not None:
             signals[name] = bound
         values[name] = bound.value if bound is not None else None
-    for name in sorted(rule.when.baselines):
+    for name in sorted(rule.when.baselines | rule.when.increases):
         measurement = baselines.get(name)
         number = None
         if measurement is None:
@@ -316,7 +318,25 @@ def _inputs(
         shown_baselines[name] = number
         if measurement is not None and "revision" in measurement.details:
             revisions[name] = int(measurement.details["revision"])
-    return _Inputs(Activation(signals, baseline_values), values, shown_baselines, unavailable, revisions)
+    increases: dict[str, float] = {}
+    shown_increases: dict[str, float | None] = {}
+    for name in sorted(rule.when.increases):
+        change = _increase(signals.get(name), baseline_values.get(name))
+        if change is not None:
+            increases[name] = change
+        elif name in signals and name in baseline_values:
+            unavailable[f"increase({name})"] = (Phase.INCONCLUSIVE, "the baseline is 0: a change relative to "
+                                                                    "nothing is undefined")
+        shown_increases[name] = change
+    return _Inputs(Activation(signals, baseline_values, increases), values, shown_baselines, unavailable, revisions,
+                   shown_increases)
+
+
+def _increase(signal: SignalValue | None, baseline: float | None) -> float | None:
+    """`(value - baseline) / |baseline|`, or None when either is missing or the baseline is 0."""
+    if signal is None or baseline is None or baseline == 0 or isinstance(signal.value, bool):
+        return None
+    return (signal.value - baseline) / abs(baseline)
 
 
 def _number(value: float | bool | None) -> float | None:
@@ -355,6 +375,8 @@ def _show_values(inputs: _Inputs) -> str:
     parts += [f"baseline.{name}={_fmt(value)}"
               + (f" of revision {inputs.baseline_revisions[name]}" if name in inputs.baseline_revisions else "")
               for name, value in inputs.baselines.items()]
+    parts += [f"increase({name})=" + ("n/a" if value is None else f"{value:+.0%}")
+              for name, value in inputs.increases.items()]
     return f" ({', '.join(parts)})" if parts else ""
 
 
