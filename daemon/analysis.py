@@ -18,9 +18,10 @@ and the verdict goes to the `Decider`:
 * notify → Slack once per rule; the analysis goes on;
 * pass → nothing, unless the bake time is over: then the analysis passed.
 
-Baselines (`baseline: previous`) are measured once, for the previous revision's pods, at the
-moment the rollout started. The per-rule timers and the phase are saved in the Deployment's state
-annotation whenever they change, so a restarted daemon resumes with its `for:` timers intact.
+Baselines (`baseline: previous` / `stable`) are measured once, before the first tick; a
+`baseline: concurrent` one is measured again every tick, on the previous revision's pods. The
+per-rule timers and the phase are saved in the Deployment's state annotation whenever they
+change, so a restarted daemon resumes with its `for:` timers intact.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from daemon.measurement import Measurement, Phase
 from daemon.metrics import Metrics
 from daemon.rollout import Rollout
 from daemon.rules.evaluate import EvaluationState, RuleResult, RuleStatus, Verdict, evaluate
-from daemon.rules.model import Action, Unavailable
+from daemon.rules.model import Action, BaselineMode, Unavailable
 from daemon.signals.factory import ProviderKind
 
 log = structlog.get_logger("rollguard.analysis")
@@ -55,6 +56,11 @@ class Measurer(Protocol):
 
     async def measure_baselines(self, rollout: Rollout) -> dict[str, Measurement]:
         """Readings of the signals with `baseline: previous`, for the previous revision, at rollout start."""
+        ...
+
+    async def measure_concurrent(self, rollout: Rollout,
+                                 baselines: Mapping[str, Measurement]) -> dict[str, Measurement]:
+        """`baselines` with the `baseline: concurrent` ones measured now (called only when a policy has one)."""
         ...
 
 
@@ -147,9 +153,8 @@ class Analysis:
         first_tick = self.rollout.started_at + timing.initial_delay
         await self._sleep_until(first_tick)
         baselines = await self._measurer.measure_baselines(self.rollout) if self.rollout.baseline_ctx else {}
-        self.baselines = {name: {"value": m.value, "phase": m.phase.value, "message": m.message,
-                                 "revision": int(m.details["revision"]) if "revision" in m.details else None}
-                          for name, m in baselines.items()}
+        self.baselines = _describe_baselines(baselines)
+        concurrent = any(s.baseline_mode is BaselineMode.CONCURRENT for s in self.rollout.policy.signals.values())
         if baselines:
             self._log.info("baselines measured", baselines=_summarise(baselines),
                            problems={n: m.message for n, m in baselines.items()
@@ -168,6 +173,9 @@ class Analysis:
                 return
             started = time.perf_counter()
             measurements = await self._measurer.measure(self.rollout)
+            if concurrent:
+                baselines = await self._measurer.measure_concurrent(self.rollout, baselines)
+                self.baselines = _describe_baselines(baselines)
             # Held times count from the scheduled evaluation times (Prometheus' `for:`), not from when
             # the answers arrived: otherwise `for` minus the query time waits one interval more.
             verdict, eval_state = evaluate(self.rollout.policy, measurements, baselines, eval_state, tick,
@@ -300,3 +308,10 @@ class Analysis:
             problems={n: m.message for n, m in measurements.items()
                       if m.phase in (Phase.ERROR, Phase.INCONCLUSIVE, Phase.PENDING)},
         )
+
+
+def _describe_baselines(baselines: Mapping[str, Measurement]) -> dict[str, Any]:
+    """The baselines as the analyses API shows them: value, phase, message and revision."""
+    return {name: {"value": m.value, "phase": m.phase.value, "message": m.message,
+                   "revision": int(m.details["revision"]) if "revision" in m.details else None}
+            for name, m in baselines.items()}

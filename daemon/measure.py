@@ -10,7 +10,7 @@ rules treat as "could not tell" — never as "the rollout is bad".
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import structlog
 from daemon.baselines import StableBaseline, choose_stable
 from daemon.clock import Clock
 from daemon.kube.client import KubeClient, KubeError, api_path
-from daemon.kube.rollout_state import owned_replica_sets
+from daemon.kube.rollout_state import POD_TEMPLATE_HASH, owned_replica_sets
 from daemon.kube.state import StateError, read_state, remembered_history
 from daemon.rollout import Rollout
 from daemon.rules.model import BaselineMode, PrometheusSignal, RollbackPolicy, RuleError
@@ -130,11 +130,12 @@ class ProviderMeasurer:
         wanted = {name: p for name, p in providers.items()
                   if rollout.policy.signals[name].has_baseline and isinstance(p, PrometheusProvider)}
         stable: StableBaseline | str | None = None
-        if any(_mode(rollout.policy, name) is BaselineMode.STABLE for name in wanted):
+        if any(_mode(rollout.policy, name) in (BaselineMode.STABLE, BaselineMode.CONCURRENT) for name in wanted):
             stable = await self._stable(rollout)
 
         async def one(name: str, provider: PrometheusProvider) -> Measurement:
-            if _mode(rollout.policy, name) is not BaselineMode.STABLE:
+            # A concurrent baseline's starting point is its fallback, the stable one (`measure_concurrent`).
+            if _mode(rollout.policy, name) not in (BaselineMode.STABLE, BaselineMode.CONCURRENT):
                 assert rollout.baseline_ctx is not None
                 measured = await provider.measure_at(rollout.baseline_ctx, rollout.started_at)
                 revision = rollout.baseline_ctx.revision
@@ -146,6 +147,44 @@ class ProviderMeasurer:
         names = list(wanted)
         results = await asyncio.gather(*(self._bounded(n, one(n, wanted[n])) for n in names))
         return dict(zip(names, results, strict=True))
+
+    async def measure_concurrent(self, rollout: Rollout,
+                                 baselines: Mapping[str, Measurement]) -> dict[str, Measurement]:
+        """`baselines` with each `baseline: concurrent` signal measured now on the previous revision's pods,
+        while any of them is ready; once none is (the rollout completed), its stable fallback from
+        `baselines`, saying so. Both sides then see the same traffic at the same instant (the client
+        rounds "now" to the same tick for both queries)."""
+        concurrent = {name: p for name, p in self._for(rollout.policy).items()
+                      if _mode(rollout.policy, name) is BaselineMode.CONCURRENT and isinstance(p, PrometheusProvider)}
+        old = rollout.baseline_ctx
+        if not concurrent or old is None:
+            return dict(baselines)
+        serving = await self._ready_pods(rollout.key[0], old.pod_template_hash)
+        result = dict(baselines)
+        if isinstance(serving, int) and serving > 0:
+            names = list(concurrent)
+            measured = await asyncio.gather(*(self._bounded(n, concurrent[n].measure(old)) for n in names))
+            for name, live in zip(names, measured, strict=True):
+                result[name] = _with_revision(live, old.revision, f"revision {old.revision}, its {serving} ready "
+                                                                  "pods measured at the same time")
+            return result
+        why = serving if isinstance(serving, str) else (
+            f"no pod of revision {old.revision} is ready any more (rollout complete)")
+        for name in concurrent:
+            fallback = baselines.get(name) or Measurement(Phase.INCONCLUSIVE, None, "no stable baseline measured")
+            result[name] = replace(fallback, message=f"{why}; stable baseline instead: {fallback.message}")
+        return result
+
+    async def _ready_pods(self, namespace: str, pod_template_hash: str) -> int | str:
+        """How many pods of the ReplicaSet with this hash are ready, or why that is unknown."""
+        if self._kube is None:
+            return "this daemon has no Kubernetes client to see the previous revision's pods"
+        try:
+            listed = await self._kube.list(api_path("apps/v1", "replicasets", namespace),
+                                           {"labelSelector": f"{POD_TEMPLATE_HASH}={pod_template_hash}"})
+        except KubeError as exc:
+            return f"cannot read the previous revision's ReplicaSet: {exc}"
+        return sum(int(((rs.get("status") or {}).get("readyReplicas")) or 0) for rs in listed.get("items") or [])
 
     async def _stable(self, rollout: Rollout) -> StableBaseline | str:
         """The stable baseline's revision, from the Deployment's ReplicaSets and rollguard's verdicts on them."""

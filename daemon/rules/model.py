@@ -64,6 +64,9 @@ class BaselineMode(StrEnum):
     STABLE = "stable"
     """The last revision whose analysis passed (or, before any did, the last that served for
     `stableMinAge`), at the moment it stopped being the newest (`daemon.baselines`)."""
+    CONCURRENT = "concurrent"
+    """The previous revision's pods at the same instant as the new ones, every evaluation, while any of
+    them is ready (a rolling update in progress); then the stable baseline."""
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,11 @@ class SignalSpec:
     def has_baseline(self) -> bool:
         """True when `baseline.<name>` is available to rules."""
         return isinstance(self.provider, PrometheusSignal) and self.provider.baseline is not None
+
+    @property
+    def baseline_mode(self) -> BaselineMode | None:
+        """Which revision `baseline.<name>` is measured on; None without a baseline."""
+        return self.provider.baseline if isinstance(self.provider, PrometheusSignal) else None
 
 
 @dataclass(frozen=True)
