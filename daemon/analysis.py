@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -101,11 +101,17 @@ def _summarise(measurements: Mapping[str, Measurement]) -> dict[str, Any]:
             for name, m in measurements.items()}
 
 
+EvaluationObserver = Callable[[float, Verdict, Mapping[str, Measurement], Mapping[str, Measurement]], None]
+"""Called after each evaluation with the tick (epoch seconds), the verdict, the measurements and the baselines."""
+
+
 class Analysis:
     """The analysis task of one rollout; `run()` returns when it reached an outcome."""
 
     def __init__(self, rollout: Rollout, state: AnalysisState, *, measurer: Measurer, decider: Decider,
-                 clock: Clock, metrics: Metrics | None = None, max_action: Action = Action.ROLLBACK) -> None:
+                 clock: Clock, metrics: Metrics | None = None, max_action: Action = Action.ROLLBACK,
+                 on_evaluation: EvaluationObserver | None = None) -> None:
+        """`on_evaluation`: sees every evaluation (`rollguard replay` records them; the daemon needs none)."""
         self.rollout = rollout
         self.state = state
         self._measurer = measurer
@@ -113,6 +119,7 @@ class Analysis:
         self._clock = clock
         self._metrics = metrics
         self._max_action = max_action
+        self._on_evaluation = on_evaluation
         self._completed = asyncio.Event()
         self.completed_at: float | None = state.completed_at
         if self.completed_at is not None:
@@ -186,6 +193,8 @@ class Analysis:
             self.last_values = _summarise(measurements)
             self._observe(measurements, verdict, started)
             self._log_evaluation(verdict, measurements, baselines)
+            if self._on_evaluation is not None:
+                self._on_evaluation(tick, verdict, measurements, baselines)
             if await self._act(verdict, eval_state, measurements):
                 return
             tick += timing.interval

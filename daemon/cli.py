@@ -1,4 +1,4 @@
-"""The `rollguard` command line: `run`, `check`, `approve` (and `sim`, `demo` where the `sim` wing is installed).
+"""The `rollguard` command line: `run`, `check`, `approve`, `replay` (and `sim`, `demo` where `sim` is installed).
 
 Exit codes: 0 success, 1 the command ran and found a problem (for example an invalid rule file),
 2 usage error or a command that is not implemented yet.
@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_notify_commands(sub, check)
 
     _add_approve_commands(sub)
+    from daemon.replay.command import add_replay_command  # `rollguard replay`: rules judged on past rollouts
+
+    add_replay_command(sub)
 
     _add_plugin_commands(sub, _add_log_flags)
     return parser
