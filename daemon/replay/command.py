@@ -90,13 +90,21 @@ def add_replay_command(sub: Any) -> None:
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
     parser.add_argument("--html", metavar="FILE", type=Path, help="also write an HTML report with a chart per signal")
     parser.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig (default: $KUBECONFIG or ~/.kube/config)")
+    parser.add_argument("--log-format", choices=("auto", "json", "console"), default=None,
+                        help="log format on stderr (default auto)")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None,
+                        help="lowest level logged on stderr (default warning)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """The handler of `rollguard replay`."""
+    from daemon.logs import configure_logging
     from daemon.replay.html import render
+    from daemon.settings import log_settings
 
+    # The report is stdout; the analyses' own logs would drown it, so only their warnings show, on stderr.
+    configure_logging(log_settings(fmt=args.log_format, level=args.log_level or "warning"), stream=sys.stderr)
     kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
     options = Options(args.rules and Path(args.rules), args.prometheus_url, tuple(args.targets), args.since,
                       tuple(args.at), Path(kubeconfig))
