@@ -36,7 +36,7 @@ def _chart(replay: Replay, signal: str) -> str:
     limits = thresholds(replay, signal)
     top = max([*numbers, *limits, 1e-9]) * 1.1
     bottom = min([*numbers, *limits, 0.0])
-    span_x = max([x for x, _ in points] + [1.0])
+    span_x = max([x for x, _ in points] + [1.0] + ([replay.at - start] if replay.at is not None else []))
 
     def x(at: float) -> float:
         return _PAD + (_WIDTH - 2 * _PAD) * at / span_x

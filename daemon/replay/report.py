@@ -46,8 +46,8 @@ def as_text(replays: Sequence[Replay], *, notes: Sequence[str] = ()) -> str:
         lines.append(f"    {replay.message}")
         for name, why in replay.not_replayable.items():
             lines.append(f"    signal {name}: not replayable ({why})")
-        lines.append(f"    {len(replay.ticks)} evaluations" + (
-            "; replaced by the next rollout before the analysis ended" if replay.replaced else ""))
+        if replay.replaced:
+            lines.append(f"    replaced by the next rollout after {len(replay.ticks)} evaluations")
     counts = summary(replays)
     lines.append("")
     lines.append(f"{'outcome':<13} rollouts")
