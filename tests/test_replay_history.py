@@ -33,7 +33,7 @@ def test_starts_come_from_rollguard_state_then_replica_sets_and_an_undo_is_skipp
         (4, "ccc", 1_796_040_030.0, "rollguard state", None, 1_796_040_090.0),
     ]
     assert notes == ["shop/web revision 3: its ReplicaSet was re-used by an undo, so its creation time is an older "
-                     "revision's; give the start with --at to replay it"]
+                     "revision's, so it is not replayed"]
 
 
 def test_since_keeps_recent_rollouts_and_at_adds_a_start_the_cluster_does_not_record() -> None:
