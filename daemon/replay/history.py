@@ -102,7 +102,7 @@ def find_rollouts(deployment: Obj, replica_sets: Sequence[Obj], *, states: Itera
         start = epoch((rs.get("metadata") or {}).get("creationTimestamp"))
         if is_reused(rs) or start is None:
             notes.append(f"{namespace}/{name} revision {revision}: its ReplicaSet was re-used by an undo, so its "
-                         "creation time is an older revision's; give the start with --at to replay it")
+                         "creation time is an older revision's, so it is not replayed")
             continue
         found[hash_] = PastRollout(namespace, name, revision, hash_, start, "ReplicaSet", rs)
     for hash_, start in (created or {}).items():
