@@ -22,9 +22,10 @@ Pushed evidence (an Alertmanager alert for the rollout) wakes the analysis betwe
 evaluates at once, at the time it was woken, and then keeps its schedule. The first evaluation
 still waits for `initialDelay`.
 
-Baselines (`baseline: previous`) are measured once, for the previous revision's pods, at the
-moment the rollout started. The per-rule timers and the phase are saved in the Deployment's state
-annotation whenever they change, so a restarted daemon resumes with its `for:` timers intact.
+Baselines (`baseline: previous` / `stable`) are measured once, before the first tick; a
+`baseline: concurrent` one is measured again every tick, on the previous revision's pods. The
+per-rule timers and the phase are saved in the Deployment's state annotation whenever they
+change, so a restarted daemon resumes with its `for:` timers intact.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol, runtime_checkable
 
@@ -45,7 +46,7 @@ from daemon.measurement import Measurement, Phase
 from daemon.metrics import Metrics
 from daemon.rollout import Rollout
 from daemon.rules.evaluate import EvaluationState, RuleResult, RuleStatus, Verdict, evaluate
-from daemon.rules.model import Action, Unavailable
+from daemon.rules.model import Action, BaselineMode, Unavailable
 from daemon.signals.factory import ProviderKind
 from daemon.view.history import AnalysisHistory
 from daemon.view.schema import Running, analysis_item
@@ -62,6 +63,11 @@ class Measurer(Protocol):
 
     async def measure_baselines(self, rollout: Rollout) -> dict[str, Measurement]:
         """Readings of the signals with `baseline: previous`, for the previous revision, at rollout start."""
+        ...
+
+    async def measure_concurrent(self, rollout: Rollout,
+                                 baselines: Mapping[str, Measurement]) -> dict[str, Measurement]:
+        """`baselines` with the `baseline: concurrent` ones measured now (called only when a policy has one)."""
         ...
 
 
@@ -112,11 +118,17 @@ def _summarise(measurements: Mapping[str, Measurement]) -> dict[str, Any]:
             for name, m in measurements.items()}
 
 
+EvaluationObserver = Callable[[float, Verdict, Mapping[str, Measurement], Mapping[str, Measurement]], None]
+"""Called after each evaluation with the tick (epoch seconds), the verdict, the measurements and the baselines."""
+
+
 class Analysis:
     """The analysis task of one rollout; `run()` returns when it reached an outcome."""
 
     def __init__(self, rollout: Rollout, state: AnalysisState, *, measurer: Measurer, decider: Decider,
-                 clock: Clock, metrics: Metrics | None = None, max_action: Action = Action.ROLLBACK) -> None:
+                 clock: Clock, metrics: Metrics | None = None, max_action: Action = Action.ROLLBACK,
+                 on_evaluation: EvaluationObserver | None = None) -> None:
+        """`on_evaluation`: sees every evaluation (`rollguard replay` records them; the daemon needs none)."""
         self.rollout = rollout
         self.state = state
         self._measurer = measurer
@@ -124,12 +136,14 @@ class Analysis:
         self._clock = clock
         self._metrics = metrics
         self._max_action = max_action
+        self._on_evaluation = on_evaluation
         self._completed = asyncio.Event()
         self.completed_at: float | None = state.completed_at
         if self.completed_at is not None:
             self._completed.set()
         self.last_verdict: Verdict | None = None
         self.last_values: dict[str, Any] = {}
+        self.baselines: dict[str, Any] = {}
         self.evaluations = 0
         self._notified: set[str] = {str(r) for r in (state.decision or {}).get("notified", [])}
         self._reviewed = state.phase == "review"
@@ -155,6 +169,7 @@ class Analysis:
             "revision": self.rollout.id.revision, "podTemplateHash": self.rollout.hash,
             "policy": self.rollout.policy.name, "phase": self.state.phase, "startedAt": self.rollout.started_at,
             "completedAt": self.completed_at, "evaluations": self.evaluations, "values": self.last_values,
+            "baselines": self.baselines,
             "verdict": None if self.last_verdict is None else {
                 "action": self.last_verdict.action.value, "reason": self.last_verdict.reason},
             # Built only when `/api/v2/analyses` asks (`daemon.view.collect`); `/api/v1/analyses` leaves it out.
@@ -184,6 +199,8 @@ class Analysis:
         first_tick = self.rollout.started_at + timing.initial_delay
         await self._sleep_until(first_tick)
         baselines = await self._measurer.measure_baselines(self.rollout) if self.rollout.baseline_ctx else {}
+        self.baselines = _describe_baselines(baselines)
+        concurrent = any(s.baseline_mode is BaselineMode.CONCURRENT for s in self.rollout.policy.signals.values())
         if baselines:
             self._log.info("baselines measured", baselines=_summarise(baselines),
                            problems={n: m.message for n, m in baselines.items()
@@ -206,9 +223,13 @@ class Analysis:
                 return
             started = time.perf_counter()
             measurements = await self._measurer.measure(self.rollout)
+            if concurrent:
+                baselines = await self._measurer.measure_concurrent(self.rollout, baselines)
+                self.baselines = _describe_baselines(baselines)
             # Held times count from the scheduled evaluation times (Prometheus' `for:`), not from when
             # the answers arrived: otherwise `for` minus the query time waits one interval more.
-            verdict, eval_state = evaluate(self.rollout.policy, measurements, baselines, eval_state, at)
+            verdict, eval_state = evaluate(self.rollout.policy, measurements, baselines, eval_state, at,
+                                           pending_until=self.rollout.started_at + timing.pending_grace)
             self.evaluations += 1
             self.last_verdict = verdict
             self._track_unjudged(verdict)
@@ -216,6 +237,8 @@ class Analysis:
             self._observe(measurements, verdict, started)
             self._log_evaluation(verdict, measurements, baselines)
             self.history.record(at, measurements, verdict)
+            if self._on_evaluation is not None:
+                self._on_evaluation(at, verdict, measurements, baselines)
             if await self._act(verdict, eval_state, measurements):
                 return
             if at >= tick:  # an evaluation out of schedule keeps the planned tick
@@ -367,5 +390,13 @@ class Analysis:
             values=_summarise(measurements),
             baselines=_summarise(baselines),
             rules={r.rule: r.status.value for r in verdict.rules},
-            problems={n: m.message for n, m in measurements.items() if m.phase in (Phase.ERROR, Phase.INCONCLUSIVE)},
+            problems={n: m.message for n, m in measurements.items()
+                      if m.phase in (Phase.ERROR, Phase.INCONCLUSIVE, Phase.PENDING)},
         )
+
+
+def _describe_baselines(baselines: Mapping[str, Measurement]) -> dict[str, Any]:
+    """The baselines as the analyses API shows them: value, phase, message and revision."""
+    return {name: {"value": m.value, "phase": m.phase.value, "message": m.message,
+                   "revision": int(m.details["revision"]) if "revision" in m.details else None}
+            for name, m in baselines.items()}

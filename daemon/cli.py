@@ -1,4 +1,5 @@
-"""The `rollguard` command line: `run`, `check`, `approve`, `get` (and `sim`, `demo` where the `sim` wing is installed).
+"""The `rollguard` command line: `run`, `check`, `approve`, `get`, `replay` (and `sim`, `demo` where
+`sim` is installed).
 
 Exit codes: 0 success, 1 the command ran and found a problem (for example an invalid rule file),
 2 usage error or a command that is not implemented yet.
@@ -167,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     from daemon.get import add_get_command  # `rollguard get`: the analyses at a glance
 
     add_get_command(sub)
+
+    from daemon.replay.command import add_replay_command  # `rollguard replay`: rules judged on past rollouts
+
+    add_replay_command(sub)
 
     _add_plugin_commands(sub, _add_log_flags)
     return parser

@@ -10,7 +10,8 @@ rules treat as "could not tell" — never as "the rollout is bad".
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,13 @@ import aiohttp
 import structlog
 
 from daemon.alertmanager import AlertHub, AlertmanagerClient
+from daemon.baselines import StableBaseline, choose_stable
 from daemon.clock import Clock
-from daemon.kube.client import KubeClient
+from daemon.kube.client import KubeClient, KubeError, api_path
+from daemon.kube.rollout_state import POD_TEMPLATE_HASH, owned_replica_sets
+from daemon.kube.state import StateError, read_state, remembered_history
 from daemon.rollout import Rollout
-from daemon.rules.model import AlertsSignal, PrometheusSignal, RollbackPolicy, RuleError
+from daemon.rules.model import AlertsSignal, BaselineMode, PrometheusSignal, RollbackPolicy, RuleError
 from daemon.signals.base import Measurement, Phase, SignalProvider
 from daemon.signals.factory import build_providers
 from daemon.signals.prometheus import PrometheusClient, PrometheusProvider, ca_ssl_context, read_bearer_token
@@ -42,6 +46,17 @@ async def measure_safely(name: str, coro: Coroutine[Any, Any, Measurement], *, t
         log.warning("signal measurement failed", signal=name, error_type=type(exc).__name__)
         return Measurement(Phase.ERROR, None, f"{name}: the measurement failed ({type(exc).__name__}: "
                                               f"{str(exc)[:200]})")
+
+
+def _mode(policy: RollbackPolicy, name: str) -> BaselineMode | None:
+    provider = policy.signals[name].provider
+    return provider.baseline if isinstance(provider, PrometheusSignal) else None
+
+
+def _with_revision(measured: Measurement, revision: int, reason: str) -> Measurement:
+    """The baseline measurement, saying which revision it is of (`details["revision"]`, the message)."""
+    return replace(measured, message=f"{reason}: {measured.message}",
+                   details={**measured.details, "revision": float(revision)})
 
 
 def can_run(policy: RollbackPolicy, *, prometheus_url: str | None,
@@ -131,10 +146,83 @@ class ProviderMeasurer:
         providers = self._for(rollout.policy)
         wanted = {name: p for name, p in providers.items()
                   if rollout.policy.signals[name].has_baseline and isinstance(p, PrometheusProvider)}
+        stable: StableBaseline | str | None = None
+        if any(_mode(rollout.policy, name) in (BaselineMode.STABLE, BaselineMode.CONCURRENT) for name in wanted):
+            stable = await self._stable(rollout)
+
+        async def one(name: str, provider: PrometheusProvider) -> Measurement:
+            # A concurrent baseline's starting point is its fallback, the stable one (`measure_concurrent`).
+            if _mode(rollout.policy, name) not in (BaselineMode.STABLE, BaselineMode.CONCURRENT):
+                assert rollout.baseline_ctx is not None
+                measured = await provider.measure_at(rollout.baseline_ctx, rollout.started_at)
+                revision = rollout.baseline_ctx.revision
+                return _with_revision(measured, revision, f"revision {revision}, the previous one")
+            if stable is None or isinstance(stable, str):
+                return Measurement(Phase.INCONCLUSIVE, None, f"baseline: stable: {stable}")
+            return _with_revision(await provider.measure_at(stable.ctx, stable.at), stable.ctx.revision, stable.reason)
+
         names = list(wanted)
-        results = await asyncio.gather(*(
-            self._bounded(n, wanted[n].measure_at(rollout.baseline_ctx, rollout.started_at)) for n in names))
+        results = await asyncio.gather(*(self._bounded(n, one(n, wanted[n])) for n in names))
         return dict(zip(names, results, strict=True))
+
+    async def measure_concurrent(self, rollout: Rollout,
+                                 baselines: Mapping[str, Measurement]) -> dict[str, Measurement]:
+        """`baselines` with each `baseline: concurrent` signal measured now on the previous revision's pods,
+        while any of them is ready; once none is (the rollout completed), its stable fallback from
+        `baselines`, saying so. Both sides then see the same traffic at the same instant (the client
+        rounds "now" to the same tick for both queries)."""
+        concurrent = {name: p for name, p in self._for(rollout.policy).items()
+                      if _mode(rollout.policy, name) is BaselineMode.CONCURRENT and isinstance(p, PrometheusProvider)}
+        old = rollout.baseline_ctx
+        if not concurrent or old is None:
+            return dict(baselines)
+        serving = await self._ready_pods(rollout.key[0], old.pod_template_hash)
+        result = dict(baselines)
+        if isinstance(serving, int) and serving > 0:
+            names = list(concurrent)
+            measured = await asyncio.gather(*(self._bounded(n, concurrent[n].measure(old)) for n in names))
+            for name, live in zip(names, measured, strict=True):
+                result[name] = _with_revision(live, old.revision, f"revision {old.revision}, its {serving} ready "
+                                                                  "pods measured at the same time")
+            return result
+        why = serving if isinstance(serving, str) else (
+            f"no pod of revision {old.revision} is ready any more (rollout complete)")
+        for name in concurrent:
+            fallback = baselines.get(name) or Measurement(Phase.INCONCLUSIVE, None, "no stable baseline measured")
+            result[name] = replace(fallback, message=f"{why}; stable baseline instead: {fallback.message}")
+        return result
+
+    async def _ready_pods(self, namespace: str, pod_template_hash: str) -> int | str:
+        """How many pods of the ReplicaSet with this hash are ready, or why that is unknown."""
+        if self._kube is None:
+            return "this daemon has no Kubernetes client to see the previous revision's pods"
+        try:
+            listed = await self._kube.list(api_path("apps/v1", "replicasets", namespace),
+                                           {"labelSelector": f"{POD_TEMPLATE_HASH}={pod_template_hash}"})
+        except KubeError as exc:
+            return f"cannot read the previous revision's ReplicaSet: {exc}"
+        return sum(int(((rs.get("status") or {}).get("readyReplicas")) or 0) for rs in listed.get("items") or [])
+
+    async def _stable(self, rollout: Rollout) -> StableBaseline | str:
+        """The stable baseline's revision, from the Deployment's ReplicaSets and rollguard's verdicts on them."""
+        if self._kube is None:
+            return "this daemon has no Kubernetes client to find the stable revision with"
+        namespace, name = rollout.key
+        try:
+            deployment = await self._kube.get(api_path("apps/v1", "deployments", namespace, name))
+            listed = await self._kube.list(api_path("apps/v1", "replicasets", namespace))
+        except KubeError as exc:
+            return f"cannot read the ReplicaSets of {namespace}/{name}: {exc}"
+        replica_sets = owned_replica_sets(deployment, list(listed.get("items") or []))
+        now = self._clock.now()
+        try:
+            state = read_state(deployment, now=now)
+        except StateError:
+            state = read_state({}, now=now)  # an unreadable annotation: the ReplicaSets' copies still tell
+        memory = state.merged_memory(remembered_history(replica_sets, now=now))
+        timing = rollout.policy.analysis
+        return choose_stable(rollout.ctx, replica_sets, memory.passed_revisions(), started_at=rollout.started_at,
+                             min_age=timing.stable_min_age)
 
     async def close(self) -> None:
         if self._prometheus is not None:

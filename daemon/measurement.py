@@ -5,8 +5,8 @@ imports nothing else of `daemon`, so `daemon.rules` can use these types without 
 `daemon.signals`.
 
 A provider turns a `SignalContext` (the template variables of one rollout revision) into one
-`Measurement`. The four phases follow Argo Rollouts' analysis phases, and the line between them is
-the line between "the rollout is bad" and "we could not tell":
+`Measurement`. Four phases follow Argo Rollouts' analysis phases, and the line between them is
+the line between "the rollout is bad" and "we could not tell"; a fifth, PENDING, is "too early to tell":
 
 * OK: measured, and for a check signal (HTTP, WebSocket) the check passed.
 * FAILED: measured, and the check failed. A check against the workload that times out, is refused
@@ -15,6 +15,10 @@ the line between "the rollout is bad" and "we could not tell":
   Prometheus result, no previous revision to take a baseline from.
 * ERROR: the measuring side itself is broken: Prometheus unreachable, the Kubernetes API refusing
   pod logs. An ERROR must never be read as "the rollout is bad".
+* PENDING: the data cannot exist yet, because the new revision has not got that far: no container of
+  its ReplicaSet has started (logs), no sample of its pods has been scraped (Prometheus). Not an
+  outage: the rules wait for it (up to the policy's `pendingGrace`) instead of applying
+  `onInconclusive`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class Phase(StrEnum):
     FAILED = "failed"
     INCONCLUSIVE = "inconclusive"
     ERROR = "error"
+    PENDING = "pending"
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ class Measurement:
     """Outcome class; see `Phase`."""
     value: float | bool | None
     """A number for query/count signals (Prometheus, logs), a bool for check signals (HTTP, WebSocket:
-    True when the check passed); None when there is nothing to report (INCONCLUSIVE, ERROR)."""
+    True when the check passed); None when there is nothing to report (INCONCLUSIVE, ERROR, PENDING)."""
     message: str
     """One line for humans: what was measured or what went wrong."""
     evidence: tuple[str, ...] = ()

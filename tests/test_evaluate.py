@@ -307,3 +307,31 @@ def test_state_of_removed_rules_is_dropped() -> None:
 def test_state_from_bad_dict_is_refused(data: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="evaluation state"):
         EvaluationState.from_dict(data)
+
+
+def test_increase_compares_with_the_baseline_and_shows_both() -> None:
+    run = Run(policy(rule("slow", "increase(p95_latency) > 0.5", Action.REVIEW)))
+    baseline = {"p95_latency": Measurement(Phase.OK, 0.1, "measured", details={"revision": 3.0})}
+    verdict = run.at(0.0, baseline, p95_latency=ok(0.28))
+    assert verdict.action is Action.REVIEW
+    assert verdict.reason == ("slow: increase(p95_latency) > 0.5 held (p95_latency=0.28, "
+                              "baseline.p95_latency=0.1 of revision 3, increase(p95_latency)=+180%)")
+    assert run.at(1.0, baseline, p95_latency=ok(0.14)).action is Action.PASS
+
+
+@pytest.mark.parametrize(
+    ("baseline", "why"),
+    [
+        (Measurement(Phase.OK, 0.0, "measured"),
+         "increase(p95_latency) is inconclusive: the baseline is 0: a change relative to nothing is undefined"),
+        (INCONCLUSIVE, "baseline.p95_latency is inconclusive: no samples"),
+        (None, "baseline.p95_latency is inconclusive: no baseline measured"),
+    ],
+)
+def test_increase_without_a_usable_baseline_is_inconclusive(baseline: Measurement | None, why: str) -> None:
+    run = Run(policy(rule("slow", "increase(p95_latency) > 0.5", Action.REVIEW, on_inconclusive=Unavailable.NOTIFY)))
+    verdict = run.at(0.0, {"p95_latency": baseline} if baseline else {}, p95_latency=ok(0.28))
+    assert verdict.action is Action.NOTIFY
+    assert verdict.rules[0].status is RuleStatus.HELD
+    assert verdict.reason == (f"slow: cannot evaluate increase(p95_latency) > 0.5 ({why}): "
+                              "notify (onInconclusive: notify)")

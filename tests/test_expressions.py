@@ -183,3 +183,51 @@ def test_no_signals_defined_is_said_so() -> None:
 )
 def test_signal_names_must_be_cel_identifiers(name: str, ok: bool) -> None:
     assert is_identifier(name) is ok
+
+
+def test_increase_is_the_relative_change_from_the_baseline() -> None:
+    compiled = _compile("increase(p95_latency) > 0.5")
+    assert (compiled.signals, compiled.baselines, compiled.increases) == ({"p95_latency"}, set(), {"p95_latency"})
+    measured = {"p95_latency": SignalValue(0.16, True)}
+    assert compiled.evaluate(Activation(measured, {"p95_latency": 0.1}, {"p95_latency": 0.6})) is True
+    assert compiled.evaluate(Activation(measured, {"p95_latency": 0.1}, {"p95_latency": 0.4})) is False
+
+
+def test_undefined_increase_is_a_missing_value_named_as_written() -> None:
+    compiled = _compile("increase(p95_latency) > 0.5")
+    with pytest.raises(MissingValue) as caught:
+        compiled.evaluate(Activation({"p95_latency": SignalValue(0.16, True)}, {"p95_latency": 0.0}))
+    assert caught.value.name == "increase(p95_latency)"
+
+
+def test_increase_inside_strings_and_comments_is_text() -> None:
+    compiled = _compile('increase(p95_latency) > 0.5 && "increase(error_rate)" != "" // increase(ws)')
+    assert compiled.increases == {"p95_latency"}
+
+
+@pytest.mark.parametrize(
+    ("text", "problems"),
+    [
+        (
+            "increase(error_rate) > 0.5",
+            [(1, 1, 'increase(error_rate) at column 1: signal "error_rate" has no baseline '
+                    "(add baseline: stable to its prometheus query)")],
+        ),
+        (
+            "error_rate > 0.1 ||\n  increase(p95_latency * 2.0) > 0.5",
+            [(2, 3, "increase() takes a signal name at line 2 column 3: write increase(<signal>), "
+                    "for example increase(p95_latency) > 0.5")],
+        ),
+        (
+            "increase(health) > 0.5",
+            [(1, 9, "type error at column 9: increase() takes a number signal with a baseline, such as a "
+                    "prometheus one")],
+        ),
+    ],
+)
+def test_increase_compile_errors_are_exact(text: str, problems: list[tuple[int, int, str]]) -> None:
+    assert _errors(text) == problems
+
+
+def test_increase_is_not_a_signal_name() -> None:
+    assert is_identifier("increase") is False

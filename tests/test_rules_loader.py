@@ -137,7 +137,7 @@ EXPECTED_ERRORS: dict[str, list[str]] = {
         'bad/unknown-action.yaml:15: spec.rules[0].action: "rollbak" is not an action (use rollback, review or notify)'
     ],
     "unknown-field.yaml": [
-        "bad/unknown-field.yaml:7: spec.analysis.bakeTim: unknown field (did you mean bakeTime? known fields: bakeTime, initialDelay, interval)"
+        "bad/unknown-field.yaml:7: spec.analysis.bakeTim: unknown field (did you mean bakeTime? known fields: bakeTime, initialDelay, interval, pendingGrace, stableMinAge)"
     ],
     "unknown-provider.yaml": [
         "bad/unknown-provider.yaml:13: spec.signals.health.graphite: unknown provider (known providers: http, logs, prometheus, websocket)"

@@ -13,9 +13,10 @@ One annotation, `rollguard.io/state`, holds compact JSON (schema version 2):
                   "reason": "...", "at": 1700000123.0, "approvedBy": "alice" | null} | null,
      "announced": ["rollback_started", ...],   # announcements made for this rollout (re-sent after a crash)
      "rolledBack": [{"hash": "5d4f8c9b7", "revision": 7, "at": 1700000130.0}, ...],   # newest last, capped
-     "rollbackTimes": [1700000130.0, ...]}                                            # for the rate cap
+     "rollbackTimes": [1700000130.0, ...],                                            # for the rate cap
+     "passed": [{"hash": "7c9d8e6f5", "revision": 6, "at": 1699990000.0}, ...]}      # newest last, capped
 
-Version 1 (without `rollback` and `announced`) is still read.
+Version 1 (without `rollback` and `announced`) and version 2 without `passed` are still read.
 
 The annotation is input like any other: it is validated strictly (`StateError` names the first
 problem) — types, finite numbers, times no later than now plus a small skew, bounded sizes — and an
@@ -24,9 +25,11 @@ invalid state is ignored as a whole, never half-trusted.
 The state of the *current* rollout is only trusted when its `rollout` matches the Deployment's
 current revision and template hash: Kubernetes copies Deployment annotations onto ReplicaSets and
 `rollout undo` copies them back, so stale copies are normal and must be recognised as stale.
-`rolledBack` and `rollbackTimes` are memory about the Deployment as a whole: a human `kubectl rollout
-undo` replaces the annotation by a ReplicaSet's older copy, so that memory is the union of every
-copy (the Deployment's and its ReplicaSets'), see `remembered_history`.
+`rolledBack`, `rollbackTimes` and `passed` (the revisions whose analysis passed: what `baseline:
+stable` compares with) are memory about the Deployment as a whole: a human `kubectl rollout undo`
+replaces the annotation by a ReplicaSet's older copy, so that memory is the union of every copy (the
+Deployment's and its ReplicaSets'), see `remembered_history`. A copy whose own rollout passed counts
+as a passed entry, so states written before `passed` existed still name their passed revision.
 """
 
 from __future__ import annotations
@@ -68,6 +71,16 @@ class RolledBack:
 
 
 @dataclass(frozen=True)
+class Passed:
+    """A revision whose analysis passed: `baseline: stable` measures the newest one still present."""
+
+    hash: str
+    revision: int
+    at: float
+    """When it passed (or when its rollout started, for a copy that does not say), epoch seconds."""
+
+
+@dataclass(frozen=True)
 class RollbackProgress:
     """How far a rollback got; persisted before each step so a restart neither repeats nor drops one."""
 
@@ -98,6 +111,7 @@ class AnalysisState:
     announced: tuple[str, ...] = ()
     rolled_back: tuple[RolledBack, ...] = ()
     rollback_times: tuple[float, ...] = ()
+    passed: tuple[Passed, ...] = ()
 
     def is_for(self, revision: int, pod_template_hash: str) -> bool:
         """Whether the per-rollout part belongs to this revision and template."""
@@ -106,7 +120,18 @@ class AnalysisState:
     def for_new_rollout(self, revision: int, pod_template_hash: str, started_at: float) -> AnalysisState:
         """Fresh per-rollout state, keeping the Deployment-wide memory."""
         return AnalysisState(revision=revision, pod_template_hash=pod_template_hash, started_at=started_at,
-                             rolled_back=self.rolled_back, rollback_times=self.rollback_times)
+                             rolled_back=self.rolled_back, rollback_times=self.rollback_times,
+                             passed=_passed_union([self.passed, self._own_pass()]))
+
+    def _own_pass(self) -> tuple[Passed, ...]:
+        """This state's own rollout as a `Passed` entry, when it passed."""
+        if self.phase != "passed" or self.revision is None or not self.pod_template_hash:
+            return ()
+        return (Passed(self.pod_template_hash, self.revision, self.completed_at or self.started_at or 0.0),)
+
+    def passed_revisions(self) -> tuple[Passed, ...]:
+        """Every revision known to have passed, this state's own included, oldest first."""
+        return _passed_union([self.passed, self._own_pass()])
 
     def was_rolled_back(self, pod_template_hash: str) -> RolledBack | None:
         return next((r for r in reversed(self.rolled_back) if r.hash == pod_template_hash), None)
@@ -138,7 +163,10 @@ class AnalysisState:
                 rolled.setdefault((r.hash, r.revision), r)
             times.update(other.rollback_times)
         ordered = tuple(sorted(rolled.values(), key=lambda r: r.at))[-MAX_REMEMBERED:]
-        return replace(self, rolled_back=ordered, rollback_times=tuple(sorted(times))[-MAX_REMEMBERED:])
+        others = list(others)
+        passed = _passed_union([self.passed, *(o.passed_revisions() for o in others)])
+        return replace(self, rolled_back=ordered, rollback_times=tuple(sorted(times))[-MAX_REMEMBERED:],
+                       passed=passed)
 
     def to_json(self) -> str:
         rollback = None
@@ -158,6 +186,8 @@ class AnalysisState:
             "rolledBack": [{"hash": r.hash, "revision": r.revision, "at": r.at} for r in self.rolled_back],
             "rollbackTimes": list(self.rollback_times),
         }
+        if self.passed:
+            body["passed"] = [{"hash": r.hash, "revision": r.revision, "at": r.at} for r in self.passed]
         return json.dumps(body, separators=(",", ":"), sort_keys=True)
 
     @classmethod
@@ -217,6 +247,7 @@ class _Validator:
             rolled_back=tuple(self._rolled_back(body.get("rolledBack"))),
             rollback_times=tuple(self._required_time(t, "rollbackTimes[]")
                                  for t in self._list(body.get("rollbackTimes"), "rollbackTimes", MAX_REMEMBERED)),
+            passed=tuple(self._passed(body.get("passed"))),
         )
 
     def _rules(self, value: object) -> dict[str, Any]:
@@ -259,6 +290,16 @@ class _Validator:
             if revision is None or not hash_:
                 raise StateError(f"{STATE_ANNOTATION}: rolledBack[{i}] needs a revision and a hash")
             yield RolledBack(hash_, revision, self._required_time(entry.get("at"), f"rolledBack[{i}].at"))
+
+    def _passed(self, value: object) -> Iterable[Passed]:
+        for i, item in enumerate(self._list(value, "passed", MAX_REMEMBERED)):
+            entry = self._mapping(item, f"passed[{i}]")
+            assert entry is not None
+            revision = self._int(entry.get("revision"), f"passed[{i}].revision")
+            hash_ = self._text(entry.get("hash"), f"passed[{i}].hash", limit=64)
+            if revision is None or not hash_:
+                raise StateError(f"{STATE_ANNOTATION}: passed[{i}] needs a revision and a hash")
+            yield Passed(hash_, revision, self._required_time(entry.get("at"), f"passed[{i}].at"))
 
     # ----- scalars -----
 
@@ -320,6 +361,15 @@ def _show(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _passed_union(groups: Iterable[Iterable[Passed]]) -> tuple[Passed, ...]:
+    """Passed entries of every group, one per (hash, revision), oldest first, capped."""
+    merged: dict[tuple[str, int], Passed] = {}
+    for group in groups:
+        for entry in group:
+            merged.setdefault((entry.hash, entry.revision), entry)
+    return tuple(sorted(merged.values(), key=lambda r: (r.at, r.revision)))[-MAX_REMEMBERED:]
+
+
 def read_state(obj: Mapping[str, Any], *, now: float | None = None) -> AnalysisState:
     """The state stored on a Deployment (or a ReplicaSet's copy); absent gives empty state.
 
@@ -335,7 +385,8 @@ def read_state(obj: Mapping[str, Any], *, now: float | None = None) -> AnalysisS
 def remembered_history(replica_sets: Iterable[Mapping[str, Any]], *, now: float) -> list[AnalysisState]:
     """The valid state copies on a Deployment's ReplicaSets (the controller copies the Deployment's
     annotations onto its new ReplicaSet); invalid copies are skipped. Only their Deployment-wide memory
-    (`rolledBack`, `rollbackTimes`) is ever used: it only grows, so a union cannot forget a rollback."""
+    (`rolledBack`, `rollbackTimes`, `passed`, and the copy's own passed rollout) is ever used: it only
+    grows, so a union cannot forget a rollback."""
     copies = []
     for rs in replica_sets:
         try:

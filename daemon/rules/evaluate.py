@@ -10,7 +10,7 @@ Semantics, per rule:
   is OK or FAILED and it has a usable value: a number that is not NaN for Prometheus/logs signals (an
   empty or 0/0 query result is "no data"), a bool for checks (a check without a value counts as
   passed only in phase OK). A baseline counts the same way. Anything else is *unavailable*: phase
-  INCONCLUSIVE or ERROR, or missing from the mapping (treated as INCONCLUSIVE).
+  INCONCLUSIVE, PENDING or ERROR, or missing from the mapping (treated as INCONCLUSIVE).
 * **Deciding.** Unavailable inputs are left out and the condition is evaluated with CEL's
   error-absorbing `&&`/`||`: when the measured inputs alone decide it (`!health.ok || !ws.ok` with a
   failed health check), the rule is decided; otherwise it is *held* (below).
@@ -28,6 +28,12 @@ Semantics, per rule:
   - `ignore`: nothing, however long; the pending timer is kept.
   - `pass`: treated as decided-false: nothing, and the pending timer resets.
   A held rule never yields `rollback` (the loader refuses `rollback` for these choices).
+* **Waiting** (every unavailable input is PENDING: its data cannot exist yet, and `now` is before
+  `pending_until`, the end of the policy's `pendingGrace`): nothing at all: no action, the held timer
+  does not start, the pending timer is kept. Not-yet-measurable is not missing; an SRE paged at every
+  deploy because the first evaluation came before the first container started turns rollguard off.
+  After `pending_until`, PENDING counts as INCONCLUSIVE and the rule is held as above, its held timer
+  starting then.
 * **Verdict**: the most severe action of all rules (rollback > review > notify > pass).
 """
 
@@ -130,7 +136,7 @@ class RuleResult:
     pending_since: float | None = None
     """Start of the pending timer after this evaluation."""
     unavailable: Phase | None = None
-    """INCONCLUSIVE or ERROR when HELD."""
+    """INCONCLUSIVE or ERROR when HELD; PENDING while waiting for data that cannot exist yet."""
 
 
 @dataclass(frozen=True)
@@ -158,13 +164,19 @@ def evaluate(
     baselines: Mapping[str, Measurement],
     state: EvaluationState,
     now: float,
+    *,
+    pending_until: float | None = None,
 ) -> tuple[Verdict, EvaluationState]:
-    """Judge every rule of `policy` at time `now` (seconds) and return the verdict and the next state."""
+    """Judge every rule of `policy` at time `now` (seconds) and return the verdict and the next state.
+
+    `pending_until` (same clock as `now`): until then, a rule held only by PENDING inputs waits
+    quietly; None means no grace (PENDING counts as INCONCLUSIVE at once)."""
     results: list[RuleResult] = []
     next_rules: dict[str, RuleState] = {}
     for rule in policy.rules:
         signal_types = {name: policy.signals[name].type for name in rule.when.signals}
-        result, rule_state = _evaluate_rule(rule, signal_types, measurements, baselines, state.rule(rule.name), now)
+        result, rule_state = _evaluate_rule(rule, signal_types, measurements, baselines, state.rule(rule.name), now,
+                                            pending_until)
         results.append(result)
         if rule_state != RuleState():
             next_rules[rule.name] = rule_state
@@ -184,6 +196,10 @@ class _Inputs:
     baselines: dict[str, float | None]
     unavailable: dict[str, tuple[Phase, str]]
     """Input name (`x` or `baseline.x`) → its phase and why it is unusable."""
+    baseline_revisions: dict[str, int] = field(default_factory=dict)
+    """Baseline name → the revision it was measured on (`details["revision"]`), shown in messages."""
+    increases: dict[str, float | None] = field(default_factory=dict)
+    """Signal name → `increase(name)`, None when undefined; shown in messages."""
 
 
 def _evaluate_rule(
@@ -193,15 +209,16 @@ def _evaluate_rule(
     baselines: Mapping[str, Measurement],
     previous: RuleState,
     now: float,
+    pending_until: float | None,
 ) -> tuple[RuleResult, RuleState]:
     inputs = _inputs(rule, signal_types, measurements, baselines)
     try:
         decided = rule.when.evaluate(inputs.activation)
     except MissingValue:
-        return _held(rule, inputs, previous, now)
+        return _held(rule, inputs, previous, now, pending_until)
     except EvaluationError as exc:
         inputs.unavailable["when"] = (Phase.ERROR, str(exc))
-        return _held(rule, inputs, previous, now)
+        return _held(rule, inputs, previous, now, pending_until)
     shown = _show_values(inputs)
     if not decided:
         message = f"{rule.name}: {rule.when.text} is false{shown}"
@@ -221,13 +238,21 @@ def _evaluate_rule(
     return result, RuleState(pending_since=pending_since)
 
 
-def _held(rule: Rule, inputs: _Inputs, previous: RuleState, now: float) -> tuple[RuleResult, RuleState]:
-    phase = Phase.ERROR if any(p is Phase.ERROR for p, _ in inputs.unavailable.values()) else Phase.INCONCLUSIVE
+def _held(rule: Rule, inputs: _Inputs, previous: RuleState, now: float,
+          pending_until: float | None) -> tuple[RuleResult, RuleState]:
+    phases = {p for p, _ in inputs.unavailable.values()}
+    why = "; ".join(f"{name} is {p.value}: {reason}" for name, (p, reason) in sorted(inputs.unavailable.items()))
+    base = f"{rule.name}: cannot evaluate {rule.when.text} ({why})"
+    if phases == {Phase.PENDING} and pending_until is not None and now < pending_until:
+        message = (f"{rule.name}: waiting for data ({why}); onInconclusive applies if still pending in "
+                   f"{format_duration(pending_until - now)}")
+        result = _result(rule, Action.PASS, RuleStatus.HELD, message, inputs,
+                         pending_since=previous.pending_since, unavailable=Phase.PENDING)
+        return result, RuleState(pending_since=previous.pending_since)
+    phase = Phase.ERROR if Phase.ERROR in phases else Phase.INCONCLUSIVE
     choice, option = (rule.on_error, "onError") if phase is Phase.ERROR else (rule.on_inconclusive, "onInconclusive")
     since = previous.unavailable_since if previous.unavailable_since is not None else now
     pending_since = None if choice is Unavailable.PASS else previous.pending_since
-    why = "; ".join(f"{name} is {p.value}: {reason}" for name, (p, reason) in sorted(inputs.unavailable.items()))
-    base = f"{rule.name}: cannot evaluate {rule.when.text} ({why})"
     waited = format_duration(now - since)
     if choice is Unavailable.HOLD:
         escalation = Action.REVIEW if rule.action.severity >= Action.REVIEW.severity else rule.action
@@ -257,12 +282,13 @@ def _inputs(
     baseline_values: dict[str, float] = {}
     shown_baselines: dict[str, float | None] = {}
     unavailable: dict[str, tuple[Phase, str]] = {}
+    revisions: dict[str, int] = {}
     for name in sorted(rule.when.signals):
         measurement = measurements.get(name)
         bound = None
         if measurement is None:
             unavailable[name] = (Phase.INCONCLUSIVE, "not measured")
-        elif measurement.phase in (Phase.INCONCLUSIVE, Phase.ERROR):
+        elif measurement.phase in (Phase.INCONCLUSIVE, Phase.ERROR, Phase.PENDING):
             unavailable[name] = (measurement.phase, measurement.message)
         elif signal_types[name] is SignalType.BOOL:
             checked = measurement.value if isinstance(measurement.value, bool) else measurement.phase is Phase.OK
@@ -276,12 +302,12 @@ def _inputs(
         if bound is not None:
             signals[name] = bound
         values[name] = bound.value if bound is not None else None
-    for name in sorted(rule.when.baselines):
+    for name in sorted(rule.when.baselines | rule.when.increases):
         measurement = baselines.get(name)
         number = None
         if measurement is None:
             unavailable[f"baseline.{name}"] = (Phase.INCONCLUSIVE, "no baseline measured")
-        elif measurement.phase in (Phase.INCONCLUSIVE, Phase.ERROR):
+        elif measurement.phase in (Phase.INCONCLUSIVE, Phase.ERROR, Phase.PENDING):
             unavailable[f"baseline.{name}"] = (measurement.phase, measurement.message)
         else:
             number = _number(measurement.value)
@@ -290,7 +316,27 @@ def _inputs(
             else:
                 baseline_values[name] = number
         shown_baselines[name] = number
-    return _Inputs(Activation(signals, baseline_values), values, shown_baselines, unavailable)
+        if measurement is not None and "revision" in measurement.details:
+            revisions[name] = int(measurement.details["revision"])
+    increases: dict[str, float] = {}
+    shown_increases: dict[str, float | None] = {}
+    for name in sorted(rule.when.increases):
+        change = _increase(signals.get(name), baseline_values.get(name))
+        if change is not None:
+            increases[name] = change
+        elif name in signals and name in baseline_values:
+            unavailable[f"increase({name})"] = (Phase.INCONCLUSIVE, "the baseline is 0: a change relative to "
+                                                                    "nothing is undefined")
+        shown_increases[name] = change
+    return _Inputs(Activation(signals, baseline_values, increases), values, shown_baselines, unavailable, revisions,
+                   shown_increases)
+
+
+def _increase(signal: SignalValue | None, baseline: float | None) -> float | None:
+    """`(value - baseline) / |baseline|`, or None when either is missing or the baseline is 0."""
+    if signal is None or baseline is None or baseline == 0 or isinstance(signal.value, bool):
+        return None
+    return (signal.value - baseline) / abs(baseline)
 
 
 def _number(value: float | bool | None) -> float | None:
@@ -326,7 +372,11 @@ def _result(
 
 def _show_values(inputs: _Inputs) -> str:
     parts = [f"{name}={_fmt(value)}" for name, value in inputs.values.items()]
-    parts += [f"baseline.{name}={_fmt(value)}" for name, value in inputs.baselines.items()]
+    parts += [f"baseline.{name}={_fmt(value)}"
+              + (f" of revision {inputs.baseline_revisions[name]}" if name in inputs.baseline_revisions else "")
+              for name, value in inputs.baselines.items()]
+    parts += [f"increase({name})=" + ("n/a" if value is None else f"{value:+.0%}")
+              for name, value in inputs.increases.items()]
     return f" ({', '.join(parts)})" if parts else ""
 
 

@@ -9,8 +9,12 @@ What a `when` can name — every signal `x` of the policy gives:
   WebSocket checks (true when the check passed).
 * `x.ok`: bool, true when the measurement's phase is OK (for a check: the check passed).
 * `x.value`: the same as `x`, for readers who prefer it spelled out.
-* `baseline.x`: the value of the same query for the previous revision at the moment the rollout
-  started; only for Prometheus signals with `baseline: previous`.
+* `baseline.x`: the value of the same query for the baseline revision; only for Prometheus
+  signals with a `baseline`.
+* `increase(x)`: the relative change from the baseline, `(x - baseline.x) / |baseline.x|` (0.5 is
+  50% worse for a latency); only for a signal with a `baseline`, and only on a signal's name. A
+  missing or zero baseline leaves it without a value (the rule is then inconclusive): a change
+  relative to nothing is undefined, not infinite.
 
 These are declared as CEL variables with dotted names (`health.ok` is one variable), which CEL's
 name resolution supports, so `error_rate > 0.05`, `!health.ok || !ws.ok`,
@@ -36,8 +40,7 @@ from typing import Any
 
 from cel_expr_python import cel
 
-BASELINE = "baseline"
-"""The prefix of baseline variables: `baseline.<signal>`."""
+from daemon.rules.celnames import BASELINE, IDENTIFIER, INCREASE, Call, chain_at, increase_calls, references
 
 RESERVED = frozenset(
     {
@@ -47,7 +50,6 @@ RESERVED = frozenset(
 )
 """Words CEL reserves; a signal cannot be named after one."""
 
-_IDENTIFIER = re.compile(r"[_a-zA-Z][_a-zA-Z0-9]*")
 _CEL_ERROR = re.compile(r"ERROR: <input>:(?P<line>\d+):(?P<column>\d+): (?P<message>.*?)(?:\n \||\Z)", re.S)
 _MISSING = re.compile(r'No value with name "(?P<name>[^"]+)" found')
 
@@ -111,6 +113,8 @@ class Activation:
     """Measured signals by name."""
     baselines: Mapping[str, float] = field(default_factory=dict)
     """Baseline values by signal name, bound to `baseline.<name>`."""
+    increases: Mapping[str, float] = field(default_factory=dict)
+    """Relative changes by signal name, bound to `increase(<name>)`; absent when undefined."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,6 +127,8 @@ class CompiledExpression:
     """Signals the expression names (`x`, `x.ok` or `x.value`)."""
     baselines: frozenset[str]
     """Signals whose baseline the expression names (`baseline.x`)."""
+    increases: frozenset[str]
+    """Signals whose relative change the expression names (`increase(x)`)."""
     _types: Mapping[str, SignalType]
     _program: Any
 
@@ -141,13 +147,19 @@ class CompiledExpression:
         for name in self.baselines:
             if name in activation.baselines:
                 data[f"{BASELINE}.{name}"] = float(activation.baselines[name])
+        for name in self.increases:
+            if name in activation.increases:
+                data[f"{INCREASE}.{name}"] = float(activation.increases[name])
         result = self._program.eval(data=data)
         if result.type() == cel.Type.BOOL:
             return bool(result.value())
         detail = str(result.value())
         missing = _MISSING.search(detail)
         if missing:
-            raise MissingValue(missing.group("name").removesuffix(".ok").removesuffix(".value"))
+            name = missing.group("name")
+            if name.startswith(INCREASE + "."):
+                raise MissingValue(f"{INCREASE}({name.removeprefix(INCREASE + '.')})")
+            raise MissingValue(name.removesuffix(".ok").removesuffix(".value"))
         raise EvaluationError(f"{self.text!r} failed: {detail}")
 
 
@@ -167,13 +179,25 @@ def compile_expression(
         raise ExpressionError(
             (ExpressionProblem(1, 1, f"must be a condition (true or false), but it is a {type_name}"),)
         )
-    named, named_baselines = _references(text, signals)
-    return CompiledExpression(text, named, named_baselines, dict(signals), program)
+    calls = increase_calls(text)
+    problems = tuple(_increase_problem(text, call, signals, baselines) for call in calls)
+    if any(problems):
+        raise ExpressionError(tuple(p for p in problems if p is not None))
+    if calls:
+        # `increase(x)` is checked as a function call (errors positioned in the text as written) but
+        # evaluated as the variable `increase.x`, which the evaluation binds only when it is defined.
+        rewritten = text
+        for call in reversed(calls):
+            rewritten = f"{rewritten[:call.start]}{INCREASE}.{call.signal}{rewritten[call.end:]}"
+        program = env.compile(rewritten)
+    named, named_baselines = references(text, signals)
+    increases = frozenset(call.signal for call in calls if call.signal is not None)
+    return CompiledExpression(text, named, named_baselines, increases, dict(signals), program)
 
 
 def is_identifier(name: str) -> bool:
     """True when `name` can name a signal in CEL: an identifier that is not reserved and not `baseline`."""
-    return bool(_IDENTIFIER.fullmatch(name)) and name not in RESERVED and name != BASELINE
+    return bool(IDENTIFIER.fullmatch(name)) and name not in RESERVED and name not in (BASELINE, INCREASE)
 
 
 # Comparisons across int, uint and double exist in the cel-cpp runtime but the checker's standard
@@ -222,7 +246,9 @@ def _environment(signals: frozenset[tuple[str, SignalType]], baselines: frozense
         variables[f"{name}.ok"] = cel.Type.BOOL
     for name in baselines:
         variables[f"{BASELINE}.{name}"] = cel.Type.DOUBLE
-    return cel.NewEnv(config=cel.NewEnvConfigFromYaml(_config_yaml()), variables=variables)
+        variables[f"{INCREASE}.{name}"] = cel.Type.DOUBLE
+    increase = cel.FunctionDecl(INCREASE, [cel.Overload("increase_double", cel.Type.DOUBLE, [cel.Type.DOUBLE])])
+    return cel.NewEnv(config=cel.NewEnvConfigFromYaml(_config_yaml()), variables=variables, functions=[increase])
 
 
 def _problems(
@@ -270,7 +296,7 @@ def _explain(
         hint = f"did you mean {guess[0]}? " if guess else ""
         return f'unknown signal "{name}" at {where} ({hint}known signals: {known})'
     if "cannot be the operand of a select operation" in message:
-        chain = _chain_at(text, line, column)
+        chain = chain_at(text, line, column)
         receiver, _, field_name = chain.rpartition(".")
         if receiver in signals:
             return (
@@ -287,80 +313,21 @@ def _explain(
         if operator in "+-*/%" and "int" in operands and "double" in operands:
             hint = " (CEL arithmetic does not mix int and double: write 2.0, not 2)"
         return f"type error at {where}: operator {operator} cannot be applied to ({operands}){hint}"
+    if message.startswith(f"found no matching overload for '{INCREASE}'"):
+        return f"type error at {where}: {INCREASE}() takes a number signal with a baseline, such as a prometheus one"
     return f"{message} at {where}"
 
 
-def _chain_at(text: str, line: int, column: int) -> str:
-    """The dotted name around the `.` CEL's column points at, e.g. `health.okay`."""
-    source = text.splitlines()[line - 1] if text.splitlines() else text
-    dot = column - 1
-    start = dot
-    while start > 0 and (source[start - 1].isalnum() or source[start - 1] in "_."):
-        start -= 1
-    end = dot + 1
-    while end < len(source) and (source[end].isalnum() or source[end] == "_"):
-        end += 1
-    return source[start:end]
-
-
-def _references(text: str, signals: Mapping[str, SignalType]) -> tuple[frozenset[str], frozenset[str]]:
-    """Signals and baselines named in `text`, found by a small CEL lexer that skips string literals and
-    comments. Run after the checker accepted the text, so every name it finds is a real reference."""
-    named: set[str] = set()
-    named_baselines: set[str] = set()
-    for chain in _name_chains(text):
-        if chain[0] == BASELINE and len(chain) > 1 and chain[1] in signals:
-            named_baselines.add(chain[1])
-        elif chain[0] in signals:
-            named.add(chain[0])
-    return frozenset(named), frozenset(named_baselines)
-
-
-def _name_chains(text: str) -> list[list[str]]:
-    chains: list[list[str]] = []
-    i, n = 0, len(text)
-    previous = ""
-    while i < n:
-        ch = text[i]
-        if ch == "/" and text.startswith("//", i):
-            end = text.find("\n", i)
-            i = n if end < 0 else end
-            continue
-        string = re.match(r"(?i)(?:r|b|rb|br)?('''|\"\"\"|'|\")", text[i:])
-        if string and (string.end() == 1 or not text[i - 1 : i].isalnum()):
-            raw = "r" in string.group(0).lower()
-            i = _skip_string(text, i + string.end(), string.group(1), raw=raw)
-            previous = '"'
-            continue
-        ident = _IDENTIFIER.match(text, i)
-        if ident:
-            j = ident.end()
-            chain = [ident.group()]
-            while True:
-                more = re.compile(r"\s*\.\s*([_a-zA-Z][_a-zA-Z0-9]*)").match(text, j)
-                if not more:
-                    break
-                chain.append(more.group(1))
-                j = more.end()
-            if re.compile(r"\s*\(").match(text, j):
-                chain.pop()  # a call: the last name is a function, not a variable
-            if previous != "." and chain:
-                chains.append(chain)
-            previous = "a"
-            i = j
-            continue
-        if not ch.isspace():
-            previous = ch
-        i += 1
-    return chains
-
-
-def _skip_string(text: str, i: int, quote: str, *, raw: bool) -> int:
-    while i < len(text):
-        if not raw and text[i] == "\\":
-            i += 2
-            continue
-        if text.startswith(quote, i):
-            return i + len(quote)
-        i += 1
-    return i
+def _increase_problem(
+    text: str, call: Call, signals: Mapping[str, SignalType], baselines: frozenset[str]
+) -> ExpressionProblem | None:
+    line = text.count("\n", 0, call.start) + 1
+    column = call.start - (text.rfind("\n", 0, call.start) + 1) + 1
+    where = f"column {column}" if line == 1 else f"line {line} column {column}"
+    if call.signal is None or call.signal not in signals:
+        return ExpressionProblem(line, column, f"{INCREASE}() takes a signal name at {where}: write "
+                                               f"{INCREASE}(<signal>), for example {INCREASE}(p95_latency) > 0.5")
+    if call.signal not in baselines:
+        return ExpressionProblem(line, column, f'{INCREASE}({call.signal}) at {where}: signal "{call.signal}" has '
+                                               "no baseline (add baseline: stable to its prometheus query)")
+    return None

@@ -65,6 +65,12 @@ class BaselineMode(StrEnum):
 
     PREVIOUS = "previous"
     """The previous revision's pods, at the moment the rollout started."""
+    STABLE = "stable"
+    """The last revision whose analysis passed (or, before any did, the last that served for
+    `stableMinAge`), at the moment it stopped being the newest (`daemon.baselines`)."""
+    CONCURRENT = "concurrent"
+    """The previous revision's pods at the same instant as the new ones, every evaluation, while any of
+    them is ready (a rolling update in progress); then the stable baseline."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,13 @@ class AnalysisTiming:
     """Time between two evaluations."""
     bake_time: float = 600.0
     """Keep evaluating this long after the rollout completed; then the analysis passes."""
+    pending_grace: float = 600.0
+    """How long after the rollout started a signal may be *pending* (its data cannot exist yet: no
+    container of the new revision started, no sample of its pods scraped) before the rules treat it
+    as inconclusive. The default is Kubernetes' default `progressDeadlineSeconds`."""
+    stable_min_age: float = 600.0
+    """`baseline: stable` before any revision passed an analysis: the newest older revision that served
+    at least this long (from its creation until the next revision started)."""
 
 
 @dataclass(frozen=True)
@@ -226,6 +239,11 @@ class SignalSpec:
     def has_baseline(self) -> bool:
         """True when `baseline.<name>` is available to rules."""
         return isinstance(self.provider, PrometheusSignal) and self.provider.baseline is not None
+
+    @property
+    def baseline_mode(self) -> BaselineMode | None:
+        """Which revision `baseline.<name>` is measured on; None without a baseline."""
+        return self.provider.baseline if isinstance(self.provider, PrometheusSignal) else None
 
 
 @dataclass(frozen=True)

@@ -146,14 +146,18 @@ class PolicyReader(SignalReader):
         return Selector(tuple(namespaces), labels)
 
     def _analysis(self, node: yaml.Node) -> AnalysisTiming:
-        fields = self._mapping(node, "spec.analysis", required=(), optional=("initialDelay", "interval", "bakeTime"))
+        fields = self._mapping(node, "spec.analysis", required=(), optional=("initialDelay", "interval", "bakeTime",
+                                                                                 "pendingGrace", "stableMinAge"))
         default = AnalysisTiming()
         if fields is None:
             return default
         initial_delay = self._duration(fields.get("initialDelay"), "spec.analysis.initialDelay", default.initial_delay)
         interval = self._duration(fields.get("interval"), "spec.analysis.interval", default.interval, positive=True)
         bake_time = self._duration(fields.get("bakeTime"), "spec.analysis.bakeTime", default.bake_time)
-        return AnalysisTiming(initial_delay, interval, bake_time)
+        pending_grace = self._duration(fields.get("pendingGrace"), "spec.analysis.pendingGrace", default.pending_grace)
+        stable_min_age = self._duration(fields.get("stableMinAge"), "spec.analysis.stableMinAge",
+                                        default.stable_min_age)
+        return AnalysisTiming(initial_delay, interval, bake_time, pending_grace, stable_min_age)
 
     def _rules(
         self, node: yaml.Node, signals: Mapping[str, SignalSpec], types: Mapping[str, SignalType]

@@ -90,7 +90,8 @@ class SignalReader(FieldReader):
             if "baseline" in fields:
                 text = self._str(fields["baseline"], f"{path}.baseline")
                 if text is not None and text not in {m.value for m in BaselineMode}:
-                    self._error_at(fields["baseline"], f"{path}.baseline", f'"{text}" is not a baseline (use previous)')
+                    self._error_at(fields["baseline"], f"{path}.baseline",
+                                   f'"{text}" is not a baseline (use previous, stable or concurrent)')
                 elif text is not None:
                     baseline = BaselineMode(text)
             if query is None or len(self.errors) > before:

@@ -27,9 +27,9 @@ Limits: lines a container wrote between the last read and a crash are missed (th
 them only with `previous=true`, which this provider does not read); lines rotated away by the
 kubelet before they were read are missed.
 
-Phases: no pod yet, or no container started yet → INCONCLUSIVE. Pods whose container is waiting to
-start (API 400 "waiting to start", phase Pending) or that vanished between list and read (404) are
-skipped and named in the message. The API unreachable, or any other refusal (403: RBAC lacks
+Phases: no pod yet, or no container started yet → PENDING (the lines cannot exist yet). Pods whose
+container is waiting to start (API 400 "waiting to start", phase Pending) or that vanished between
+list and read (404) are skipped and named in the message. The API unreachable, or any other refusal (403: RBAC lacks
 `pods/log`, 400: no such container) → ERROR: an undercount must never pass for a clean log.
 """
 
@@ -190,7 +190,7 @@ class LogsProvider:
                                                            f"{exc}"))
         pods = [p for p in listed.get("items") or [] if _owned_by(p, replicaset)]
         if not pods and not state.matched:
-            return Measurement(Phase.INCONCLUSIVE, None, f"no pods of ReplicaSet {ctx.namespace}/{replicaset} yet")
+            return Measurement(Phase.PENDING, None, f"no pods of ReplicaSet {ctx.namespace}/{replicaset} yet")
 
         start_ns = math.floor(ctx.rollout_started_at * _NS)
         skips: list[_Skip] = []
@@ -227,7 +227,7 @@ class LogsProvider:
         skipped_pods = {s.pod for s in skips}
         read_pods = {state.names[uid] for uid in state.matched}
         if not read_pods:
-            return Measurement(Phase.INCONCLUSIVE, None, one_line(
+            return Measurement(Phase.PENDING, None, one_line(
                 f"no container of ReplicaSet {ctx.namespace}/{replicaset} has started yet{_skips_text(skips)}"))
         total = sum(state.matched.values())
         details: dict[str, float] = {f"pod/{state.names[uid]}": float(n) for uid, n in state.matched.items()}

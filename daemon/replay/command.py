@@ -1,0 +1,207 @@
+"""`rollguard replay --rules DIR --prometheus-url URL [NS/NAME ...] [--since 14d] [--at TIME ...] [-o json]`.
+
+Reads the cluster (Deployments, ReplicaSets, rollguard's state annotations) and Prometheus; writes
+nothing anywhere but stdout and the `--html` file. Exit codes: 0 done, 1 a problem (invalid rules,
+a Deployment that cannot be read), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from daemon.kube.client import KubeClient, KubeError, api_path
+from daemon.kube.rollout_state import POD_TEMPLATE_HASH, RolloutId, owned_replica_sets
+from daemon.kube.state import AnalysisState, StateError, read_state
+from daemon.measurement import SignalContext
+from daemon.replay.engine import Replay, replay_rollout
+from daemon.replay.history import PastRollout, epoch, find_rollouts
+from daemon.replay.report import as_json, as_text
+from daemon.rollout import Rollout, build_rollout
+from daemon.rules.durations import DurationError, parse_duration
+from daemon.rules.model import RollbackPolicy
+from daemon.rulesets import RuleSet, RulesInvalid
+
+Obj = Mapping[str, Any]
+
+
+class ReplayError(Exception):
+    """Replay cannot go on; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Options:
+    rules: Path
+    prometheus_url: str
+    targets: tuple[tuple[str, str], ...]
+    since: float | None
+    """Seconds before now; None: every rollout still recorded."""
+    at: tuple[float, ...]
+    kubeconfig: Path | None
+
+
+def _target(value: str) -> tuple[str, str]:
+    namespace, _, name = value.partition("/")
+    if not namespace or not name or "/" in name:
+        raise argparse.ArgumentTypeError(f"{value!r} is not NAMESPACE/DEPLOYMENT")
+    return namespace, name
+
+
+def _since(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except DurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _time(value: str) -> float:
+    parsed = epoch(value)
+    if parsed is None:
+        try:
+            return float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a time (RFC 3339 such as 2026-11-30T21:00:00Z, "
+                                             "or epoch seconds)") from None
+    return parsed
+
+
+def add_replay_command(sub: Any) -> None:
+    """Register `rollguard replay` on the CLI's sub-parsers."""
+    parser = sub.add_parser("replay", help="judge past rollouts with the rules, as the daemon would have")
+    parser.add_argument("targets", nargs="*", metavar="NAMESPACE/DEPLOYMENT", type=_target,
+                        help="Deployments to replay (default: every Deployment a policy selects)")
+    parser.add_argument("--rules", metavar="DIR", required=True, help="directory of rule files")
+    parser.add_argument("--prometheus-url", metavar="URL", required=True, help="Prometheus HTTP API base URL")
+    parser.add_argument("--since", metavar="DURATION", type=_since, default=None,
+                        help="only rollouts started this long ago or later, e.g. 14d (default: all recorded)")
+    parser.add_argument("--at", metavar="TIME", type=_time, action="append", default=[],
+                        help="a rollout started at TIME (RFC 3339 or epoch seconds), for starts the cluster "
+                             "no longer records (repeatable)")
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
+    parser.add_argument("--html", metavar="FILE", type=Path, help="also write an HTML report with a chart per signal")
+    parser.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig (default: $KUBECONFIG or ~/.kube/config)")
+    parser.add_argument("--log-format", choices=("auto", "json", "console"), default=None,
+                        help="log format on stderr (default auto)")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None,
+                        help="lowest level logged on stderr (default warning)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The handler of `rollguard replay`."""
+    from daemon.logs import configure_logging
+    from daemon.replay.html import render
+    from daemon.settings import log_settings
+
+    # The report is stdout; the analyses' own logs would drown it, so only their warnings show, on stderr.
+    configure_logging(log_settings(fmt=args.log_format, level=args.log_level or "warning"), stream=sys.stderr)
+    kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+    options = Options(args.rules and Path(args.rules), args.prometheus_url, tuple(args.targets), args.since,
+                      tuple(args.at), Path(kubeconfig))
+    try:
+        replays, notes = asyncio.run(replay(options))
+    except RulesInvalid as exc:
+        for error in exc.errors:
+            print(f"rollguard replay: {error}", file=sys.stderr)
+        return 1
+    except ReplayError as exc:
+        print(f"rollguard replay: {exc}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print(json.dumps(as_json(replays, notes=notes), indent=2))
+    else:
+        sys.stdout.write(as_text(replays, notes=notes))
+    if args.html is not None:
+        args.html.write_text(render(replays, notes=notes), encoding="utf-8")
+    return 0
+
+
+async def replay(options: Options) -> tuple[list[Replay], list[str]]:
+    """Every selected rollout replayed, oldest first per Deployment, and notes on what was skipped."""
+    rules = RuleSet(options.rules)
+    rules.load()
+    try:
+        kube = await KubeClient.connect(options.kubeconfig)
+    except Exception as exc:  # the kubeconfig loader raises several unrelated types
+        raise ReplayError(f"cannot load kubeconfig {options.kubeconfig}: {exc}") from exc
+    now = time.time()
+    since = None if options.since is None else now - options.since
+    replays: list[Replay] = []
+    notes: list[str] = []
+    async with kube, aiohttp.ClientSession() as session:
+        for deployment in await _deployments(kube, options.targets):
+            meta = deployment.get("metadata") or {}
+            namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+            policy = rules.policy_for(namespace, meta.get("labels") or {})
+            if policy is None:
+                notes.append(f"{namespace}/{name}: no policy selects it")
+                continue
+            try:
+                listed = await kube.list(api_path("apps/v1", "replicasets", namespace))
+            except KubeError as exc:
+                raise ReplayError(f"cannot read the ReplicaSets of {namespace}/{name}: {exc}") from exc
+            replica_sets = owned_replica_sets(deployment, list(listed.get("items") or []))
+            past, skipped = find_rollouts(deployment, replica_sets, states=_states(deployment, replica_sets, now),
+                                          at=options.at, since=since, until=now)
+            notes.extend(skipped)
+            for rollout in past:
+                built = _rollout(deployment, replica_sets, rollout, policy)
+                replays.append(await replay_rollout(built, prometheus_url=options.prometheus_url, kube=kube,
+                                                    session=session, ended_at=rollout.ended_at,
+                                                    completed_at=rollout.completed_at))
+    return replays, notes
+
+
+async def _deployments(kube: KubeClient, targets: Sequence[tuple[str, str]]) -> list[Obj]:
+    try:
+        if targets:
+            return [await kube.get(api_path("apps/v1", "deployments", ns, name)) for ns, name in targets]
+        listed = await kube.list(api_path("apps/v1", "deployments"))
+    except KubeError as exc:
+        raise ReplayError(f"cannot read the Deployments: {exc}") from exc
+    return list(listed.get("items") or [])
+
+
+def _states(deployment: Obj, replica_sets: Sequence[Obj], now: float) -> list[AnalysisState]:
+    """rollguard's persisted states: the Deployment's and the copies on its ReplicaSets (unreadable ones skipped)."""
+    states = []
+    for obj in (deployment, *replica_sets):
+        try:
+            states.append(read_state(obj, now=now))
+        except StateError:
+            continue
+    return states
+
+
+def _rollout(deployment: Obj, replica_sets: Sequence[Obj], past: PastRollout, policy: RollbackPolicy) -> Rollout:
+    """The `Rollout` the daemon would have built when `past` started: its template, the ReplicaSets up to it."""
+    identity = RolloutId(past.namespace, past.deployment, past.revision, past.pod_template_hash)
+    if past.replica_set is None:
+        ctx = SignalContext(namespace=past.namespace, deployment=past.deployment, revision=past.revision,
+                            pod_template_hash=past.pod_template_hash,
+                            pod_prefix=f"{past.deployment}-{past.pod_template_hash}-", labels={},
+                            rollout_started_at=past.started_at)
+        return Rollout(identity, policy, ctx, None, past.started_at)
+    template = (past.replica_set.get("spec") or {}).get("template") or {}
+    then = {**deployment, "spec": {**(deployment.get("spec") or {}), "template": template}}
+    earlier = [rs for rs in replica_sets if _revision(rs) <= past.revision]
+    rollout = build_rollout(then, earlier, identity, policy, past.started_at)
+    labels = ((template.get("metadata") or {}).get("labels") or {})
+    assert labels.get(POD_TEMPLATE_HASH, past.pod_template_hash) == past.pod_template_hash
+    return rollout
+
+
+def _revision(rs: Obj) -> int:
+    from daemon.kube.rollout_state import revision_of
+
+    return revision_of(rs) or 0

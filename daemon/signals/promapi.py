@@ -1,0 +1,324 @@
+"""The Prometheus HTTP API client: one PromQL instant query per call, coalesced.
+
+`PrometheusClient` sends `GET /api/v1/query?query=…&time=…` through the daemon's pooled aiohttp
+session, with `Authorization: Bearer <token>` when a token is given (`read_bearer_token`: the file
+ROLLGUARD_PROMETHEUS_TOKEN_FILE names, read once at start) and verifying the server against a CA of
+its own when one is given (`ca_ssl_context`: ROLLGUARD_PROMETHEUS_CA_FILE). The provider that turns
+answers into measurements is `daemon.signals.prometheus`.
+
+**Coalescing.** One policy selecting a thousand Deployments can ask the same query (or a thousand
+analyses can share a global one) in the same tick. Queries for "now" are evaluated at the current
+time rounded down to a multiple of `tick` seconds and sent with that explicit `time`, so identical
+queries within a tick have identical keys `(query, time)`; a `QueryCoalescer` sends each key once
+(every concurrent caller awaits the one request) and reuses a completed answer for `tick` seconds.
+Failures are shared by the callers that were waiting but never reused.
+
+Exceptions (raised by `PrometheusClient.query`; the provider turns them into ERROR)::
+
+    PrometheusError
+     ├── PrometheusUnavailable   refused, reset, timed out, or an answer that is not the Prometheus API
+     ├── PrometheusAnswerTooLarge  over MAX_RESPONSE_BYTES bytes or MAX_SERIES series
+     └── PrometheusQueryError    Prometheus answered `status: error` (.error_type, .error)
+
+`PrometheusConfigError` (a `SettingsError`) is raised at start only, by `read_bearer_token` and
+`ca_ssl_context`, naming the variable and the file, never the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import ssl
+from collections.abc import Callable, Coroutine, Hashable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Generic, TypeVar
+
+import aiohttp
+from yarl import URL
+
+from daemon.clock import Clock, SystemClock
+from daemon.redaction import SCRUBBER
+from daemon.signals.prometheus_auth import (
+    CA_FILE_ENV,
+    TOKEN_FILE_ENV,
+    PrometheusConfigError,
+    SecretRedactor,
+    ca_ssl_context,
+    read_bearer_token,
+)
+from daemon.signals.session import describe_error, excerpt, loads_bounded, one_line, redact_url
+
+__all__ = [
+    "CA_FILE_ENV",
+    "MAX_RESPONSE_BYTES",
+    "MAX_SERIES",
+    "TOKEN_FILE_ENV",
+    "PrometheusAnswerTooLarge",
+    "PrometheusClient",
+    "PrometheusConfigError",
+    "PrometheusError",
+    "PrometheusQueryError",
+    "PrometheusUnavailable",
+    "QueryCoalescer",
+    "QueryResult",
+    "Sample",
+    "ca_ssl_context",
+    "read_bearer_token",
+]
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+"""Bytes of one query answer read at most; a larger answer is ERROR (one number needs a few hundred)."""
+MAX_SERIES = 10_000
+"""Series in one answer accepted at most; more is ERROR asking to narrow the query."""
+_DECODE_OFF_LOOP_BYTES = 256 * 1024
+"""Answers at least this large are decoded in a worker thread, so an 8 MiB answer does not block the loop."""
+
+
+class PrometheusError(Exception):
+    """A query could not be answered; the message is one line, safe to show (no credentials)."""
+
+
+class PrometheusUnavailable(PrometheusError):
+    """Prometheus could not be reached, or did not answer as the Prometheus HTTP API does."""
+
+
+class PrometheusAnswerTooLarge(PrometheusError):
+    """The answer was over MAX_RESPONSE_BYTES bytes or MAX_SERIES series."""
+
+
+class PrometheusQueryError(PrometheusError):
+    """Prometheus answered `status: error`: a bad query (`bad_data`), an execution error, a timeout."""
+
+    def __init__(self, error_type: str, error: str) -> None:
+        super().__init__(one_line(f"Prometheus rejected the query ({error_type}): {error}"))
+        self.error_type = error_type
+        """Prometheus' `errorType`: bad_data, execution, timeout, canceled, internal, unavailable."""
+        self.error = error
+        """Prometheus' own `error` message, as it sent it."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sample of an instant-query result: a series' labels and its value (NaN and ±Inf included)."""
+
+    labels: Mapping[str, str]
+    value: float
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The `data` of a successful instant query."""
+
+    result_type: str
+    """`vector`, `scalar`, `matrix` or `string`, as Prometheus names it."""
+    samples: tuple[Sample, ...]
+    """Vector: one per series; scalar: exactly one (no labels); matrix: one per series with its last value."""
+    evaluated_at: float | None
+    """The evaluation time sent with the query (epoch seconds), None when Prometheus picked "now"."""
+    warnings: tuple[str, ...] = ()
+    """Prometheus' `warnings`, if any."""
+
+
+# ----- coalescing -----
+
+@dataclass
+class _Flight(Generic[V]):
+    task: asyncio.Task[V]
+    waiters: int = 0
+
+
+@dataclass
+class QueryCoalescer(Generic[K, V]):
+    """Runs one fetch per key at a time, shared by every concurrent caller; reuses answers for `reuse_for` s.
+
+    The fetch runs in a task of its own, so a caller that is cancelled does not cancel it for the
+    others; when the last waiting caller is cancelled the fetch is cancelled too (nobody wants it).
+    Exceptions reach every caller that was waiting and are never reused.
+    """
+
+    reuse_for: float = 0.0
+    """Seconds (monotonic) a successful answer is handed out again without a new fetch; 0: never."""
+    name: str = "coalesced-query"
+    """Name of the fetch tasks (for task dumps and the leak check of the tests)."""
+    _flights: dict[K, _Flight[V]] = field(default_factory=dict, init=False, repr=False)
+    _answers: dict[K, tuple[float, V]] = field(default_factory=dict, init=False, repr=False)
+    _next_prune: float = field(default=0.0, init=False, repr=False)
+
+    @property
+    def in_flight(self) -> int:
+        """Fetches running now."""
+        return len(self._flights)
+
+    async def run(self, key: K, fetch: Callable[[], Coroutine[Any, Any, V]]) -> V:
+        """The answer for `key`: a reused one, the one being fetched, or a new fetch of `fetch()`."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._prune(now)
+        answer = self._answers.get(key)
+        if answer is not None and answer[0] > now:
+            return answer[1]
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = _Flight(loop.create_task(fetch(), name=self.name))
+            self._flights[key] = flight
+            flight.task.add_done_callback(partial(self._landed, key, flight))
+        flight.waiters += 1
+        try:
+            return await asyncio.shield(flight.task)
+        finally:
+            flight.waiters -= 1
+            if flight.waiters == 0 and not flight.task.done():
+                flight.task.cancel()
+                # Forget it now, not when it has unwound: a caller arriving meanwhile must start afresh
+                # rather than await a cancelled task.
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
+
+    async def aclose(self) -> None:
+        """Cancel every fetch still running and wait for them to end; forget reusable answers."""
+        tasks = [flight.task for flight in self._flights.values()]
+        self._flights.clear()
+        self._answers.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _landed(self, key: K, flight: _Flight[V], task: asyncio.Task[V]) -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+        if task.cancelled() or task.exception() is not None:  # exception(): marks it retrieved as well
+            return
+        if self.reuse_for > 0:
+            self._answers[key] = (asyncio.get_running_loop().time() + self.reuse_for, task.result())
+
+    def _prune(self, now: float) -> None:
+        # At most once per reuse window, so the dict stays small without a scan on every call.
+        if now < self._next_prune or not self._answers:
+            return
+        self._answers = {k: a for k, a in self._answers.items() if a[0] > now}
+        self._next_prune = now + max(self.reuse_for, 0.1)
+
+
+# ----- the client -----
+
+class PrometheusClient:
+    """Instant queries against one Prometheus, through a pooled session the caller owns and closes.
+
+    `base_url` may carry a path prefix (`http://prom:9090/prometheus`) and basic-auth user-info
+    (sent as an Authorization header by aiohttp, never shown in messages). `bearer_token`, instead,
+    is sent as `Authorization: Bearer <token>` with every query (never shown, and registered with the
+    process-wide scrubber). `ssl_context` verifies an https Prometheus (None: the system's CAs). `timeout` bounds each
+    request in seconds (and is passed on as Prometheus' own evaluation timeout). `tick` is the
+    coalescing window in seconds (see the module docstring; 0 sends "now" queries without `time`
+    and only shares concurrent identical requests). `clock` must be the clock Prometheus' samples
+    live on: the real one, also under the simulated cluster.
+    """
+
+    def __init__(self, base_url: str, session: aiohttp.ClientSession, *, timeout: float = 10.0,
+                 tick: float = 1.0, clock: Clock | None = None, bearer_token: str | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        if bearer_token is not None and URL(base_url).user is not None:
+            raise PrometheusConfigError("the Prometheus URL carries user-info and a bearer token is set as well: "
+                                        "use one of them")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, not {timeout}")
+        if tick < 0:
+            raise ValueError(f"tick must not be negative, not {tick}")
+        self._base_url = base_url.rstrip("/")
+        self._session = session
+        self._timeout = timeout
+        self._tick = tick
+        self._headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token else {}
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        if bearer_token:
+            SCRUBBER.add(SecretRedactor(bearer_token))
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._coalescer: QueryCoalescer[tuple[str, float | None], QueryResult] = QueryCoalescer(
+            reuse_for=tick, name="prometheus-query")
+        self.requests_sent = 0
+        """Requests actually sent (after coalescing), for the daemon's own metrics."""
+
+    @property
+    def url(self) -> str:
+        """The base URL without user-info, for messages and logs."""
+        return redact_url(self._base_url)
+
+    async def query(self, promql: str, *, at: float | None = None) -> QueryResult:
+        """Evaluate `promql` at `at` (epoch seconds; None: now, rounded down to the tick). Raises PrometheusError."""
+        when = at
+        if when is None and self._tick > 0:
+            when = math.floor(self._clock.now() / self._tick) * self._tick
+        return await self._coalescer.run((promql, when), partial(self._fetch, promql, when))
+
+    async def aclose(self) -> None:
+        """Cancel queries still in flight (the session is the caller's to close)."""
+        await self._coalescer.aclose()
+
+    async def _fetch(self, promql: str, at: float | None) -> QueryResult:
+        params = {"query": promql, "timeout": f"{self._timeout:g}"}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        self.requests_sent += 1
+        try:
+            async with self._session.get(f"{self._base_url}/api/v1/query", params=params, headers=self._headers,
+                                         ssl=self._ssl, timeout=aiohttp.ClientTimeout(total=self._timeout)) as resp:
+                status = resp.status
+                raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
+                while len(raw) <= MAX_RESPONSE_BYTES:  # read(n) returns what has arrived, at most n
+                    more = await resp.content.read(MAX_RESPONSE_BYTES + 1 - len(raw))
+                    if not more:
+                        break
+                    raw += more
+        except TimeoutError:
+            raise PrometheusUnavailable(
+                f"Prometheus at {self.url} did not answer within {self._timeout:g}s") from None
+        except aiohttp.ClientError as exc:
+            raise PrometheusUnavailable(f"Prometheus at {self.url} is unreachable: {describe_error(exc)}") from None
+        if len(raw) > MAX_RESPONSE_BYTES:
+            raise PrometheusAnswerTooLarge(f"Prometheus at {self.url} answered more than {MAX_RESPONSE_BYTES} bytes")
+        if len(raw) >= _DECODE_OFF_LOOP_BYTES:
+            return await asyncio.to_thread(_decode, raw, status, url=self.url, at=at)
+        return _decode(raw, status, url=self.url, at=at)
+
+
+def _decode(raw: bytes, status: int, *, url: str, at: float | None) -> QueryResult:
+    """The QueryResult in a `/api/v1/query` answer, or the PrometheusError it stands for."""
+    problem = None
+    try:
+        body = loads_bounded(raw)
+    except ValueError as exc:
+        body, problem = None, str(exc) if "nested deeper" in str(exc) else None
+    if not isinstance(body, dict) or body.get("status") not in ("success", "error"):
+        # Not the Prometheus API: a proxy's error page, a wrong base URL.
+        text = problem or excerpt(raw[:1024].decode(errors="replace"), 120) or "(empty body)"
+        raise PrometheusUnavailable(f"Prometheus at {url} answered HTTP {status} that is not a Prometheus API "
+                                    f"response: {text}")
+    if body["status"] == "error":
+        raise PrometheusQueryError(str(body.get("errorType") or f"HTTP {status}"), str(body.get("error") or ""))
+    data = body.get("data")
+    try:
+        assert isinstance(data, dict)
+        result_type = str(data["resultType"])
+        result = data["result"]
+        if result_type in ("vector", "matrix") and len(result) > MAX_SERIES:
+            raise PrometheusAnswerTooLarge(f"Prometheus at {url} answered {len(result)} series, more than "
+                                           f"{MAX_SERIES}: narrow the query")
+        samples: list[Sample]
+        if result_type == "scalar":
+            samples = [Sample({}, float(result[1]))]
+        elif result_type == "vector":
+            samples = [Sample(dict(r.get("metric") or {}), float(r["value"][1])) for r in result]
+        elif result_type == "matrix":
+            samples = [Sample(dict(r.get("metric") or {}), float(r["values"][-1][1])) for r in result if r["values"]]
+        else:  # "string": nothing numeric in it
+            samples = []
+    except (AssertionError, KeyError, IndexError, TypeError, ValueError):
+        raise PrometheusUnavailable(f"Prometheus at {url} answered a malformed query result: "
+                                    f"{excerpt(json.dumps(data)[:1024], 120)}") from None
+    warnings = tuple(str(w) for w in body.get("warnings") or ())
+    return QueryResult(result_type, tuple(samples), at, warnings)
