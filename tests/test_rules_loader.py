@@ -113,7 +113,7 @@ EXPECTED_ERRORS: dict[str, list[str]] = {
         "bad/missing-job-command.yaml:14: spec.onRollback.job.command: required field is missing"
     ],
     "no-provider.yaml": [
-        "bad/no-provider.yaml:13: spec.signals.health: needs a provider (one of http, logs, prometheus, websocket)"
+        "bad/no-provider.yaml:13: spec.signals.health: needs a provider (one of alerts, http, logs, prometheus, websocket)"
     ],
     "non-positive-interval.yaml": [
         'bad/non-positive-interval.yaml:7: spec.analysis.interval: "0s" must be longer than 0s'
@@ -140,7 +140,7 @@ EXPECTED_ERRORS: dict[str, list[str]] = {
         "bad/unknown-field.yaml:7: spec.analysis.bakeTim: unknown field (did you mean bakeTime? known fields: bakeTime, initialDelay, interval, pendingGrace, stableMinAge)"
     ],
     "unknown-provider.yaml": [
-        "bad/unknown-provider.yaml:13: spec.signals.health.graphite: unknown provider (known providers: http, logs, prometheus, websocket)"
+        "bad/unknown-provider.yaml:13: spec.signals.health.graphite: unknown provider (known providers: alerts, http, logs, prometheus, websocket)"
     ],
     "unknown-signal.yaml": [
         'bad/unknown-signal.yaml:15: spec.rules[0].when: unknown signal "error_rat" at column 1 (did you mean error_rate? known signals: error_rate, health)'
