@@ -52,7 +52,7 @@ from daemon.rollout import (
     started_at,
 )
 from daemon.rules.evaluate import Verdict
-from daemon.rules.model import Action, RollbackPolicy
+from daemon.rules.model import Action, GitOpsMode, RollbackPolicy
 from daemon.tracking import TaskRunner, Tracked
 from daemon.writer import ClusterWriter, NotWriting
 
@@ -91,7 +91,12 @@ class Reconciler:
 
     def analyses(self) -> list[dict[str, Any]]:
         live = [t.analysis.view() for t in self._tracked.values() if t.analysis is not None and t.live()]
-        return live + list(self._tasks.finished)
+        views = live + list(self._tasks.finished)
+        for view in views:
+            owner = self._actions.gitops.owner((str(view.get("namespace")), str(view.get("deployment"))))
+            if owner is not None:
+                view["gitops"] = owner.view()
+        return views
 
     def forget_all(self) -> None:
         self._tracked.clear()
@@ -108,6 +113,7 @@ class Reconciler:
     async def reconcile(self, key: Key, deployment: Obj | None, replica_sets: Sequence[Obj], *,
                         first_sight: bool) -> None:
         tracked = self._tracked.get(key)
+        self._actions.gitops.observe(key, deployment)
         if deployment is None:
             if tracked is not None:
                 await self._tasks.stop(tracked, "deployment deleted")
@@ -204,6 +210,14 @@ class Reconciler:
             note = (f"This template was rolled back by rollguard before (revision "
                     f"{previously.revision if previously else '?'}); it is analysed, but a human decides any "
                     "rollback.")
+            owner = self._actions.gitops.owner(key)
+            if owner is not None:
+                # The GitOps tool put back what rollguard undid: undoing it again would flap.
+                note = (f"{owner.describe()} re-applied the template rollguard rolled back (revision "
+                        f"{previously.revision if previously else '?'}): rollguard does not undo it again. Revert "
+                        "it in Git, or approve below to roll back once more"
+                        + (" (its sync is suspended first)." if rollout.policy.gitops is not GitOpsMode.UNDO
+                           else "."))
             tracked.state = await self._actions.review(rollout, Verdict(Action.REVIEW, (), note), fresh,
                                                        event=Event.REVIEW_RULE)
             self._tasks.start_analysis(key, tracked, rollout, max_action=Action.REVIEW)
