@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_notify_commands(sub, check)
 
     _add_approve_commands(sub)
+    from daemon.gitops.cli import add_resume_command
+
+    add_resume_command(sub)
 
     _add_plugin_commands(sub, _add_log_flags)
     return parser

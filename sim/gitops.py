@@ -23,8 +23,10 @@ every stored object of these kinds, with the fields the real controllers use:
   `status.lastAttemptedRevision` and `status.history[0].chartVersion`), labelling what it applies with
   `kustomize.toolkit.fluxcd.io/{name,namespace}` / `helm.toolkit.fluxcd.io/{name,namespace}`.
 
-Flux objects name their repository through `spec.sourceRef`; the stand-in reads the URL from the
-`rollguard.io/sim-repo-url` annotation instead of simulating GitRepository objects.
+Flux objects name their repository through `spec.sourceRef`: a `GitRepository`
+(source.toolkit.fluxcd.io/v1) whose `spec.url` is the repository and whose `status.artifact.revision`
+(`main@sha1:REV`) the stand-in keeps at the repository's newest commit, suspended or not (as
+source-controller does).
 """
 
 from __future__ import annotations
@@ -52,11 +54,13 @@ APPLICATIONS = ResourceType("argoproj.io", "v1alpha1", "applications", "Applicat
 KUSTOMIZATIONS = ResourceType("kustomize.toolkit.fluxcd.io", "v1", "kustomizations", "Kustomization",
                               singular="kustomization", short_names=("ks",), subresources=("status",),
                               has_generation=True, storage="kustomizations.kustomize.toolkit.fluxcd.io")
+GITREPOSITORIES = ResourceType("source.toolkit.fluxcd.io", "v1", "gitrepositories", "GitRepository",
+                               singular="gitrepository", short_names=("gitrepo",), subresources=("status",),
+                               has_generation=True, storage="gitrepositories.source.toolkit.fluxcd.io")
 HELMRELEASES = ResourceType("helm.toolkit.fluxcd.io", "v2", "helmreleases", "HelmRelease", singular="helmrelease",
                             short_names=("hr",), subresources=("status",), has_generation=True,
                             storage="helmreleases.helm.toolkit.fluxcd.io")
 TRACKING_ID = "argocd.argoproj.io/tracking-id"
-REPO_ANNOTATION = "rollguard.io/sim-repo-url"
 _FLUX_LABELS = {"Kustomization": "kustomize.toolkit.fluxcd.io", "HelmRelease": "helm.toolkit.fluxcd.io"}
 
 
@@ -72,7 +76,7 @@ def crd_manifest(rt: ResourceType) -> Obj:
                                "listKind": rt.list_kind, "shortNames": list(rt.short_names)}}}
 
 
-GITOPS_CRDS = tuple(crd_manifest(rt) for rt in (APPLICATIONS, KUSTOMIZATIONS, HELMRELEASES))
+GITOPS_CRDS = tuple(crd_manifest(rt) for rt in (APPLICATIONS, KUSTOMIZATIONS, HELMRELEASES, GITREPOSITORIES))
 
 
 @dataclass
@@ -80,12 +84,15 @@ class FakeGit:
     """The "Git" side: commits per (repository URL, path); the newest is the head."""
 
     commits: dict[tuple[str, str], list[tuple[str, list[Obj]]]] = field(default_factory=dict)
+    latest: dict[str, str] = field(default_factory=dict)
+    """The newest revision of each repository (whatever path it changed)."""
 
     def commit(self, repo_url: str, path: str, manifests: Sequence[Obj]) -> str:
         """Record a commit of `manifests` (Deployments) at `path`; returns its 40-hex revision."""
         history = self.commits.setdefault((repo_url, path), [])
         revision = hashlib.sha1(f"{repo_url}:{path}:{len(history)}:{manifests!r}".encode()).hexdigest()
         history.append((revision, [copy_json(dict(m)) for m in manifests]))
+        self.latest[repo_url] = revision
         return revision
 
     def head(self, repo_url: str, path: str) -> tuple[str, list[Obj]] | None:
@@ -144,6 +151,8 @@ class GitOpsControllers:
 
     def reconcile_all(self) -> None:
         """One pass over every Application, Kustomization and HelmRelease."""
+        for repo in list(self.store.iter_objects(GITREPOSITORIES)):
+            self._git_repository(repo)
         for rt in (APPLICATIONS, KUSTOMIZATIONS, HELMRELEASES):
             for owner in list(self.store.iter_objects(rt)):
                 try:
@@ -201,6 +210,28 @@ class GitOpsControllers:
 
     # ----- Flux -----
 
+    def _git_repository(self, repo: Obj) -> None:
+        revision = self.git.latest.get(str((repo.get("spec") or {}).get("url", "")))
+        if revision is None:
+            return
+        status = {"artifact": {"revision": f"main@sha1:{revision}"},
+                  "observedGeneration": repo["metadata"].get("generation", 1)}
+        if repo.get("status") != status:
+            updated = copy_json(repo)
+            updated["status"] = status
+            self.store.replace(GITREPOSITORIES, updated, namespace=repo["metadata"]["namespace"],
+                               name=repo["metadata"]["name"], expect_rv=repo["metadata"]["resourceVersion"])
+
+    def _repo_url(self, rt: ResourceType, owner: Obj) -> str:
+        spec = owner.get("spec") or {}
+        ref = spec.get("sourceRef") if rt is KUSTOMIZATIONS else ((spec.get("chart") or {}).get("spec") or {}).get(
+            "sourceRef")
+        if not isinstance(ref, Mapping):
+            return ""
+        repo = self.store.peek(GITREPOSITORIES, str(ref.get("namespace") or owner["metadata"]["namespace"]),
+                               str(ref.get("name", "")))
+        return str(((repo or {}).get("spec") or {}).get("url", ""))
+
     def _flux(self, rt: ResourceType, owner: Obj) -> None:
         meta, spec = owner["metadata"], owner.get("spec") or {}
         if spec.get("suspend") is True:
@@ -211,7 +242,7 @@ class GitOpsControllers:
             return
         self._last_run[key] = now
         path = spec.get("path") if rt is KUSTOMIZATIONS else ((spec.get("chart") or {}).get("spec") or {}).get("chart")
-        repo = str((meta.get("annotations") or {}).get(REPO_ANNOTATION, ""))
+        repo = self._repo_url(rt, owner)
         head = self.git.head(repo, str(path or ""))
         if head is None:
             return

@@ -58,7 +58,8 @@ async def test_a_registered_crd_is_discovered_and_served(tmp_path: Path) -> None
         path = f"{base}/apis/kustomize.toolkit.fluxcd.io/v1/namespaces/default/kustomizations"
         async with session.post(path, json={**KUSTOMIZATION, "status": {"lastAppliedRevision": "x"}}) as response:
             created = await response.json()
-        assert "status" not in created and created["metadata"]["generation"] == 1
+        assert "status" not in created, created
+        assert created["metadata"]["generation"] == 1, created
         async with session.patch(f"{path}/backend/status", data=json.dumps(
                 {"status": {"lastAppliedRevision": "main@sha1:abc"}, "spec": {"suspend": True}}),
                 headers={"Content-Type": "application/merge-patch+json"}) as response:
