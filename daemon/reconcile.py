@@ -30,6 +30,7 @@ from daemon.approval import (
     judge_approval,
 )
 from daemon.clock import Clock
+from daemon.gitops.owner import reapplied_note
 from daemon.kube.rollout_state import (
     RolloutId,
     RolloutPhase,
@@ -211,13 +212,9 @@ class Reconciler:
                     f"{previously.revision if previously else '?'}); it is analysed, but a human decides any "
                     "rollback.")
             owner = self._actions.gitops.owner(key)
-            if owner is not None:
-                # The GitOps tool put back what rollguard undid: undoing it again would flap.
-                note = (f"{owner.describe()} re-applied the template rollguard rolled back (revision "
-                        f"{previously.revision if previously else '?'}): rollguard does not undo it again. Revert "
-                        "it in Git, or approve below to roll back once more"
-                        + (" (its sync is suspended first)." if rollout.policy.gitops is not GitOpsMode.UNDO
-                           else "."))
+            if owner is not None:  # the GitOps tool put back what rollguard undid: undoing it again would flap
+                note = reapplied_note(owner, previously.revision if previously else None,
+                                      suspend_first=rollout.policy.gitops is not GitOpsMode.UNDO)
             tracked.state = await self._actions.review(rollout, Verdict(Action.REVIEW, (), note), fresh,
                                                        event=Event.REVIEW_RULE)
             self._tasks.start_analysis(key, tracked, rollout, max_action=Action.REVIEW)

@@ -198,3 +198,10 @@ def resume_patch(owner: GitOpsOwner, obj: Obj) -> list[dict[str, Any]]:
     if SUSPENDED_REVISION in annotations:
         ops.append({"op": "remove", "path": f"/metadata/annotations/{_pointer(SUSPENDED_REVISION)}"})
     return ops
+
+
+def reapplied_note(owner: GitOpsOwner, revision: int | None, *, suspend_first: bool) -> str:
+    """The review's text when the owner re-applied a template rollguard rolled back (from `revision`)."""
+    return (f"{owner.describe()} re-applied the template rollguard rolled back (revision "
+            f"{revision if revision is not None else '?'}): rollguard does not undo it again. Revert it in Git, "
+            "or approve below to roll back once more" + (" (its sync is suspended first)." if suspend_first else "."))
