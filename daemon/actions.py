@@ -29,7 +29,7 @@ import structlog
 
 from daemon.clock import Clock
 from daemon.decisions import ActionSettings, AlertSink, Decisions
-from daemon.gitops.lookup import OwnerFacts
+from daemon.gitops.lookup import OwnerFacts, rollback_note
 from daemon.kube.client import KubeClient, KubeError, api_path
 from daemon.kube.jobs import job_manifest, job_name
 from daemon.kube.rollback import (
@@ -182,16 +182,8 @@ class Actions(Decisions):
     async def _before_undo(self, rollout: Rollout, owner: OwnerFacts) -> str:
         """Suspend the GitOps owner when the policy says so (or a human approved a `page`); the sentence
         the rollback's page carries: what the SRE does next."""
-        ns, name = rollout.key
-        if rollout.policy.gitops is GitOpsMode.UNDO:
-            return (f"{owner.owner.describe()} may re-apply it (policy gitops: undo): revert "
-                    f"{owner.revision_text()}")
-        problem = await self.gitops.suspend(owner)
-        if problem:
-            return (f"{problem}; it may re-apply the bad template (rollguard will not undo it again). Revert "
-                    f"{owner.revision_text()}")
-        return (f"rolled back in the cluster; {owner.owner.describe()} is suspended. Revert {owner.revision_text()} "
-                f"and resume sync with `rollguard resume {ns}/{name}`")
+        problem = "" if rollout.policy.gitops is GitOpsMode.UNDO else await self.gitops.suspend(owner)
+        return rollback_note(owner, rollout.policy.gitops, rollout.key, problem)
 
     async def _plan(self, rollout: Rollout, state: AnalysisState, fence: Fence, verdict: Verdict,
                     evidence: tuple[str, ...]) -> AnalysisState | int:
@@ -295,14 +287,19 @@ class Actions(Decisions):
                  replica_set=result.plan.target_replica_set, seconds=round(time.perf_counter() - started, 4))
         landed = replace(landed, rollback=replace(progress, step="following", target=result.plan.target_revision))
         return await self.announce_rollback(rollout, landed, verdict.deciding, evidence,
-                                            target=result.plan.target_revision,
-                                            message=result.plan.message + (f". {note}" if note else ""))
+                                            target=result.plan.target_revision, message=result.plan.message,
+                                            gitops_note=note)
 
     async def announce_rollback(self, rollout: Rollout, state: AnalysisState, deciding: tuple[RuleResult, ...] = (),
                                 evidence: tuple[str, ...] = (), *, target: int | None,
-                                message: str = "") -> AnalysisState:
-        """The `rollback_started` announcement (also re-sent after a restart if the state lacks it)."""
+                                message: str = "", gitops_note: str | None = None) -> AnalysisState:
+        """The `rollback_started` announcement (also re-sent after a restart if the state lacks it).
+        `gitops_note`: what to do about the Deployment's GitOps owner; None: re-read from the cluster (an
+        undo announced after a restart says what the one that wrote it would have)."""
         ns, name = rollout.key
+        if gitops_note is None:
+            gitops_note = await self.gitops.note_after_undo(rollout.key, rollout.policy.gitops)
+        message = ". ".join(part for part in (message, gitops_note) if part)
         reason = state.rollback.reason if state.rollback else str((state.decision or {}).get("reason") or "")
         to = f" to revision {target}" if target is not None else ""
         return await self._decide(

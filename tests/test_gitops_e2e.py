@@ -147,7 +147,7 @@ async def test_suspend_mode_makes_the_rollback_stick_and_resume_restores_the_syn
         rolled_back = [s for s in page_summaries(stack) if "Rolled back staging/backend" in s]
         assert len(rolled_back) == 1, page_summaries(stack)
         text = rolled_back[0]
-        assert (f"rolled back in the cluster; Argo CD Application argocd/backend is suspended. Revert Git revision "
+        assert (f"Rolled back in the cluster; Argo CD Application argocd/backend is suspended. Revert Git revision "
                 f"{bad} in {REPO}/staging/backend and resume sync with `rollguard resume staging/backend`") in text, \
             text
 

@@ -15,6 +15,7 @@ import structlog
 
 from daemon.gitops.owner import (
     ARGOCD_NAMESPACE,
+    SUSPENDED_REVISION,
     GitOpsOwner,
     detect,
     git_revision,
@@ -23,6 +24,7 @@ from daemon.gitops.owner import (
     suspend_patch,
 )
 from daemon.kube.client import KubeClient, KubeError, api_path
+from daemon.rules.model import GitOpsMode
 from daemon.writer import ClusterWriter, NotWriting
 
 log = structlog.get_logger("rollguard.gitops")
@@ -40,7 +42,12 @@ class OwnerFacts:
 
     @property
     def revision(self) -> str | None:
-        return git_revision(self.owner, self.obj) if self.obj is not None else None
+        """The Git revision to revert: the one rollguard recorded when it suspended the owner (so a
+        successor replica names the same one), else the one the owner last compared or applied."""
+        if self.obj is None:
+            return None
+        recorded = ((self.obj.get("metadata") or {}).get("annotations") or {}).get(SUSPENDED_REVISION)
+        return str(recorded) if recorded else git_revision(self.owner, self.obj)
 
     @property
     def source(self) -> str:
@@ -50,6 +57,19 @@ class OwnerFacts:
         """`Git revision 3f2a9c1 in https://git.example/shop.git/backend` (or what is unknown)."""
         revision = self.revision
         return f"Git revision {revision or '(unknown)'} in {self.source}"
+
+
+def rollback_note(facts: OwnerFacts, mode: GitOpsMode, key: Key, problem: str = "") -> str:
+    """The sentence a rollback's page carries for a GitOps-owned Deployment: what the SRE does next.
+    `problem`: why the owner is not suspended ("" when it is, or the mode is `undo`)."""
+    owner = facts.owner.describe()
+    if mode is GitOpsMode.UNDO:
+        return f"{owner} may re-apply it (policy gitops: undo): revert {facts.revision_text()}"
+    if problem:
+        return (f"{problem}; it may re-apply the bad template (rollguard will not undo it again). Revert "
+                f"{facts.revision_text()}")
+    return (f"Rolled back in the cluster; {owner} is suspended. Revert {facts.revision_text()} and resume sync "
+            f"with `rollguard resume {key[0]}/{key[1]}`")
 
 
 class GitOps:
@@ -86,6 +106,16 @@ class GitOps:
             log.warning("cannot read the GitOps owner", owner=owner.describe(), error=str(exc))
             return OwnerFacts(owner, None, f"rollguard cannot read {owner.describe()}: {exc}")
         return OwnerFacts(owner, obj)
+
+    async def note_after_undo(self, key: Key, mode: GitOpsMode) -> str:
+        """`rollback_note` for an undo announced after a restart, from the owner as read now (and the
+        revision rollguard recorded on it); "" when the Deployment has no GitOps owner."""
+        facts = await self.read(key)
+        if facts is None:
+            return ""
+        problem = "" if facts.obj is not None and is_suspended(facts.owner, facts.obj) else (
+            facts.problem or f"{facts.owner.describe()} is not suspended")
+        return rollback_note(facts, mode, key, problem)
 
     async def suspend(self, facts: OwnerFacts) -> str:
         """Stop the owner from reverting a rollback; returns "" on success, else what went wrong."""

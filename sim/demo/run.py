@@ -11,6 +11,9 @@ Deployment in `staging` six times, each an ordinary template change an SRE might
 5. v5 with occasional error lines in its logs → Slack notify only, no rollback
 6. v6 that never becomes ready                → progress deadline exceeded → failure alert and,
                                                 as the policy says, rollback
+7. v7 from Git, Argo CD owning backend        → sync suspended, rolled back, page names the Git
+                                                revision; revert in Git, `rollguard resume`
+                                                (`sim.demo.gitops_step`)
 
 The example policy's durations are production-sized (minutes); the demo runs the same rules with
 shorter timings (see `demo_timing`) so the story fits in about three minutes (`--fast`: less).
@@ -341,6 +344,10 @@ async def play(*, fast: bool, keep_running: bool, out: TextIO, workdir: Path) ->
     timing = FAST if fast else NORMAL
     rules_dir = workdir / "rules"
     changes = demo_timing(REPO_RULES, rules_dir, timing)
+    from sim.demo.gitops_step import VERDICT as GITOPS_VERDICT
+    from sim.demo.gitops_step import play_gitops_step, use_suspend
+
+    changes.append(use_suspend(rules_dir))
     timeline = Timeline(out)
     out.write("rollguard demo: a simulated cluster, a real Prometheus, local Slack and PagerDuty, and the daemon\n")
     out.write(f"rules: {REPO_RULES}/*.yaml with demo timings (initialDelay {timing.initial_delay:g}s, "
@@ -358,6 +365,7 @@ async def play(*, fast: bool, keep_running: bool, out: TextIO, workdir: Path) ->
                     await demo.run_step(step)
                     if (error := stack.daemon_failed()) is not None:
                         raise RuntimeError(f"the daemon stopped: {error!r}")
+                await play_gitops_step(demo)
                 await asyncio.sleep(2)  # let the last notifications land
                 history = await stack.kubectl("rollout", "history", "deployment/backend", "-n", "staging")
                 print_report(demo, out, history)
@@ -377,7 +385,7 @@ async def play(*, fast: bool, keep_running: bool, out: TextIO, workdir: Path) ->
                     await watcher
                 stack.cluster.store.remove_listener(demo.on_change)
     expected = {"passed", "rolled back", "review → approved → rolled back", "notified, not rolled back",
-                "failed → rolled back"}
+                "failed → rolled back", GITOPS_VERDICT}
     return 0 if all(step.verdict in expected for step in demo.steps) else 1
 
 
