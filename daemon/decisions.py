@@ -57,6 +57,8 @@ class ActionSettings:
     """Rollbacks of one Deployment allowed within `rollback_window`; past it, ask for review."""
     rollback_window: float = 3600.0
     """Seconds."""
+    argocd_namespace: str = "argocd"
+    """Where Argo CD Applications live unless a tracking id names another namespace."""
 
 
 class Decisions:
@@ -70,7 +72,7 @@ class Decisions:
         self._clock = clock
         self.settings = settings or ActionSettings()
         self._metrics = metrics
-        self.gitops = GitOps(kube, writer)
+        self.gitops = GitOps(kube, writer, argocd_namespace=self.settings.argocd_namespace)
         """The GitOps owners of Deployments (recorded by the reconciler)."""
 
     # ----- the one decision helper -----

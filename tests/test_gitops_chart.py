@@ -34,3 +34,14 @@ def test_gitops_enabled_grants_get_and_patch_in_the_gitops_namespaces_only() -> 
 
 def test_gitops_objects_are_not_created_when_rbac_is_managed_elsewhere() -> None:
     assert gitops_roles({"rbac": {"create": False}, "gitops": {"enabled": True}}) == []
+
+
+def test_argocd_namespace_reaches_the_daemon_and_is_granted() -> None:
+    values: dict[str, object] = {"gitops": {"enabled": True, "namespaces": ["flux-system"],
+                                            "argocdNamespace": "cd"}}
+    rendered = render(values)
+    assert [r["metadata"]["namespace"] for r in gitops_roles(values)] == ["flux-system", "cd"]  # type: ignore[index]
+    container = rendered.of_kind("Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "ROLLGUARD_ARGOCD_NAMESPACE", "value": "cd"} in container["env"], container["env"]
+    defaults = render({}).of_kind("Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "ROLLGUARD_ARGOCD_NAMESPACE", "value": "argocd"} in defaults["env"]

@@ -77,3 +77,22 @@ def test_policy_gitops_mode(tmp_path: Path) -> None:
     errors = load_file(tmp_path / "bad.yaml").errors
     assert [(e.line, e.field, e.message) for e in errors] == [
         (28, "spec.gitops", '"revert" is not a choice here (use page, suspend or undo)')], errors
+
+
+def test_argocd_namespace_setting_decides_where_applications_are_found() -> None:
+    from daemon.settings import LogSettings, SettingsError, run_settings
+
+    def settings(env: dict[str, str]) -> str:
+        return run_settings(rules="/rules", kubeconfig=None, namespaces=(), dry_run=False, http_listen=None,
+                            log=LogSettings(), env=env).argocd_namespace
+
+    assert settings({}) == "argocd"
+    namespace = settings({"ROLLGUARD_ARGOCD_NAMESPACE": "cd"})
+    assert namespace == "cd"
+    tracked = deployment(annotations={"argocd.argoproj.io/tracking-id": "backend:apps/Deployment:staging/backend"})
+    assert detect(tracked, argocd_namespace=namespace) == GitOpsOwner(
+        "Application", "cd", "backend", "annotation argocd.argoproj.io/tracking-id")
+    with pytest.raises(SettingsError) as raised:
+        settings({"ROLLGUARD_ARGOCD_NAMESPACE": "Argo_CD"})
+    assert str(raised.value) == ("ROLLGUARD_ARGOCD_NAMESPACE: 'Argo_CD' is not a namespace name (lower-case letters, "
+                                 "digits, '-')")

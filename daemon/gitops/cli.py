@@ -16,7 +16,9 @@ def _resume(args: argparse.Namespace) -> int:
 
     kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
     try:
-        print(asyncio.run(resume(args.target, kubeconfig=Path(kubeconfig), force=args.force)))
+        argocd_namespace = args.argocd_namespace or os.environ.get("ROLLGUARD_ARGOCD_NAMESPACE") or "argocd"
+        print(asyncio.run(resume(args.target, kubeconfig=Path(kubeconfig), force=args.force,
+                                 argocd_namespace=argocd_namespace)))
     except ResumeError as exc:
         print(f"rollguard resume: {exc}", file=sys.stderr)
         return 1
@@ -30,5 +32,8 @@ def add_resume_command(sub: Any) -> None:
     parser.add_argument("target", metavar="NAMESPACE/DEPLOYMENT")
     parser.add_argument("--force", action="store_true",
                         help="resume even while Git still holds the rolled-back revision (or it cannot be told)")
+    parser.add_argument("--argocd-namespace", metavar="NAMESPACE",
+                        help="where Argo CD Applications live when the tracking id does not say "
+                             "(default: $ROLLGUARD_ARGOCD_NAMESPACE or argocd)")
     parser.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig (default: $KUBECONFIG or ~/.kube/config)")
     parser.set_defaults(handler=_resume)

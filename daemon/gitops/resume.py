@@ -21,6 +21,7 @@ from typing import Any
 from kubernetes_asyncio.config import ConfigException
 
 from daemon.gitops.owner import (
+    ARGOCD_NAMESPACE,
     SUSPENDED_REVISION,
     GitOpsOwner,
     detect,
@@ -64,7 +65,8 @@ async def _git_head(kube: KubeClient, owner: GitOpsOwner, obj: Mapping[str, Any]
     return str(revision) if revision else None
 
 
-async def resume(target: str, *, kubeconfig: Path | None, force: bool = False) -> str:
+async def resume(target: str, *, kubeconfig: Path | None, force: bool = False,
+                 argocd_namespace: str = ARGOCD_NAMESPACE) -> str:
     """Restore the owner's sync settings; returns the line to print."""
     from daemon.approve import ApproveError, parse_target
 
@@ -81,7 +83,7 @@ async def resume(target: str, *, kubeconfig: Path | None, force: bool = False) -
             deployment = await kube.get(api_path("apps/v1", "deployments", namespace, name))
         except KubeError as exc:
             raise ResumeError(f"cannot read deployment {namespace}/{name}: {exc}") from exc
-        owner = detect(deployment)
+        owner = detect(deployment, argocd_namespace=argocd_namespace)
         if owner is None:
             raise ResumeError(f"deployment {namespace}/{name} names no Argo CD Application or Flux object: "
                               "nothing to resume")
