@@ -12,16 +12,19 @@ fake Git repository. Revision 1 is healthy; the bad revision 2 comes from "Git" 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from daemon.actions import Actions
 from sim.demo.manifests import backend_deployment, backend_service
 from sim.demo.stack import Stack, running_stack
 from sim.gitops import APPLICATIONS, GITREPOSITORIES, KUSTOMIZATIONS, FakeGit, GitOpsControllers, running_gitops
@@ -38,14 +41,18 @@ SYNC_POLICY = {"automated": {"prune": True, "selfHeal": True}, "syncOptions": ["
 
 
 @contextlib.asynccontextmanager
-async def gitops_stack(tmp_path: Path, mode: str) -> AsyncIterator[tuple[Stack, FakeGit, GitOpsControllers]]:
+async def gitops_stack(tmp_path: Path, mode: str, *, argocd_namespace: str = "argocd",
+                       ) -> AsyncIterator[tuple[Stack, FakeGit, GitOpsControllers]]:
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "backend.yaml").write_text(HEALTH_RULES.read_text() + f"  gitops: {mode}\n")
-    async with running_stack(workdir=tmp_path, rules_dir=rules, with_prometheus=False) as stack:
+    async with running_stack(workdir=tmp_path, rules_dir=rules, with_prometheus=False,
+                             start_daemon=False) as stack:
+        stack.settings = replace(stack.settings, argocd_namespace=argocd_namespace)
+        await stack.start_daemon()
         await stack.apply(backend_service())
-        await stack.kubectl("create", "namespace", "argocd")
-        await stack.kubectl("create", "namespace", "flux-system")
+        for namespace in sorted({"argocd", "flux-system", argocd_namespace}):
+            await stack.kubectl("create", "namespace", namespace)
         git = FakeGit()
         async with running_gitops(stack.cluster.store, stack.cluster.clock, git, self_heal_delay=SELF_HEAL,
                                   tick=0.2) as controllers:
@@ -76,9 +83,9 @@ def undo_count(stack: Stack) -> int:
     return sum(1 for e in stack.cluster.store.list_objects(EVENTS, "staging")[0] if e.get("reason") == "RolledBack")
 
 
-async def application(stack: Stack) -> None:
+async def application(stack: Stack, namespace: str = "argocd") -> None:
     await stack.apply({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
-                       "metadata": {"name": "backend", "namespace": "argocd"},
+                       "metadata": {"name": "backend", "namespace": namespace},
                        "spec": {"project": "default", "source": {"repoURL": REPO, "path": "staging/backend",
                                                                  "targetRevision": "HEAD"},
                                 "destination": {"server": "https://kubernetes.default.svc", "namespace": "staging"},
@@ -211,3 +218,81 @@ async def test_flux_kustomization_is_suspended_and_resumed(tmp_path: Path) -> No
         kustomization = owner(stack, KUSTOMIZATIONS, "flux-system", "backend")
         assert kustomization["spec"]["suspend"] is False
         assert "rollguard.io/suspended-revision" not in (kustomization["metadata"].get("annotations") or {})
+
+
+async def test_page_mode_pages_the_git_revision_and_approve_suspends_then_rolls_back(tmp_path: Path) -> None:
+    """The default mode, with the Application outside `argocd` (found through the daemon's
+    ROLLGUARD_ARGOCD_NAMESPACE setting, as the stand-in's tracking id does not name its namespace)."""
+    async with gitops_stack(tmp_path, "page", argocd_namespace="cd") as (stack, git, _):
+        commit(git, "staging/backend", "backend:v1")
+        await application(stack, "cd")
+        await eventually(lambda: at_revision(stack, 1), timeout=20, what="Argo CD to apply revision 1", stack=stack)
+        await rollout_status(stack)
+        bad = commit(git, "staging/backend", "backend:v2", SIM_HEALTHY="false")
+        await eventually(lambda: "ReviewRequested" in event_reasons(stack), timeout=40,
+                         what="rollguard to ask for a review instead of undoing", stack=stack)
+        await eventually(lambda: len(page_summaries(stack)) == 1, timeout=10, what="the review page", stack=stack)
+        assert page_summaries(stack)[0].startswith("[staging/backend rev 2] Review a rollback of staging/backend "
+                                                   "revision 2"), page_summaries(stack)
+        assert (f"Not rolled back: Argo CD Application cd/backend would re-apply it (policy gitops: page). Revert "
+                f"Git revision {bad} in {REPO}/staging/backend; or approve below to suspend its sync and roll "
+                "back.") in page_summaries(stack)[0], page_summaries(stack)
+        assert (undo_count(stack), image_of(stack)) == (0, "backend:v2")
+        assert owner(stack, APPLICATIONS, "cd", "backend")["spec"]["syncPolicy"] == SYNC_POLICY, "page writes nothing"
+
+        code, _, err = await rollguard_cli("approve", "staging/backend", "--kubeconfig", str(stack.cluster.kubeconfig))
+        assert code == 0, err
+        await eventually(lambda: undo_count(stack) == 1, timeout=30, what="the approved rollback", stack=stack)
+        app = owner(stack, APPLICATIONS, "cd", "backend")
+        assert app["spec"]["syncPolicy"] == {"syncOptions": ["CreateNamespace=true"], "retry": {"limit": 2}}
+        assert json.loads(app["metadata"]["annotations"]["rollguard.io/suspended-sync-policy"]) == SYNC_POLICY
+        sticks_until = time.monotonic() + 4 * SELF_HEAL
+        await eventually(lambda: time.monotonic() > sticks_until, timeout=30, what="several self-heal periods")
+        assert (undo_count(stack), image_of(stack)) == (1, "backend:v1"), "the approved rollback must stick"
+        rolled_back = [s for s in page_summaries(stack) if "Rolled back staging/backend" in s]
+        assert len(rolled_back) == 1, page_summaries(stack)
+        assert (f"Rolled back in the cluster; Argo CD Application cd/backend is suspended. Revert Git revision {bad} "
+                f"in {REPO}/staging/backend and resume sync with `rollguard resume staging/backend`") in rolled_back[0]
+        assert sum("Not rolled back" in s for s in page_summaries(stack)) == 1, page_summaries(stack)
+
+
+async def test_a_successor_announces_a_half_done_rollback_with_the_recorded_git_revision(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed between the undo and its announcement: the next replica announces it, naming the owner and
+    the Git revision from what it reads (the revision recorded on the suspended Application), not memory."""
+    async with gitops_stack(tmp_path, "suspend") as (stack, git, _):
+        commit(git, "staging/backend", "backend:v1")
+        await application(stack)
+        await eventually(lambda: at_revision(stack, 1), timeout=20, what="Argo CD to apply revision 1", stack=stack)
+        await rollout_status(stack)
+        undone = asyncio.Event()
+        stuck: list[asyncio.Task[Any]] = []
+
+        async def killed_before_announcing(*_: Any, **__: Any) -> Any:
+            stuck.append(asyncio.current_task())  # type: ignore[arg-type]
+            undone.set()
+            await asyncio.Event().wait()  # ended with the daemon below
+
+        monkeypatch.setattr(Actions, "announce_rollback", killed_before_announcing)
+        bad = commit(git, "staging/backend", "backend:v2", SIM_HEALTHY="false")
+        await eventually(undone.is_set, timeout=40, what="rollguard to undo revision 2", stack=stack)
+        await stack.stop_daemon(kill=True)
+        for task in stuck:
+            task.cancel()
+        await asyncio.gather(*stuck, return_exceptions=True)
+        monkeypatch.undo()
+        assert (image_of(stack), undo_count(stack), page_summaries(stack)) == ("backend:v1", 0, [])
+        # Git moves on meanwhile (Argo CD still compares): the announcement must name what was rolled back.
+        reverted = commit(git, "staging/backend", "backend:v1")
+        await eventually(lambda: owner(stack, APPLICATIONS, "argocd", "backend")["status"]["sync"]["revision"]
+                         == reverted, timeout=10, what="Argo CD to see the revert", stack=stack)
+
+        await stack.start_daemon()
+        await eventually(lambda: undo_count(stack) == 1, timeout=30, what="the successor's announcement", stack=stack)
+        rolled_back = next(e["message"] for e in stack.cluster.store.list_objects(EVENTS, "staging")[0]
+                           if e.get("reason") == "RolledBack")
+        assert rolled_back.startswith("Rolled back staging/backend from revision 2 to revision 1: Rolled back in the "
+                                      "cluster; Argo CD Application argocd/backend is suspended. Revert Git revision "
+                                      f"{bad} in {REPO}/staging/backend and resume sync with `rollguard resume "
+                                      "staging/backend`. Trigger: "), rolled_back
+        assert image_of(stack) == "backend:v1"
