@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from daemon.settings import ActionLimits
 from sim.demo.run import HEALTHY, Demo, Step
 from sim.gitops import APPLICATIONS, TRACKING_ID, FakeGit, running_gitops
 from sim.resources import DEPLOYMENTS
@@ -29,6 +30,10 @@ SELF_HEAL = 2.0
 """Seconds before the stand-in reverts drift (Argo CD's default is 5)."""
 SYNC_POLICY = {"automated": {"prune": True, "selfHeal": True}}
 VERDICT = "rolled back, sync resumed"
+CHANGE_CAUSE = "kubernetes.io/change-cause"
+GITOPS_LIMITS = ActionLimits(max_rollbacks=4)
+"""The demo's rollback cap: this step's rollback is the story's fourth within the hour, and the default
+cap (3) would turn it into a review."""
 
 
 def use_suspend(rules_dir: Path) -> str:
@@ -38,20 +43,23 @@ def use_suspend(rules_dir: Path) -> str:
         for doc in documents:
             doc.setdefault("spec", {})["gitops"] = "suspend"
         path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
-    return "gitops: suspend (only the last step's Deployment is applied by Argo CD)"
+    return (f"gitops: suspend (only the last step's Deployment is applied by Argo CD); at most "
+            f"{GITOPS_LIMITS.max_rollbacks} rollbacks an hour (ROLLGUARD_MAX_ROLLBACKS) for its fourth")
 
 
 def _git_manifest(live: dict[str, Any]) -> dict[str, Any]:
     """The live Deployment as its manifest in Git (what Argo CD adopts without a new rollout)."""
     meta = live["metadata"]
+    cause = {k: v for k, v in (meta.get("annotations") or {}).items() if k == CHANGE_CAUSE}
     return {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": meta["name"], "namespace": meta["namespace"],
-                         "labels": dict(meta.get("labels") or {})},
+                         "labels": dict(meta.get("labels") or {}), "annotations": cause},
             "spec": copy_json(live["spec"])}
 
 
-def _with_image(manifest: dict[str, Any], image: str, env: dict[str, str]) -> dict[str, Any]:
+def _with_image(manifest: dict[str, Any], image: str, env: dict[str, str], cause: str) -> dict[str, Any]:
     changed = copy_json(manifest)
+    changed["metadata"]["annotations"] = {CHANGE_CAUSE: cause}
     container = changed["spec"]["template"]["spec"]["containers"][0]
     container["image"] = image
     container["env"] = [{"name": k, "value": v} for k, v in sorted(env.items())]
@@ -99,7 +107,8 @@ async def play_gitops_step(demo: Demo) -> None:
         say("argocd", f"synced {first[:7]}: backend now carries {TRACKING_ID} (no new revision)")
 
         before, revision_before = demo.image(), demo.revision()
-        bad = git.commit(REPO, PATH, [_with_image(good, step.image, {**HEALTHY, **step.env})])
+        bad = git.commit(REPO, PATH, [_with_image(good, step.image, {**HEALTHY, **step.env},
+                                                  f"{step.image}: {step.title}")])
         say("git", f"commit {bad[:7]}: {PATH} backend:v7  ({step.title})")
         await demo.wait_for("Argo CD to sync the bad commit", lambda: demo.revision() > revision_before, 30)
         await demo.wait_for("its ReplicaSet", lambda: bool(demo.new_hash()), 30)

@@ -344,8 +344,8 @@ async def play(*, fast: bool, keep_running: bool, out: TextIO, workdir: Path) ->
     timing = FAST if fast else NORMAL
     rules_dir = workdir / "rules"
     changes = demo_timing(REPO_RULES, rules_dir, timing)
+    from sim.demo.gitops_step import GITOPS_LIMITS, play_gitops_step, use_suspend
     from sim.demo.gitops_step import VERDICT as GITOPS_VERDICT
-    from sim.demo.gitops_step import play_gitops_step, use_suspend
 
     changes.append(use_suspend(rules_dir))
     timeline = Timeline(out)
@@ -355,7 +355,7 @@ async def play(*, fast: bool, keep_running: bool, out: TextIO, workdir: Path) ->
     log_path = workdir / "rollguard.log"
     with log_path.open("w") as log_file:
         configure_logging(LogSettings(format="json", level="info"), stream=log_file)
-        async with running_stack(workdir=workdir, rules_dir=rules_dir) as stack:
+        async with running_stack(workdir=workdir, rules_dir=rules_dir, actions=GITOPS_LIMITS) as stack:
             demo = Demo(stack, timeline, timing)
             stack.cluster.store.add_listener(demo.on_change)
             watcher = asyncio.create_task(demo.watch_analyses(), name="demo-analyses")
