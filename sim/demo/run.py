@@ -11,9 +11,7 @@ Deployment in `staging` six times, each an ordinary template change an SRE might
 5. v5 with occasional error lines in its logs → Slack notify only, no rollback
 6. v6 that never becomes ready                → progress deadline exceeded → failure alert and,
                                                 as the policy says, rollback
-7. v7 from Git, Argo CD owning backend        → sync suspended, rolled back, page names the Git
-                                                revision; revert in Git, `rollguard resume`
-                                                (`sim.demo.gitops_step`)
+7. v7 from Git, Argo CD owning it (`gitops_step`) → sync suspended, rolled back, `rollguard resume`
 
 The example policy's durations are production-sized (minutes); the demo runs the same rules with
 shorter timings (see `demo_timing`) so the story fits in about three minutes (`--fast`: less).
