@@ -29,6 +29,7 @@ import structlog
 
 from daemon.clock import Clock
 from daemon.decisions import ActionSettings, AlertSink, Decisions
+from daemon.gitops.lookup import OwnerFacts, rollback_note
 from daemon.kube.client import KubeClient, KubeError, api_path
 from daemon.kube.jobs import job_manifest, job_name
 from daemon.kube.rollback import (
@@ -46,7 +47,7 @@ from daemon.metrics import Metrics
 from daemon.notify.model import AlertKind
 from daemon.rollout import Rollout
 from daemon.rules.evaluate import RuleResult, Verdict
-from daemon.rules.model import Action
+from daemon.rules.model import Action, GitOpsMode
 from daemon.writer import ClusterWriter, NotWriting
 
 log = structlog.get_logger("rollguard.actions")
@@ -151,6 +152,13 @@ class Actions(Decisions):
         if not self._writer.may_write():
             log.warning("not the leader: leaving the rollback to the leader", namespace=ns, deployment=name)
             return state
+        owner = await self.gitops.read(rollout.key)
+        if owner is not None and not resuming and rollout.policy.gitops is GitOpsMode.PAGE and approved_by is None:
+            state = replace(state, phase=str(transition(state.phase, event).target))
+            return await self.review(
+                rollout, verdict, state, event=Event.CAP_REACHED, evidence=evidence,
+                why=f"Not rolled back: {owner.owner.describe()} would re-apply it (policy gitops: page). Revert "
+                    f"{owner.revision_text()}; or approve below to suspend its sync and roll back.")
         if not resuming:
             state = replace(state, phase=str(transition(state.phase, event).target),
                             rollback=RollbackProgress("undo", reason=reason[:500], at=now, approved_by=approved_by))
@@ -168,7 +176,14 @@ class Actions(Decisions):
             state, failed = await self._run_job(rollout, state, fence, verdict, evidence)
             if failed is not None:
                 return failed
-        return await self._undo(rollout, state, fence, verdict, evidence)
+        note = await self._before_undo(rollout, owner) if owner is not None else ""
+        return await self._undo(rollout, state, fence, verdict, evidence, note=note)
+
+    async def _before_undo(self, rollout: Rollout, owner: OwnerFacts) -> str:
+        """Suspend the GitOps owner when the policy says so (or a human approved a `page`); the sentence
+        the rollback's page carries: what the SRE does next."""
+        problem = "" if rollout.policy.gitops is GitOpsMode.UNDO else await self.gitops.suspend(owner)
+        return rollback_note(owner, rollout.policy.gitops, rollout.key, problem)
 
     async def _plan(self, rollout: Rollout, state: AnalysisState, fence: Fence, verdict: Verdict,
                     evidence: tuple[str, ...]) -> AnalysisState | int:
@@ -237,7 +252,7 @@ class Actions(Decisions):
         return state, None
 
     async def _undo(self, rollout: Rollout, state: AnalysisState, fence: Fence, verdict: Verdict,
-                    evidence: tuple[str, ...]) -> AnalysisState:
+                    evidence: tuple[str, ...], *, note: str = "") -> AnalysisState:
         """Step 3 and 4: the fenced undo (state in the same patch), then its announcement."""
         ns, name = rollout.key
         progress = state.rollback
@@ -272,13 +287,19 @@ class Actions(Decisions):
                  replica_set=result.plan.target_replica_set, seconds=round(time.perf_counter() - started, 4))
         landed = replace(landed, rollback=replace(progress, step="following", target=result.plan.target_revision))
         return await self.announce_rollback(rollout, landed, verdict.deciding, evidence,
-                                            target=result.plan.target_revision, message=result.plan.message)
+                                            target=result.plan.target_revision, message=result.plan.message,
+                                            gitops_note=note)
 
     async def announce_rollback(self, rollout: Rollout, state: AnalysisState, deciding: tuple[RuleResult, ...] = (),
                                 evidence: tuple[str, ...] = (), *, target: int | None,
-                                message: str = "") -> AnalysisState:
-        """The `rollback_started` announcement (also re-sent after a restart if the state lacks it)."""
+                                message: str = "", gitops_note: str | None = None) -> AnalysisState:
+        """The `rollback_started` announcement (also re-sent after a restart if the state lacks it).
+        `gitops_note`: what to do about the Deployment's GitOps owner; None: re-read from the cluster (an
+        undo announced after a restart says what the one that wrote it would have)."""
         ns, name = rollout.key
+        if gitops_note is None:
+            gitops_note = await self.gitops.note_after_undo(rollout.key, rollout.policy.gitops)
+        message = ". ".join(part for part in (message, gitops_note) if part)
         reason = state.rollback.reason if state.rollback else str((state.decision or {}).get("reason") or "")
         to = f" to revision {target}" if target is not None else ""
         return await self._decide(

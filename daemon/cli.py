@@ -173,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_replay_command(sub)
 
+    from daemon.gitops.cli import add_resume_command
+
+    add_resume_command(sub)
+
     _add_plugin_commands(sub, _add_log_flags)
     return parser
 

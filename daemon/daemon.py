@@ -169,7 +169,8 @@ async def _run_wired(settings: RunSettings, *, extras: Extras, env: Mapping[str,
         actions = Actions(kube, writer, pipeline, clock=clock, registry=registry, metrics=metrics,
                           settings=ActionSettings(dry_run=settings.dry_run,
                                                   max_rollbacks=settings.actions.max_rollbacks,
-                                                  rollback_window=settings.actions.rollback_window))
+                                                  rollback_window=settings.actions.rollback_window,
+                                                  argocd_namespace=settings.argocd_namespace))
         reconciler = Reconciler(policies=rules, measurer=measurer, actions=actions, writer=writer, registry=registry,
                                 clock=clock, metrics=metrics)
         supervisor = Supervisor(kube=kube, reconciler=reconciler, clock=clock, namespaces=settings.namespaces,

@@ -15,6 +15,7 @@ import structlog
 
 from daemon.approval import approve_command, deny_command
 from daemon.clock import Clock
+from daemon.gitops.lookup import GitOps
 from daemon.kube.client import KubeClient, KubeError
 from daemon.kube.state import AnalysisState, RollbackProgress
 from daemon.lifecycle import Event, Stage, transition
@@ -56,6 +57,8 @@ class ActionSettings:
     """Rollbacks of one Deployment allowed within `rollback_window`; past it, ask for review."""
     rollback_window: float = 3600.0
     """Seconds."""
+    argocd_namespace: str = "argocd"
+    """Where Argo CD Applications live unless a tracking id names another namespace."""
 
 
 class Decisions:
@@ -69,6 +72,8 @@ class Decisions:
         self._clock = clock
         self.settings = settings or ActionSettings()
         self._metrics = metrics
+        self.gitops = GitOps(kube, writer, argocd_namespace=self.settings.argocd_namespace)
+        """The GitOps owners of Deployments (recorded by the reconciler)."""
 
     # ----- the one decision helper -----
 
@@ -157,6 +162,9 @@ class Decisions:
         """The rollout started: analysed (`AnalysisStarted`), or only followed (`RolloutFollowed`: someone
         else's undo back to an earlier revision)."""
         image = ", ".join(rollout.images) or "(see the Deployment)"
+        owner = self.gitops.owner(rollout.key)
+        if owner is not None:
+            note = (f"{note} " if note else "") + f"Applied by {owner.describe()} ({owner.via})."
         return await self._decide(
             rollout, state, kind=AlertKind.ROLLOUT_STARTED,
             event_reason="AnalysisStarted" if analysed else "RolloutFollowed", event_type="Normal",

@@ -30,6 +30,7 @@ from daemon.approval import (
     judge_approval,
 )
 from daemon.clock import Clock
+from daemon.gitops.owner import reapplied_note
 from daemon.kube.rollout_state import (
     RolloutId,
     RolloutPhase,
@@ -52,7 +53,7 @@ from daemon.rollout import (
     started_at,
 )
 from daemon.rules.evaluate import Verdict
-from daemon.rules.model import Action, RollbackPolicy
+from daemon.rules.model import Action, GitOpsMode, RollbackPolicy
 from daemon.tracking import TaskRunner, Tracked
 from daemon.writer import ClusterWriter, NotWriting
 
@@ -95,7 +96,12 @@ class Reconciler:
         self._departing = [t for t in self._departing if t.live()]
         live = [t.analysis.view() for t in (*self._tracked.values(), *self._departing)
                 if t.analysis is not None and t.live()]
-        return live + list(self._tasks.finished)
+        views = live + list(self._tasks.finished)
+        for view in views:
+            owner = self._actions.gitops.owner((str(view.get("namespace")), str(view.get("deployment"))))
+            if owner is not None:
+                view["gitops"] = owner.view()
+        return views
 
     def forget_all(self) -> None:
         self._tracked.clear()
@@ -112,6 +118,7 @@ class Reconciler:
     async def reconcile(self, key: Key, deployment: Obj | None, replica_sets: Sequence[Obj], *,
                         first_sight: bool) -> None:
         tracked = self._tracked.get(key)
+        self._actions.gitops.observe(key, deployment)
         if deployment is None:
             if tracked is not None:
                 await self._tasks.stop(tracked, "deployment deleted")
@@ -210,6 +217,10 @@ class Reconciler:
             note = (f"This template was rolled back by rollguard before (revision "
                     f"{previously.revision if previously else '?'}); it is analysed, but a human decides any "
                     "rollback.")
+            owner = self._actions.gitops.owner(key)
+            if owner is not None:  # the GitOps tool put back what rollguard undid: undoing it again would flap
+                note = reapplied_note(owner, previously.revision if previously else None,
+                                      suspend_first=rollout.policy.gitops is not GitOpsMode.UNDO)
             tracked.state = await self._actions.review(rollout, Verdict(Action.REVIEW, (), note), fresh,
                                                        event=Event.REVIEW_RULE)
             self._tasks.start_analysis(key, tracked, rollout, max_action=Action.REVIEW)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -150,6 +151,9 @@ class RunSettings:
     """The notification pipeline's retries, deadline and queues."""
     analysis: AnalysisTuning = field(default_factory=AnalysisTuning)
     """Measurement bounds."""
+    argocd_namespace: str = "argocd"
+    """Where Argo CD Applications live when a Deployment's tracking id does not name their namespace
+    (ROLLGUARD_ARGOCD_NAMESPACE; Argo CD's own default)."""
 
 
 _LOG_FORMATS = ("auto", "json", "console")
@@ -270,7 +274,18 @@ def run_settings(
         actions=actions,
         notify=notify,
         analysis=analysis,
+        argocd_namespace=_namespace_env(env, "ARGOCD_NAMESPACE", "argocd"),
     )
+
+
+def _namespace_env(env: Mapping[str, str], name: str, default: str) -> str:
+    """A namespace name from ROLLGUARD_<name> (a DNS label), else `default`."""
+    raw = env.get(ENV_PREFIX + name, "").strip()
+    if not raw:
+        return default
+    if len(raw) > 63 or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", raw):
+        raise SettingsError(f"{ENV_PREFIX}{name}: {raw!r} is not a namespace name (lower-case letters, digits, '-')")
+    return raw
 
 
 def _path_env(env: Mapping[str, str], name: str) -> Path | None:

@@ -1,6 +1,6 @@
 """The one door to the cluster: every write rollguard makes (undo, state annotation, approval
-clearing, Events, Jobs) goes through `ClusterWriter`, which checks dry-run and leadership at the
-moment of writing.
+clearing, Events, Jobs, the suspension of a GitOps owner) goes through `ClusterWriter`, which checks
+dry-run and leadership at the moment of writing.
 
 Leadership is not a flag read once: before each write the writer asks the lease guard whether this
 replica's lease stays valid until at least now plus `margin` seconds; a replica whose lease is about
@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from daemon.kube.client import MERGE_PATCH, KubeClient, api_path
+from daemon.kube.client import JSON_PATCH, MERGE_PATCH, KubeClient, api_path
 from daemon.kube.events import EventRecorder
 from daemon.kube.jobs import JobOutcome, ensure_job, wait_job
 from daemon.kube.rollback import Fence, UndoResult, undo
@@ -91,6 +91,12 @@ class ClusterWriter:
         return await undo(self._kube, namespace, name, fence=fence, keep_prefix=ROLLGUARD_PREFIX,
                           set_annotations={STATE_ANNOTATION: state.to_json()},
                           before_write=lambda: self._check("the undo"))
+
+    async def patch_gitops_owner(self, path: str, patch: list[dict[str, Any]]) -> None:
+        """JSON-patch the Argo CD Application / Flux object that owns a Deployment (its suspension before an
+        undo); raises `NotWriting` or `KubeError`."""
+        self._check("the GitOps owner's sync settings")
+        await self._kube.patch(path, patch, content_type=JSON_PATCH)
 
     async def ensure_job(self, namespace: str, manifest: Mapping[str, Any]) -> str:
         """Create the pre-rollback Job or adopt the existing one of the same name."""

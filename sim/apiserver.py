@@ -51,7 +51,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from sim import openapi, tables
+from sim import crds, openapi, tables
 from sim.controllers.hashing import template_hash
 from sim.faults import Faults
 from sim.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
@@ -63,8 +63,6 @@ from sim.resources import (
     NAMESPACES,
     PODS,
     ResourceType,
-    find,
-    group_versions,
 )
 from sim.selectors import label_selector_string, parse_field_selector, parse_label_selector
 from sim.store import ApiError, Obj, Store, WatchEvent, copy_json, rfc3339
@@ -336,17 +334,17 @@ class ApiServer:
             return _json_response({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
                 {"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]})
         if parts == ["apis"]:
-            return _json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": _api_groups()})
+            return _json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": _api_groups(self.store)})
         if len(parts) == 2 and parts[0] == "apis":
-            for group in _api_groups():
+            for group in _api_groups(self.store):
                 if group["name"] == parts[1]:
                     return _json_response({"kind": "APIGroup", "apiVersion": "v1", **group})
             raise _not_served()
         if parts == ["api", "v1"] or (len(parts) == 3 and parts[0] == "apis"):
             group_version = "v1" if parts[0] == "api" else f"{parts[1]}/{parts[2]}"
-            if group_version not in group_versions():
+            if group_version not in crds.group_versions(self.store):
                 raise _not_served()
-            return _json_response(_resource_list(group_version))
+            return _json_response(_resource_list(self.store, group_version))
         if parts[:1] == ["openapi"]:
             if parts == ["openapi", "v3"]:
                 return _json_response(openapi.openapi_v3_root())
@@ -369,10 +367,10 @@ class ApiServer:
             raise _not_served()
         namespace = ""
         if rest[0] == "namespaces" and len(rest) >= 3:
-            candidate = find(group, version, rest[2])
+            candidate = crds.find(self.store, group, version, rest[2])
             if candidate is not None and candidate.namespaced:
                 namespace, rest = rest[1], rest[2:]
-        rt = find(group, version, rest[0])
+        rt = crds.find(self.store, group, version, rest[0])
         if rt is None or len(rest) > 3:
             raise _not_served()
         name = rest[1] if len(rest) > 1 else ""
@@ -829,6 +827,7 @@ class ApiServer:
             obj = event_to_core(obj)
         apply_defaults(storage, obj)
         prepare_create(storage, obj, self.store)
+        crds.prepare_create(storage, obj)
         if rt is not EVENTS_V1:
             validate(storage, obj)
         uid = obj["metadata"].pop("uid", None)
@@ -904,6 +903,7 @@ class ApiServer:
         if subresource is None:
             apply_defaults(storage, obj)
         prepare_update(storage, current, obj, subresource=subresource)
+        crds.prepare_update(storage, current, obj, subresource=subresource)
         if rt is not EVENTS_V1:
             validate(storage, obj, current, subresource=subresource)
         if self._dry_run(request):
@@ -924,6 +924,7 @@ class ApiServer:
             raise ApiError(415, "UnsupportedMediaType",
                            f"the body of the request was in an unknown format - accepted media types include: "
                            f"{', '.join(_PATCH_TYPES)}")
+        crds.check_patch_type(rt, content_type)
         raw = await request.read()
         try:
             patch = json.loads(raw) if raw else None
@@ -1275,9 +1276,9 @@ def _scale_of(rt: ResourceType, obj: Obj) -> Obj:
     }
 
 
-def _api_groups() -> list[Obj]:
+def _api_groups(store: Store) -> list[Obj]:
     groups: dict[str, list[str]] = {}
-    for group_version in group_versions():
+    for group_version in crds.group_versions(store):
         if "/" in group_version:
             group, version = group_version.split("/")
             groups.setdefault(group, []).append(version)
@@ -1286,9 +1287,9 @@ def _api_groups() -> list[Obj]:
             for group, versions in groups.items()]
 
 
-def _resource_list(group_version: str) -> Obj:
+def _resource_list(store: Store, group_version: str) -> Obj:
     resources: list[Obj] = []
-    for rt in group_versions()[group_version]:
+    for rt in crds.group_versions(store)[group_version]:
         verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
         if rt is not NAMESPACES:
             verbs.insert(2, "deletecollection")

@@ -18,6 +18,7 @@ EXPECTED = {
     "backend:v5": "notified, not rolled back",
     "backend:v6-never-ready": "failed → rolled back",
     "backend:v7": "team alert → rolled back",
+    "backend:v8": "rolled back, sync resumed",
 }
 
 
@@ -41,5 +42,13 @@ def test_demo_plays_the_whole_story() -> None:
     assert "warning  rollguard/staging/backend/5" in pagerduty, pagerduty
     assert "critical rollguard/staging/backend/3" in pagerduty, pagerduty
     assert "Rollout failed" not in pagerduty or "critical rollguard/staging/backend/8" in pagerduty
+    # The GitOps step: Argo CD's sync suspended before the undo, the page names the Git revision to revert,
+    # and the SRE's `rollguard resume` gives backend back to Argo CD.
+    assert re.search(r"RolledBack: Rolled back staging/backend from revision \d+ to revision \d+: deployment.apps/"
+                     r"backend rolled back\. Rolled back in the cluster; Argo CD Application argocd/backend is "
+                     r"suspended\. Revert Git revision [0-9a-f]{40} in https://git\.example/shop/deploy\.git/"
+                     r"staging/backend and resume sync with `rollguard resume staging/backend`", out), out[-6000:]
+    assert re.search(r"sre +Argo CD Application argocd/backend: sync policy restored \(Git at [0-9a-f]{40}\); it "
+                     r"owns staging/backend again", out), out[-6000:]
     history = out[out.index("=== kubectl rollout history"):out.index("=== Summary")]
     assert "REVISION  CHANGE-CAUSE" in history, history

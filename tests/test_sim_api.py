@@ -79,7 +79,8 @@ async def test_discovery_documents(api: Api) -> None:
     status, version = await api.call("GET", "/version")
     assert (status, version["major"], version["minor"]) == (200, "1", "33")
     status, groups = await api.call("GET", "/apis")
-    assert [g["name"] for g in groups["groups"]] == ["apps", "batch", "coordination.k8s.io", "events.k8s.io"]
+    assert [g["name"] for g in groups["groups"]] == ["apps", "batch", "coordination.k8s.io", "events.k8s.io",
+                                                 "apiextensions.k8s.io"]
     status, apps = await api.call("GET", "/apis/apps/v1")
     by_name = {r["name"]: r for r in apps["resources"]}
     assert by_name["deployments"]["verbs"] == ["create", "delete", "deletecollection", "get", "list", "patch",

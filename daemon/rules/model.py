@@ -337,6 +337,17 @@ NOTIFY_ROUTE_CHANNELS: tuple[str, ...] = ("slack", "pagerduty")
 """Channels `notify.routes` may name."""
 
 
+class GitOpsMode(StrEnum):
+    """`spec.gitops`: what a rollback means for a Deployment that Argo CD or Flux applies."""
+
+    PAGE = "page"
+    """Do not undo (the tool would put the bad template back): page with the Git revision to revert."""
+    SUSPEND = "suspend"
+    """Suspend the tool's sync for the owner, undo, page: revert in Git, then `rollguard resume`."""
+    UNDO = "undo"
+    """Undo as for any Deployment (for tools that do not self-heal); a re-applied template is not undone again."""
+
+
 @dataclass(frozen=True)
 class RollbackPolicy:
     """One `kind: RollbackPolicy` document."""
@@ -360,6 +371,9 @@ class RollbackPolicy:
     """`onRollback.job`, if any."""
     notify: NotifyTargets = field(default_factory=NotifyTargets)
     """`notify`, the targets of this policy's notifications."""
+    gitops: GitOpsMode = GitOpsMode.PAGE
+    """`gitops`: a rollback of a GitOps-owned Deployment. The default `page` never fights the tool and
+    needs no permission on its objects."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from daemon.rules.model import (
     RULE_ACTIONS,
     Action,
     AnalysisTiming,
+    GitOpsMode,
     NotifyTargets,
     PagerDutyTarget,
     RollbackJob,
@@ -64,7 +65,7 @@ class PolicyReader(SignalReader):
         spec = self._spec(top["spec"]) if "spec" in top else None
         if name is None or spec is None or len(self.errors) > before:
             return None
-        selector, analysis, signals, rules, on_failure, job, notify = spec
+        selector, analysis, signals, rules, on_failure, job, notify, gitops = spec
         return RollbackPolicy(
             name=name,
             selector=selector,
@@ -75,6 +76,7 @@ class PolicyReader(SignalReader):
             on_failure=on_failure,
             on_rollback_job=job,
             notify=notify,
+            gitops=gitops,
         )
 
     def _metadata(self, node: yaml.Node) -> str | None:
@@ -107,6 +109,7 @@ class PolicyReader(SignalReader):
             Action,
             RollbackJob | None,
             NotifyTargets,
+            GitOpsMode,
         ]
         | None
     ):
@@ -114,7 +117,7 @@ class PolicyReader(SignalReader):
             node,
             "spec",
             required=("selector", "signals", "rules"),
-            optional=("analysis", "onFailure", "onRollback", "notify"),
+            optional=("analysis", "onFailure", "onRollback", "notify", "gitops"),
         )
         if fields is None:
             return None
@@ -125,7 +128,8 @@ class PolicyReader(SignalReader):
         on_failure = self._on_failure(fields["onFailure"]) if "onFailure" in fields else Action.NOTIFY
         job = self._on_rollback(fields["onRollback"]) if "onRollback" in fields else None
         notify = self._notify(fields["notify"]) if "notify" in fields else NotifyTargets()
-        return selector, analysis, signals, rules, on_failure, job, notify
+        gitops = self._gitops(fields["gitops"]) if "gitops" in fields else GitOpsMode.PAGE
+        return selector, analysis, signals, rules, on_failure, job, notify, gitops
 
     # ---- spec parts -----------------------------------------------------------------------------
 
@@ -239,6 +243,14 @@ class PolicyReader(SignalReader):
         elif text is not None:
             return Unavailable(text)
         return Unavailable.HOLD
+
+    def _gitops(self, node: yaml.Node) -> GitOpsMode:
+        text = self._str(node, "spec.gitops")
+        if text is not None and text not in {m.value for m in GitOpsMode}:
+            self._error_at(node, "spec.gitops", f'"{text}" is not a choice here (use page, suspend or undo)')
+        elif text is not None:
+            return GitOpsMode(text)
+        return GitOpsMode.PAGE
 
     def _on_failure(self, node: yaml.Node) -> Action:
         fields = self._mapping(node, "spec.onFailure", required=("action",), optional=())

@@ -13,6 +13,7 @@ Deployment in `staging` six times, each an ordinary template change an SRE might
                                                 as the policy says, rollback
 7. v7, 500 ms per request                     → the team's own Prometheus alert, pushed by Alertmanager,
                                                 rolls it back (when Alertmanager is installed)
+8. v8 from Git, Argo CD owning it (`gitops_step`) → sync suspended, rolled back, `rollguard resume`
 
 The example policy's durations are production-sized (minutes); the demo runs the same rules with
 shorter timings (see `demo_timing`) so the story fits in about three minutes (`--fast`: less).
@@ -365,6 +366,10 @@ async def play(*, fast: bool, keep_running: bool, out: TextIO, workdir: Path) ->
     alerting = team_alerts.available()
     if alerting:
         team_alerts.add_to_policies(rules_dir)
+    from sim.demo.gitops_step import GITOPS_LIMITS, play_gitops_step, use_suspend
+    from sim.demo.gitops_step import VERDICT as GITOPS_VERDICT
+
+    changes.append(use_suspend(rules_dir))
     timeline = Timeline(out)
     out.write("rollguard demo: a simulated cluster, a real Prometheus, local Slack and PagerDuty, and the daemon\n")
     out.write(f"rules: {REPO_RULES}/*.yaml with demo timings (initialDelay {timing.initial_delay:g}s, "
@@ -374,8 +379,8 @@ async def play(*, fast: bool, keep_running: bool, out: TextIO, workdir: Path) ->
     log_path = workdir / "rollguard.log"
     with log_path.open("w") as log_file:
         configure_logging(LogSettings(format="json", level="info"), stream=log_file)
-        async with running_stack(workdir=workdir, rules_dir=rules_dir, start_daemon=False) as stack, \
-                team_alerts.team_alerting(stack, enabled=alerting):
+        async with running_stack(workdir=workdir, rules_dir=rules_dir, start_daemon=False,
+                                 actions=GITOPS_LIMITS) as stack, team_alerts.team_alerting(stack, enabled=alerting):
             await stack.start_daemon()
             demo = Demo(stack, timeline, timing)
             stack.cluster.store.add_listener(demo.on_change)
@@ -386,6 +391,7 @@ async def play(*, fast: bool, keep_running: bool, out: TextIO, workdir: Path) ->
                     await demo.run_step(step)
                     if (error := stack.daemon_failed()) is not None:
                         raise RuntimeError(f"the daemon stopped: {error!r}")
+                await play_gitops_step(demo)
                 await asyncio.sleep(2)  # let the last notifications land
                 history = await stack.kubectl("rollout", "history", "deployment/backend", "-n", "staging")
                 print_report(demo, out, history)
@@ -407,7 +413,7 @@ async def play(*, fast: bool, keep_running: bool, out: TextIO, workdir: Path) ->
                     await watcher
                 stack.cluster.store.remove_listener(demo.on_change)
     expected = {"passed", "rolled back", "review → approved → rolled back", "notified, not rolled back",
-                "failed → rolled back", team_alerts.VERDICT}
+                "failed → rolled back", team_alerts.VERDICT, GITOPS_VERDICT}
     return 0 if all(step.verdict in expected for step in demo.steps) else 1
 
 

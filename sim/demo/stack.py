@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.daemon import Extras, run_daemon
-from daemon.settings import ListenAddress, LogSettings, RunSettings
+from daemon.settings import ActionLimits, ListenAddress, LogSettings, RunSettings
 from sim.cluster import SimCluster, running_cluster
 from sim.receivers.pagerduty import PagerDutyReceiver
 from sim.receivers.slack import SlackReceiver
@@ -109,10 +109,11 @@ async def running_stack(*, workdir: Path, rules_dir: Path, namespaces: tuple[str
                         speed: float = 1.0, scrape_interval: float = 1.0, dry_run: bool = False,
                         leader_election: bool = False, start_daemon: bool = True,
                         log: LogSettings | None = None, routing_keys: tuple[str, ...] = (),
-                        with_prometheus: bool = True) -> AsyncIterator[Stack]:
+                        with_prometheus: bool = True, actions: ActionLimits | None = None) -> AsyncIterator[Stack]:
     """Cluster + Prometheus + receivers (+ the daemon); everything is stopped on exit. `routing_keys`: more
     PagerDuty keys the receiver accepts (policies' own), besides the daemon-wide one; without
-    `with_prometheus` the daemon has no Prometheus (policies of HTTP, WebSocket and log signals only)."""
+    `with_prometheus` the daemon has no Prometheus (policies of HTTP, WebSocket and log signals only);
+    `actions`: the rollback cap and write margin (default: the daemon's)."""
     async with running_cluster(workdir=workdir, speed=speed, with_prometheus=with_prometheus,
                                scrape_interval=scrape_interval) as cluster, \
             SlackReceiver(tokens=[SLACK_TOKEN]) as slack, \
@@ -121,7 +122,8 @@ async def running_stack(*, workdir: Path, rules_dir: Path, namespaces: tuple[str
             rules_dir=rules_dir, kubeconfig=cluster.kubeconfig, namespaces=namespaces, dry_run=dry_run,
             http_listen=ListenAddress("127.0.0.1", free_port()), log=log or LogSettings(),
             leader_election=leader_election, lease_namespace="default", identity="rollguard-0",
-            service_proxy=cluster.workload_url, prometheus_url=cluster.prometheus_url)
+            service_proxy=cluster.workload_url, prometheus_url=cluster.prometheus_url,
+            actions=actions or ActionLimits())
         stack = Stack(cluster, slack, pagerduty, settings, workdir)
         for namespace in namespaces:
             with contextlib.suppress(RuntimeError):  # already exists

@@ -90,4 +90,4 @@ def verdict(state: dict[str, Any], *, rolled_back: bool) -> str:
 def describe() -> str:
     """One header line: what fires and what the policy does with it."""
     return (f"Prometheus alert {ALERT_NAME} (a pod's mean latency > 400 ms) → Alertmanager → rollguard's webhook; "
-            f"rule {RULE_NAME}: team_alerts > 0 → rollback; rollback cap {MAX_ROLLBACKS} per hour for step 7")
+            f"rule {RULE_NAME}: team_alerts > 0 → rollback; rollback cap at least {MAX_ROLLBACKS} per hour for step 7")
