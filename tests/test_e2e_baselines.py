@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 import yaml
 
-from sim.demo.run import FAST, REPO_RULES, Timing, demo_timing
+from sim.demo.script import FAST, REPO_RULES, Timing, demo_timing
 from sim.demo.stack import running_stack
 from tests.e2ekit import (
     deploy,

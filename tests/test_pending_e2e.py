@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from sim.demo.manifests import backend_service
-from sim.demo.run import REPO_RULES, Timing, demo_timing
+from sim.demo.script import REPO_RULES, Timing, demo_timing
 from sim.demo.stack import running_stack
 from tests.e2ekit import (
     deploy,

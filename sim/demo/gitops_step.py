@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 
 from daemon.settings import ActionLimits
-from sim.demo.run import HEALTHY, Demo, Step
+from sim.demo.run import Demo
+from sim.demo.script import HEALTHY, Step
 from sim.gitops import APPLICATIONS, TRACKING_ID, FakeGit, running_gitops
 from sim.resources import DEPLOYMENTS
 from sim.store import copy_json
