@@ -172,11 +172,13 @@ class ProviderMeasurer:
         return await self._bounded(name, provider.measure(rollout.ctx))
 
     async def measure_baselines(self, rollout: Rollout) -> dict[str, Measurement]:
-        if rollout.baseline_ctx is None:
-            return {}
         providers = self._for(rollout.policy)
+        # A stable baseline is found from rollguard's verdicts, not from the previous ReplicaSet, so it is
+        # measured even when that one is unknown (a re-used ReplicaSet whose revision the cache has not
+        # caught up with yet); `previous` needs it.
         wanted = {name: p for name, p in providers.items()
-                  if rollout.policy.signals[name].has_baseline and isinstance(p, PrometheusProvider)}
+                  if rollout.policy.signals[name].has_baseline and isinstance(p, PrometheusProvider)
+                  and (rollout.baseline_ctx is not None or _mode(rollout.policy, name) is not BaselineMode.PREVIOUS)}
         stable: StableBaseline | str | None = None
         if any(_mode(rollout.policy, name) in (BaselineMode.STABLE, BaselineMode.CONCURRENT) for name in wanted):
             stable = await self._stable(rollout)
