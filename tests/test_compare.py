@@ -5,14 +5,19 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from daemon.compare import compare_samples
-from daemon.measurement import Measurement, Phase
+from daemon.compare_measure import Side, measure_comparison
+from daemon.measurement import Measurement, Phase, SignalContext
 from daemon.rules.evaluate import EvaluationState, RuleStatus, evaluate
 from daemon.rules.loader import load_file
 from daemon.rules.model import Action, BaselineMode, ComparisonSpec, Direction, RollbackPolicy, Source
+from daemon.signals.promapi import MAX_RANGE_POINTS, PrometheusAnswerTooLarge, PrometheusClient
 
 SPEC = ComparisonSpec("latency", "p95_latency", BaselineMode.CONCURRENT, Source("t.yaml", 1))
 
@@ -163,3 +168,63 @@ def test_rules_see_worse_p_effect_samples_and_hold_while_inconclusive(tmp_path: 
         "slower: cannot evaluate latency.worse && latency.p < 0.01 && latency.samples >= 20.0 (latency is "
         "inconclusive: too few samples to compare: 2 of the new revision and 30 of the baseline, 20 needed on each "
         "side (minSamples)) for 0s: review (onInconclusive: hold)"), result.message
+
+
+async def _range_api(answer: dict[str, Any], seen: list[dict[str, str]]) -> tuple[web.AppRunner, str]:
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(dict(request.query))
+        return web.json_response(answer)
+
+    app = web.Application()
+    app.router.add_get("/api/v1/query_range", handle)
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+def _matrix(*series: list[str]) -> dict[str, Any]:
+    return {"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": {"pod": f"p{i}"}, "values": [[1000 + t, v] for t, v in enumerate(values)]}
+        for i, values in enumerate(series)]}}
+
+
+async def test_range_queries_ask_for_at_most_a_thousand_points_and_refuse_more() -> None:
+    seen: list[dict[str, str]] = []
+    runner, url = await _range_api(_matrix(["0.1", "NaN", "0.3"]), seen)
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = PrometheusClient(url, session)
+            (series,) = await client.query_range("q", start=0.0, end=100_000.0, step=15.0)
+            assert series.values[::2] == (0.1, 0.3), series
+            assert math.isnan(series.values[1]), series
+            # A window of 100000 s at 15 s would be 6667 points: the newest 1000 are asked for.
+            assert (seen[0]["start"], seen[0]["end"], seen[0]["step"]) == ("85015.000", "100000.000", "15"), seen
+    finally:
+        await runner.cleanup()
+
+    runner, url = await _range_api(_matrix(["1"] * (MAX_RANGE_POINTS + 1)), seen)
+    try:
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(PrometheusAnswerTooLarge) as raised:
+                await PrometheusClient(url, session).query_range("q", start=0.0, end=10.0, step=1.0)
+            assert str(raised.value) == (f"Prometheus at {url} answered 1001 points for one series, more than the "
+                                         "1000 asked for")
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_comparison_of_a_query_with_several_series_is_inconclusive() -> None:
+    runner, url = await _range_api(_matrix(["1"] * 30, ["2"] * 30), [])
+    ctx = SignalContext("staging", "web", 2, "new222", "web-new222-", {}, 1000.0)
+    old = SignalContext("staging", "web", 1, "old111", "web-old111-", {}, 1000.0)
+    try:
+        async with aiohttp.ClientSession() as session:
+            measured = await measure_comparison(
+                SPEC, 'x{pod=~"{{podPrefix}}.*"}', client=PrometheusClient(url, session),
+                new=Side(ctx, 1000.0, 1300.0, "revision 2"), baseline=Side(old, 1000.0, 1300.0, "revision 1"))
+    finally:
+        await runner.cleanup()
+    assert measured == Measurement(Phase.INCONCLUSIVE, None, "latency: the query returned 2 series for revision 2, "
+                                   "which is ambiguous: aggregate it to one value, e.g. sum(...) or max(...)")
