@@ -198,7 +198,7 @@ class Analysis:
                        bake_time=timing.bake_time, resumed=bool(self.state.rules))
         first_tick = self.rollout.started_at + timing.initial_delay
         await self._sleep_until(first_tick)
-        baselines = await self._measurer.measure_baselines(self.rollout) if self.rollout.baseline_ctx else {}
+        baselines = await self._measurer.measure_baselines(self.rollout)
         self.baselines = _describe_baselines(baselines)
         concurrent = any(s.baseline_mode is BaselineMode.CONCURRENT for s in self.rollout.policy.signals.values())
         if baselines:

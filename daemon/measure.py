@@ -21,11 +21,12 @@ import structlog
 from daemon.alertmanager import AlertHub, AlertmanagerClient
 from daemon.baselines import StableBaseline, choose_stable
 from daemon.clock import Clock
+from daemon.compare_measure import Side, measure_comparison
 from daemon.kube.client import KubeClient, KubeError, api_path
 from daemon.kube.rollout_state import POD_TEMPLATE_HASH, owned_replica_sets
 from daemon.kube.state import StateError, read_state, remembered_history
 from daemon.rollout import Rollout
-from daemon.rules.model import AlertsSignal, BaselineMode, PrometheusSignal, RollbackPolicy, RuleError
+from daemon.rules.model import AlertsSignal, BaselineMode, ComparisonSpec, PrometheusSignal, RollbackPolicy, RuleError
 from daemon.signals.base import Measurement, Phase, SignalProvider
 from daemon.signals.factory import build_providers
 from daemon.signals.prometheus import PrometheusClient, PrometheusProvider, ca_ssl_context, read_bearer_token
@@ -99,6 +100,7 @@ class ProviderMeasurer:
         self._clock = clock
         self._timeout = timeout
         self._providers: dict[int, tuple[RollbackPolicy, dict[str, SignalProvider | str]]] = {}
+        self._stables: dict[tuple[str, str, int], StableBaseline] = {}
 
     def _for(self, policy: RollbackPolicy) -> dict[str, SignalProvider | str]:
         """The providers of each signal, built per signal: one that cannot be built (for example a
@@ -133,7 +135,53 @@ class ProviderMeasurer:
         providers = self._for(rollout.policy)
         names = list(providers)
         results = await asyncio.gather(*(self._measure_one(n, providers[n], rollout) for n in names))
-        return dict(zip(names, results, strict=True))
+        measured = dict(zip(names, results, strict=True))
+        if rollout.policy.comparisons:
+            measured.update(await self._compare(rollout))
+        return measured
+
+    async def _compare(self, rollout: Rollout) -> dict[str, Measurement]:
+        """Every comparison of the policy, keyed by its name (never a signal's name: the loader sees to it)."""
+        specs = list(rollout.policy.comparisons.values())
+        stable: StableBaseline | str | None = None
+        if any(spec.baseline is BaselineMode.STABLE for spec in specs):
+            stable = await self._stable_cached(rollout)
+        results = await asyncio.gather(*(self._bounded(spec.name, self._compare_one(rollout, spec, stable))
+                                         for spec in specs))
+        return {spec.name: result for spec, result in zip(specs, results, strict=True)}
+
+    async def _compare_one(self, rollout: Rollout, spec: ComparisonSpec,
+                           stable: StableBaseline | str | None) -> Measurement:
+        if self._prometheus is None:
+            return Measurement(Phase.ERROR, None, f"{spec.name}: this daemon has no Prometheus to query")
+        query = rollout.policy.signals[spec.signal].provider
+        assert isinstance(query, PrometheusSignal)  # the loader allows only prometheus signals
+        now = self._clock.now()
+        new = Side(rollout.ctx, rollout.started_at, now, f"revision {rollout.ctx.revision}")
+        if spec.baseline is BaselineMode.CONCURRENT:
+            if rollout.baseline_ctx is None:
+                return Measurement(Phase.INCONCLUSIVE, None, f"{spec.name}: no earlier revision to compare with")
+            old = rollout.baseline_ctx
+            baseline = Side(old, rollout.started_at, now, f"revision {old.revision} over the same window")
+        elif isinstance(stable, StableBaseline):
+            length = now - rollout.started_at
+            baseline = Side(stable.ctx, stable.at - length, stable.at, stable.reason)
+        else:
+            return Measurement(Phase.INCONCLUSIVE, None, f"{spec.name}: baseline: stable: {stable}")
+        return await measure_comparison(spec, query.query, client=self._prometheus, new=new, baseline=baseline)
+
+    async def _stable_cached(self, rollout: Rollout) -> StableBaseline | str:
+        """`_stable`, found once per rollout (it cannot change while the rollout runs); failures are retried."""
+        key = (*rollout.key, rollout.ctx.revision)
+        found = self._stables.get(key)
+        if found is None:
+            chosen = await self._stable(rollout)
+            if isinstance(chosen, str):
+                return chosen
+            if len(self._stables) > 1000:
+                self._stables.clear()
+            found = self._stables[key] = chosen
+        return found
 
     async def _measure_one(self, name: str, provider: SignalProvider | str, rollout: Rollout) -> Measurement:
         if isinstance(provider, str):
@@ -141,11 +189,13 @@ class ProviderMeasurer:
         return await self._bounded(name, provider.measure(rollout.ctx))
 
     async def measure_baselines(self, rollout: Rollout) -> dict[str, Measurement]:
-        if rollout.baseline_ctx is None:
-            return {}
         providers = self._for(rollout.policy)
+        # A stable baseline is found from rollguard's verdicts, not from the previous ReplicaSet, so it is
+        # measured even when that one is unknown (a re-used ReplicaSet whose revision the cache has not
+        # caught up with yet); `previous` needs it.
         wanted = {name: p for name, p in providers.items()
-                  if rollout.policy.signals[name].has_baseline and isinstance(p, PrometheusProvider)}
+                  if rollout.policy.signals[name].has_baseline and isinstance(p, PrometheusProvider)
+                  and (rollout.baseline_ctx is not None or _mode(rollout.policy, name) is not BaselineMode.PREVIOUS)}
         stable: StableBaseline | str | None = None
         if any(_mode(rollout.policy, name) in (BaselineMode.STABLE, BaselineMode.CONCURRENT) for name in wanted):
             stable = await self._stable(rollout)

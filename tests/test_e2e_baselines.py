@@ -9,6 +9,7 @@ ignore`) passed silently; with `baseline: stable` it compares with revision 1 an
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from tests.e2ekit import (
     deploy,
     deployment,
     eventually,
+    image_of,
     pagerduty_events,
     revision_of,
     serving_v1,
@@ -96,3 +98,51 @@ async def test_a_concurrent_baseline_catches_a_slower_revision_before_the_rollou
         (trigger,) = [e for e in pagerduty_events(stack) if e.get("event_action") == "trigger"]
         details = trigger["payload"]["custom_details"]
         assert 1.5 < details["values"]["p95_latency"] / details["baseline"]["p95_latency"] < 1.8, details
+
+
+async def test_a_reapplied_rolled_back_build_compares_with_the_last_passed_revision(tmp_path: Path) -> None:
+    """Revision 1 (100 ms) passes; revision 2 fails (errors) and is rolled back, which makes revision 3
+    (revision 1's template); revision 4, a slow build (300 ms), is sent for review and never passes. When
+    revision 2's template is applied again (revision 5), its stable baseline is revision 3, the last that
+    passed: not the slow revision 4 just before it (what `baseline: previous` gives), and not the rolled-back
+    template itself."""
+    rules = tmp_path / "rules"
+    demo_timing(REPO_RULES, rules, Timing(initial_delay=3, interval=1, bake_time=4, for_divisor=60,
+                                          progress_deadline=120))
+    async with running_stack(workdir=tmp_path / "stack", rules_dir=rules) as stack:
+        await serving_v1(stack, SIM_LATENCY_MS="100")
+        await wait_for_traffic(stack)
+        await eventually(lambda: state_is_for(stack, 1) and state_of(stack).get("phase") == "passed", timeout=40,
+                         what="revision 1's analysis to pass", stack=stack)
+
+        await deploy(stack, "backend:v2", SIM_LATENCY_MS="100", SIM_ERROR_RATIO="0.5")
+        await eventually(lambda: revision_of(stack) == 3 and image_of(stack) == "backend:v1", timeout=40,
+                         what="rollguard to roll revision 2 back to revision 1's template", stack=stack)
+        await eventually(lambda: state_of(stack).get("phase") == "rolled-back", timeout=40,
+                         what="the rollback to complete", stack=stack)
+        await deploy(stack, "backend:v3", SIM_LATENCY_MS="300")
+        await eventually(lambda: state_is_for(stack, 4) and state_of(stack).get("phase") == "review", timeout=40,
+                         what="rollguard to ask for a review of the slow revision 4", stack=stack)
+
+        await deploy(stack, "backend:v2", SIM_LATENCY_MS="100", SIM_ERROR_RATIO="0.5")
+        await eventually(lambda: revision_of(stack) == 5, timeout=30, what="the re-applied revision 5", stack=stack)
+        baseline: dict[str, object] = {}
+
+        async def baseline_measured() -> bool:
+            async with aiohttp.ClientSession() as session, \
+                    session.get(f"{stack.daemon_url}/api/v1/analyses") as answer:
+                view = await answer.json()
+            found = [a["baselines"].get("p95_latency") for a in view["analyses"] if a["revision"] == 5]
+            if found and found[0]:
+                baseline.update(found[0])
+            return bool(baseline)
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while not await baseline_measured():
+            assert asyncio.get_running_loop().time() < deadline, "revision 5's baseline measured within 30 s"
+            await asyncio.sleep(0.25)
+        assert baseline["revision"] == 3, baseline
+        assert str(baseline["message"]).startswith("revision 3, the last that passed its analysis: "), baseline
+        # 100 ms gives a p95 of about 0.24 s in these buckets; revision 4's 300 ms about 0.66 s.
+        assert isinstance(baseline["value"], float), baseline
+        assert 0.05 < baseline["value"] < 0.3, baseline

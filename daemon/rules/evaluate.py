@@ -46,6 +46,7 @@ from enum import StrEnum
 from typing import Any
 
 from daemon.measurement import Measurement, Phase
+from daemon.rules.compared import bind_comparisons
 from daemon.rules.durations import format_duration
 from daemon.rules.expressions import Activation, EvaluationError, MissingValue, SignalType, SignalValue
 from daemon.rules.model import Action, RollbackPolicy, Rule, Unavailable
@@ -328,8 +329,11 @@ def _inputs(
             unavailable[f"increase({name})"] = (Phase.INCONCLUSIVE, "the baseline is 0: a change relative to "
                                                                     "nothing is undefined")
         shown_increases[name] = change
-    return _Inputs(Activation(signals, baseline_values, increases), values, shown_baselines, unavailable, revisions,
-                   shown_increases)
+    compared, shown_compared, unusable = bind_comparisons(rule.when.comparisons, measurements)
+    values.update(shown_compared)
+    unavailable.update(unusable)
+    return _Inputs(Activation(signals, baseline_values, increases, compared), values, shown_baselines, unavailable,
+                   revisions, shown_increases)
 
 
 def _increase(signal: SignalValue | None, baseline: float | None) -> float | None:

@@ -15,6 +15,8 @@ What a `when` can name — every signal `x` of the policy gives:
   50% worse for a latency); only for a signal with a `baseline`, and only on a signal's name. A
   missing or zero baseline leaves it without a value (the rule is then inconclusive): a change
   relative to nothing is undefined, not infinite.
+* `c.worse` (bool), `c.p`, `c.effect`, `c.samples` (doubles): the result of the statistical
+  comparison `c` of `spec.compare` (`daemon.compare`); absent while it is inconclusive.
 
 These are declared as CEL variables with dotted names (`health.ok` is one variable), which CEL's
 name resolution supports, so `error_rate > 0.05`, `!health.ok || !ws.ok`,
@@ -40,7 +42,16 @@ from typing import Any
 
 from cel_expr_python import cel
 
-from daemon.rules.celnames import BASELINE, IDENTIFIER, INCREASE, Call, chain_at, increase_calls, references
+from daemon.rules.celnames import (
+    BASELINE,
+    IDENTIFIER,
+    INCREASE,
+    Call,
+    chain_at,
+    increase_calls,
+    name_chains,
+    references,
+)
 
 RESERVED = frozenset(
     {
@@ -105,6 +116,21 @@ class SignalValue:
     """The value bound to `x.ok`."""
 
 
+COMPARISON_FIELDS: Mapping[str, Any] = {"worse": cel.Type.BOOL, "p": cel.Type.DOUBLE, "effect": cel.Type.DOUBLE,
+                                        "samples": cel.Type.DOUBLE}
+"""The fields of a comparison `c` in CEL (`c.worse`, ...) and their types."""
+
+
+@dataclass(frozen=True)
+class ComparisonValue:
+    """A conclusive statistical comparison as CEL sees it (`daemon.compare` says what each field means)."""
+
+    worse: bool
+    p: float
+    effect: float
+    samples: float
+
+
 @dataclass(frozen=True)
 class Activation:
     """The values one evaluation sees. Signals that could not be measured are simply absent."""
@@ -115,6 +141,8 @@ class Activation:
     """Baseline values by signal name, bound to `baseline.<name>`."""
     increases: Mapping[str, float] = field(default_factory=dict)
     """Relative changes by signal name, bound to `increase(<name>)`; absent when undefined."""
+    comparisons: Mapping[str, ComparisonValue] = field(default_factory=dict)
+    """Conclusive comparisons by name, bound to `<name>.worse` etc.; absent while inconclusive."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,6 +157,8 @@ class CompiledExpression:
     """Signals whose baseline the expression names (`baseline.x`)."""
     increases: frozenset[str]
     """Signals whose relative change the expression names (`increase(x)`)."""
+    comparisons: frozenset[str]
+    """Comparisons the expression names (`c.worse`, `c.p`, ...)."""
     _types: Mapping[str, SignalType]
     _program: Any
 
@@ -150,6 +180,11 @@ class CompiledExpression:
         for name in self.increases:
             if name in activation.increases:
                 data[f"{INCREASE}.{name}"] = float(activation.increases[name])
+        for name in self.comparisons:
+            compared = activation.comparisons.get(name)
+            if compared is not None:
+                data[f"{name}.worse"] = bool(compared.worse)
+                data.update({f"{name}.{key}": float(getattr(compared, key)) for key in ("p", "effect", "samples")})
         result = self._program.eval(data=data)
         if result.type() == cel.Type.BOOL:
             return bool(result.value())
@@ -157,6 +192,8 @@ class CompiledExpression:
         missing = _MISSING.search(detail)
         if missing:
             name = missing.group("name")
+            if name.split(".")[0] in self.comparisons:
+                raise MissingValue(name.split(".")[0])
             if name.startswith(INCREASE + "."):
                 raise MissingValue(f"{INCREASE}({name.removeprefix(INCREASE + '.')})")
             raise MissingValue(name.removesuffix(".ok").removesuffix(".value"))
@@ -164,15 +201,17 @@ class CompiledExpression:
 
 
 def compile_expression(
-    text: str, signals: Mapping[str, SignalType], *, baselines: frozenset[str] = frozenset()
+    text: str, signals: Mapping[str, SignalType], *, baselines: frozenset[str] = frozenset(),
+    comparisons: frozenset[str] = frozenset(),
 ) -> CompiledExpression:
     """Parse and type-check `text` against the policy's signals; `baselines` names the signals that
-    have a baseline. Raises `ExpressionError` with every problem found, positioned in `text`."""
-    env = _environment(frozenset(signals.items()), baselines)
+    have a baseline, `comparisons` the policy's comparisons. Raises `ExpressionError` with every
+    problem found, positioned in `text`."""
+    env = _environment(frozenset(signals.items()), baselines, comparisons)
     try:
         program = env.compile(text)
     except RuntimeError as exc:
-        raise ExpressionError(_problems(str(exc), text, signals, baselines)) from None
+        raise ExpressionError(_problems(str(exc), text, signals, baselines, comparisons)) from None
     result_type = program.return_type()
     if result_type != cel.Type.BOOL:
         type_name = str(result_type.name()).lower()
@@ -192,7 +231,8 @@ def compile_expression(
         program = env.compile(rewritten)
     named, named_baselines = references(text, signals)
     increases = frozenset(call.signal for call in calls if call.signal is not None)
-    return CompiledExpression(text, named, named_baselines, increases, dict(signals), program)
+    compared = frozenset(chain[0] for chain in name_chains(text) if chain[0] in comparisons)
+    return CompiledExpression(text, named, named_baselines, increases, compared, dict(signals), program)
 
 
 def is_identifier(name: str) -> bool:
@@ -237,7 +277,8 @@ def _config_yaml() -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _environment(signals: frozenset[tuple[str, SignalType]], baselines: frozenset[str]) -> Any:
+def _environment(signals: frozenset[tuple[str, SignalType]], baselines: frozenset[str],
+                 comparisons: frozenset[str]) -> Any:
     variables: dict[str, Any] = {}
     for name, signal_type in signals:
         value_type = cel.Type.DOUBLE if signal_type is SignalType.NUMBER else cel.Type.BOOL
@@ -247,12 +288,15 @@ def _environment(signals: frozenset[tuple[str, SignalType]], baselines: frozense
     for name in baselines:
         variables[f"{BASELINE}.{name}"] = cel.Type.DOUBLE
         variables[f"{INCREASE}.{name}"] = cel.Type.DOUBLE
+    for name in comparisons:
+        variables.update({f"{name}.{key}": value_type for key, value_type in COMPARISON_FIELDS.items()})
     increase = cel.FunctionDecl(INCREASE, [cel.Overload("increase_double", cel.Type.DOUBLE, [cel.Type.DOUBLE])])
     return cel.NewEnv(config=cel.NewEnvConfigFromYaml(_config_yaml()), variables=variables, functions=[increase])
 
 
 def _problems(
-    raw: str, text: str, signals: Mapping[str, SignalType], baselines: frozenset[str]
+    raw: str, text: str, signals: Mapping[str, SignalType], baselines: frozenset[str],
+    comparisons: frozenset[str] = frozenset(),
 ) -> tuple[ExpressionProblem, ...]:
     """CEL's error report turned into one problem per error, in an SRE's words where we can."""
     problems = []
@@ -263,6 +307,14 @@ def _problems(
         if dotted and "." in dotted.group(1):
             # CEL points at the last `.` of a dotted name; SREs expect the column where the name starts.
             column -= len(dotted.group(1).rpartition(".")[0])
+        undeclared = dotted.group(1).split(".") if dotted else []
+        if undeclared and undeclared[0] in comparisons:
+            where = f"column {column}" if line == 1 else f"line {line} column {column}"
+            known = ", ".join(f"{undeclared[0]}.{key}" for key in COMPARISON_FIELDS)
+            what = f'has no field "{".".join(undeclared[1:])}"' if len(undeclared) > 1 else "is not a value"
+            problems.append(ExpressionProblem(line, column, f'comparison "{undeclared[0]}" {what} at {where} '
+                                                            f"(use {known})"))
+            continue
         problems.append(ExpressionProblem(line, column, _explain(message, text, line, column, signals, baselines)))
     if not problems:
         problems.append(ExpressionProblem(1, 1, raw.strip()))

@@ -218,6 +218,40 @@ class AlertsSignal:
 Provider = PrometheusSignal | LogsSignal | HttpSignal | WebSocketSignal | AlertsSignal
 
 
+class Direction(StrEnum):
+    """Which way of a comparison is worse for the new revision."""
+
+    INCREASE = "increase"
+    """Larger values are worse (latency, error rate)."""
+    DECREASE = "decrease"
+    """Smaller values are worse (throughput, cache hit ratio)."""
+
+
+@dataclass(frozen=True)
+class ComparisonSpec:
+    """A statistical comparison (`spec.compare.<name>`) of a Prometheus signal's samples over the analysis
+    window, new revision against a baseline, with a one-sided Mann-Whitney U test (`daemon.compare`)."""
+
+    name: str
+    """The name rules use: `<name>.worse`, `<name>.p`, `<name>.effect`, `<name>.samples`."""
+    signal: str
+    """The Prometheus signal whose query is sampled (by range queries, for both sides)."""
+    baseline: BaselineMode
+    """`concurrent` (the previous revision's pods over the same window) or `stable`."""
+    source: Source
+    """Where it was defined."""
+    direction: Direction = Direction.INCREASE
+    """Which way is worse."""
+    confidence: float = 0.95
+    """The test is significant when p < 1 - confidence."""
+    min_samples: int = 20
+    """Samples each side needs (NaN/no-traffic points do not count); fewer is inconclusive."""
+    margin: float = 0.1
+    """`worse` also needs the effect (relative difference of medians, worse-positive) above this."""
+    step: float = 60.0
+    """Seconds between two samples of the range queries."""
+
+
 @dataclass(frozen=True)
 class SignalSpec:
     """One named signal of a policy."""
@@ -374,6 +408,8 @@ class RollbackPolicy:
     gitops: GitOpsMode = GitOpsMode.PAGE
     """`gitops`: a rollback of a GitOps-owned Deployment. The default `page` never fights the tool and
     needs no permission on its objects."""
+    comparisons: Mapping[str, ComparisonSpec] = field(default_factory=dict)
+    """`compare`: statistical comparisons by name, in file order."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import yaml
 
+from daemon.rules.compare_parsing import ComparisonReader
 from daemon.rules.expressions import ExpressionError, SignalType, compile_expression
 from daemon.rules.limits import MAX_RULES_PER_POLICY
 from daemon.rules.model import (
@@ -18,6 +19,7 @@ from daemon.rules.model import (
     RULE_ACTIONS,
     Action,
     AnalysisTiming,
+    ComparisonSpec,
     GitOpsMode,
     NotifyTargets,
     PagerDutyTarget,
@@ -32,7 +34,6 @@ from daemon.rules.model import (
     Source,
     Unavailable,
 )
-from daemon.rules.signal_parsing import SignalReader
 from daemon.rules.yamlnodes import describe_node, node_line
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -41,8 +42,8 @@ _RULE_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 _UNAVAILABLE_CHOICES = ", ".join(u.value for u in Unavailable)
 
 
-class PolicyReader(SignalReader):
-    """`SignalReader` plus the rest of a policy document."""
+class PolicyReader(ComparisonReader):
+    """`ComparisonReader` plus the rest of a policy document."""
 
     def _policy(self, node: yaml.Node) -> RollbackPolicy | None:
         before = len(self.errors)
@@ -65,7 +66,7 @@ class PolicyReader(SignalReader):
         spec = self._spec(top["spec"]) if "spec" in top else None
         if name is None or spec is None or len(self.errors) > before:
             return None
-        selector, analysis, signals, rules, on_failure, job, notify, gitops = spec
+        selector, analysis, signals, rules, on_failure, job, notify, gitops, comparisons = spec
         return RollbackPolicy(
             name=name,
             selector=selector,
@@ -77,6 +78,7 @@ class PolicyReader(SignalReader):
             on_rollback_job=job,
             notify=notify,
             gitops=gitops,
+            comparisons=comparisons,
         )
 
     def _metadata(self, node: yaml.Node) -> str | None:
@@ -110,6 +112,7 @@ class PolicyReader(SignalReader):
             RollbackJob | None,
             NotifyTargets,
             GitOpsMode,
+            Mapping[str, ComparisonSpec],
         ]
         | None
     ):
@@ -117,19 +120,21 @@ class PolicyReader(SignalReader):
             node,
             "spec",
             required=("selector", "signals", "rules"),
-            optional=("analysis", "onFailure", "onRollback", "notify", "gitops"),
+            optional=("analysis", "compare", "onFailure", "onRollback", "notify", "gitops"),
         )
         if fields is None:
             return None
         selector = self._selector(fields["selector"]) if "selector" in fields else Selector()
         analysis = self._analysis(fields["analysis"]) if "analysis" in fields else AnalysisTiming()
         signals, types = self._signals(fields["signals"]) if "signals" in fields else ({}, {})
-        rules = self._rules(fields["rules"], signals, types) if "rules" in fields else ()
+        comparisons, compared = (self._comparisons(fields["compare"], signals, types) if "compare" in fields
+                                 else ({}, frozenset()))
+        rules = self._rules(fields["rules"], signals, types, compared) if "rules" in fields else ()
         on_failure = self._on_failure(fields["onFailure"]) if "onFailure" in fields else Action.NOTIFY
         job = self._on_rollback(fields["onRollback"]) if "onRollback" in fields else None
         notify = self._notify(fields["notify"]) if "notify" in fields else NotifyTargets()
         gitops = self._gitops(fields["gitops"]) if "gitops" in fields else GitOpsMode.PAGE
-        return selector, analysis, signals, rules, on_failure, job, notify, gitops
+        return selector, analysis, signals, rules, on_failure, job, notify, gitops, comparisons
 
     # ---- spec parts -----------------------------------------------------------------------------
 
@@ -164,7 +169,8 @@ class PolicyReader(SignalReader):
         return AnalysisTiming(initial_delay, interval, bake_time, pending_grace, stable_min_age)
 
     def _rules(
-        self, node: yaml.Node, signals: Mapping[str, SignalSpec], types: Mapping[str, SignalType]
+        self, node: yaml.Node, signals: Mapping[str, SignalSpec], types: Mapping[str, SignalType],
+        comparisons: frozenset[str] = frozenset(),
     ) -> tuple[Rule, ...]:
         items = self._list(node, "spec.rules")
         if not items and isinstance(node, yaml.SequenceNode):
@@ -202,7 +208,7 @@ class PolicyReader(SignalReader):
                 text = self._str(fields["when"], f"{path}.when")
                 if text is not None:
                     try:
-                        when = compile_expression(text, types, baselines=baselines)
+                        when = compile_expression(text, types, baselines=baselines, comparisons=comparisons)
                     except ExpressionError as exc:
                         when_node = fields["when"]
                         block = 1 if isinstance(when_node, yaml.ScalarNode) and when_node.style in ("|", ">") else 0

@@ -1,4 +1,5 @@
-"""The Prometheus HTTP API client: one PromQL instant query per call, coalesced.
+"""The Prometheus HTTP API client: one PromQL instant query per call, coalesced; range queries for
+statistical comparisons (`query_range`, not coalesced: each belongs to one rollout's window).
 
 `PrometheusClient` sends `GET /api/v1/query?query=…&time=…` through the daemon's pooled aiohttp
 session, with `Authorization: Bearer <token>` when a token is given (`read_bearer_token`: the file
@@ -63,6 +64,7 @@ __all__ = [
     "PrometheusUnavailable",
     "QueryCoalescer",
     "QueryResult",
+    "RangeSeries",
     "Sample",
     "ca_ssl_context",
     "read_bearer_token",
@@ -75,6 +77,9 @@ MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 """Bytes of one query answer read at most; a larger answer is ERROR (one number needs a few hundred)."""
 MAX_SERIES = 10_000
 """Series in one answer accepted at most; more is ERROR asking to narrow the query."""
+MAX_RANGE_POINTS = 1000
+"""Points of one series a range query asks for at most (the window is shortened to its newest part);
+an answer with more is ERROR."""
 _DECODE_OFF_LOOP_BYTES = 256 * 1024
 """Answers at least this large are decoded in a worker thread, so an 8 MiB answer does not block the loop."""
 
@@ -122,6 +127,14 @@ class QueryResult:
     """The evaluation time sent with the query (epoch seconds), None when Prometheus picked "now"."""
     warnings: tuple[str, ...] = ()
     """Prometheus' `warnings`, if any."""
+
+
+@dataclass(frozen=True)
+class RangeSeries:
+    """One series of a range-query answer: its labels and its values in time order (NaN and ±Inf included)."""
+
+    labels: Mapping[str, str]
+    values: tuple[float, ...]
 
 
 # ----- coalescing -----
@@ -255,6 +268,19 @@ class PrometheusClient:
             when = math.floor(self._clock.now() / self._tick) * self._tick
         return await self._coalescer.run((promql, when), partial(self._fetch, promql, when))
 
+    async def query_range(self, promql: str, *, start: float, end: float, step: float) -> tuple[RangeSeries, ...]:
+        """`promql` evaluated every `step` seconds from `start` to `end` (epoch seconds), at most
+        MAX_RANGE_POINTS points: a longer window keeps its newest part. Raises PrometheusError."""
+        if step <= 0 or end < start:
+            raise ValueError(f"a range query needs step > 0 and end >= start, not step={step}, {start}..{end}")
+        start = max(start, end - step * (MAX_RANGE_POINTS - 1))
+        params = {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}",
+                  "timeout": f"{self._timeout:g}"}
+        status, raw = await self._get("query_range", params)
+        if len(raw) >= _DECODE_OFF_LOOP_BYTES:
+            return await asyncio.to_thread(_decode_range, raw, status, url=self.url)
+        return _decode_range(raw, status, url=self.url)
+
     async def aclose(self) -> None:
         """Cancel queries still in flight (the session is the caller's to close)."""
         await self._coalescer.aclose()
@@ -263,9 +289,16 @@ class PrometheusClient:
         params = {"query": promql, "timeout": f"{self._timeout:g}"}
         if at is not None:
             params["time"] = f"{at:.3f}"
+        status, raw = await self._get("query", params)
+        if len(raw) >= _DECODE_OFF_LOOP_BYTES:
+            return await asyncio.to_thread(_decode, raw, status, url=self.url, at=at)
+        return _decode(raw, status, url=self.url, at=at)
+
+    async def _get(self, endpoint: str, params: Mapping[str, str]) -> tuple[int, bytes]:
+        """The status and the body (at most MAX_RESPONSE_BYTES) of `GET /api/v1/<endpoint>`."""
         self.requests_sent += 1
         try:
-            async with self._session.get(f"{self._base_url}/api/v1/query", params=params, headers=self._headers,
+            async with self._session.get(f"{self._base_url}/api/v1/{endpoint}", params=params, headers=self._headers,
                                          ssl=self._ssl, timeout=aiohttp.ClientTimeout(total=self._timeout)) as resp:
                 status = resp.status
                 raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
@@ -281,13 +314,34 @@ class PrometheusClient:
             raise PrometheusUnavailable(f"Prometheus at {self.url} is unreachable: {describe_error(exc)}") from None
         if len(raw) > MAX_RESPONSE_BYTES:
             raise PrometheusAnswerTooLarge(f"Prometheus at {self.url} answered more than {MAX_RESPONSE_BYTES} bytes")
-        if len(raw) >= _DECODE_OFF_LOOP_BYTES:
-            return await asyncio.to_thread(_decode, raw, status, url=self.url, at=at)
-        return _decode(raw, status, url=self.url, at=at)
+        return status, raw
 
 
-def _decode(raw: bytes, status: int, *, url: str, at: float | None) -> QueryResult:
-    """The QueryResult in a `/api/v1/query` answer, or the PrometheusError it stands for."""
+def _decode_range(raw: bytes, status: int, *, url: str) -> tuple[RangeSeries, ...]:
+    """The series of a `/api/v1/query_range` answer, or the PrometheusError it stands for."""
+    data = _body(raw, status, url=url).get("data")
+    try:
+        assert isinstance(data, dict)
+        assert data["resultType"] == "matrix"
+        result = data["result"]
+        if len(result) > MAX_SERIES:
+            raise PrometheusAnswerTooLarge(f"Prometheus at {url} answered {len(result)} series, more than "
+                                           f"{MAX_SERIES}: narrow the query")
+        series = []
+        for r in result:
+            points = r["values"]
+            if len(points) > MAX_RANGE_POINTS:
+                raise PrometheusAnswerTooLarge(f"Prometheus at {url} answered {len(points)} points for one series, "
+                                               f"more than the {MAX_RANGE_POINTS} asked for")
+            series.append(RangeSeries(dict(r.get("metric") or {}), tuple(float(p[1]) for p in points)))
+    except (AssertionError, KeyError, IndexError, TypeError, ValueError):
+        raise PrometheusUnavailable(f"Prometheus at {url} answered a malformed range query result: "
+                                    f"{excerpt(json.dumps(data)[:1024], 120)}") from None
+    return tuple(series)
+
+
+def _body(raw: bytes, status: int, *, url: str) -> dict[str, Any]:
+    """The body of a successful Prometheus API answer, or the PrometheusError it stands for."""
     problem = None
     try:
         body = loads_bounded(raw)
@@ -300,6 +354,12 @@ def _decode(raw: bytes, status: int, *, url: str, at: float | None) -> QueryResu
                                     f"response: {text}")
     if body["status"] == "error":
         raise PrometheusQueryError(str(body.get("errorType") or f"HTTP {status}"), str(body.get("error") or ""))
+    return body
+
+
+def _decode(raw: bytes, status: int, *, url: str, at: float | None) -> QueryResult:
+    """The QueryResult in a `/api/v1/query` answer, or the PrometheusError it stands for."""
+    body = _body(raw, status, url=url)
     data = body.get("data")
     try:
         assert isinstance(data, dict)
