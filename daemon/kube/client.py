@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio import client as k8s_client
-from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio import client as k8s_client, config as k8s_config
 
 Obj = dict[str, Any]
 

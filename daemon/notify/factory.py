@@ -40,8 +40,7 @@ from typing import Any, TextIO
 from daemon.notify.console import ConsoleNotifier
 from daemon.notify.model import Notifier, NotifyConfigError, SecretSourceError, ThreadStore
 from daemon.notify.nop import NopNotifier
-from daemon.notify.pagerduty import DEFAULT_BASE_URL as PAGERDUTY_BASE_URL
-from daemon.notify.pagerduty import PagerDutyNotifier
+from daemon.notify.pagerduty import DEFAULT_BASE_URL as PAGERDUTY_BASE_URL, PagerDutyNotifier
 from daemon.notify.secrets import (
     PAGERDUTY_ROUTING_KEY_ENV,
     SLACK_TOKEN_ENV,
@@ -50,8 +49,7 @@ from daemon.notify.secrets import (
     read_default_secret,
     read_secret,
 )
-from daemon.notify.slack import DEFAULT_BASE_URL as SLACK_BASE_URL
-from daemon.notify.slack import SlackNotifier, SlackWebhookNotifier
+from daemon.notify.slack import DEFAULT_BASE_URL as SLACK_BASE_URL, SlackNotifier, SlackWebhookNotifier
 
 DEFAULT_SECRETS_DIR = Path("/var/run/secrets/rollguard")
 ROUTING_KEY_LENGTH = 32

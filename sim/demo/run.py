@@ -292,8 +292,7 @@ async def play(*, fast: bool, keep_running: bool, out: TextIO, workdir: Path) ->
     alerting = team_alerts.available()
     if alerting:
         team_alerts.add_to_policies(rules_dir)
-    from sim.demo.gitops_step import GITOPS_LIMITS, play_gitops_step, use_suspend
-    from sim.demo.gitops_step import VERDICT as GITOPS_VERDICT
+    from sim.demo.gitops_step import GITOPS_LIMITS, VERDICT as GITOPS_VERDICT, play_gitops_step, use_suspend
 
     changes.append(use_suspend(rules_dir))
     timeline = Timeline(out)
