@@ -33,12 +33,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import structlog
 
+from daemon.analysis_seams import (
+    Decider,
+    EvaluationObserver,
+    Measurer,
+    Wakeable,
+    describe_baselines,
+    evidence_of,
+    summarise,
+    unusable,
+)
 from daemon.clock import Clock
 from daemon.kube.state import AnalysisState
 from daemon.lifecycle import Event
@@ -52,74 +62,6 @@ from daemon.view.history import AnalysisHistory
 from daemon.view.schema import Running, analysis_item
 
 log = structlog.get_logger("rollguard.analysis")
-
-
-class Measurer(Protocol):
-    """Takes the readings of a rollout's signals (the signal providers behind one seam)."""
-
-    async def measure(self, rollout: Rollout) -> dict[str, Measurement]:
-        """One reading of every signal of the policy for the new revision, now."""
-        ...
-
-    async def measure_baselines(self, rollout: Rollout) -> dict[str, Measurement]:
-        """Readings of the signals with `baseline: previous`, for the previous revision, at rollout start."""
-        ...
-
-    async def measure_concurrent(self, rollout: Rollout,
-                                 baselines: Mapping[str, Measurement]) -> dict[str, Measurement]:
-        """`baselines` with the `baseline: concurrent` ones measured now (called only when a policy has one)."""
-        ...
-
-
-@runtime_checkable
-class Wakeable(Protocol):
-    """A measurer that can also say when pushed evidence about a rollout arrived (`ProviderMeasurer`)."""
-
-    def wakeup(self, rollout: Rollout) -> asyncio.Event | None:
-        """An event set when pushed evidence for `rollout` arrived (held while the analysis runs); None:
-        nothing is pushed for it."""
-        ...
-
-
-class Decider(Protocol):
-    """Turns verdicts into actions and alerts (`daemon.actions.Actions`)."""
-
-    async def rollback(self, rollout: Rollout, verdict: Verdict, state: AnalysisState, *,
-                       evidence: tuple[str, ...] = ()) -> AnalysisState: ...
-
-    async def review(self, rollout: Rollout, verdict: Verdict, state: AnalysisState, *, event: Event,
-                     evidence: tuple[str, ...] = ()) -> AnalysisState: ...
-
-    async def notify(self, rollout: Rollout, verdict: Verdict, state: AnalysisState, *,
-                     evidence: tuple[str, ...] = ()) -> AnalysisState: ...
-
-    async def passed(self, rollout: Rollout, verdict: Verdict | None, state: AnalysisState) -> AnalysisState: ...
-
-    async def save(self, rollout: Rollout, state: AnalysisState) -> None: ...
-
-
-MAX_EVIDENCE = 10
-"""Measured evidence lines (log lines, failed checks) handed to one alert, at most."""
-
-
-def _evidence(results: tuple[RuleResult, ...], measurements: Mapping[str, Measurement]) -> tuple[str, ...]:
-    """What the providers quoted (matching log lines, response bodies) for the signals these rules read."""
-    lines: list[str] = []
-    for result in results:
-        for name in result.values:
-            measurement = measurements.get(name)
-            if measurement is not None:
-                lines.extend(line for line in measurement.evidence if line not in lines)
-    return tuple(lines[:MAX_EVIDENCE])
-
-
-def _summarise(measurements: Mapping[str, Measurement]) -> dict[str, Any]:
-    return {name: (m.value if m.phase in (Phase.OK, Phase.FAILED) else m.phase.value)
-            for name, m in measurements.items()}
-
-
-EvaluationObserver = Callable[[float, Verdict, Mapping[str, Measurement], Mapping[str, Measurement]], None]
-"""Called after each evaluation with the tick (epoch seconds), the verdict, the measurements and the baselines."""
 
 
 class Analysis:
@@ -198,11 +140,11 @@ class Analysis:
                        bake_time=timing.bake_time, resumed=bool(self.state.rules))
         first_tick = self.rollout.started_at + timing.initial_delay
         await self._sleep_until(first_tick)
-        baselines = await self._measurer.measure_baselines(self.rollout)
-        self.baselines = _describe_baselines(baselines)
+        fixed = baselines = await self._measurer.measure_baselines(self.rollout)
+        self.baselines = describe_baselines(baselines)
         concurrent = any(s.baseline_mode is BaselineMode.CONCURRENT for s in self.rollout.policy.signals.values())
         if baselines:
-            self._log.info("baselines measured", baselines=_summarise(baselines),
+            self._log.info("baselines measured", baselines=summarise(baselines),
                            problems={n: m.message for n, m in baselines.items()
                                      if m.phase in (Phase.ERROR, Phase.INCONCLUSIVE)})
         self.history.baselines = baselines
@@ -223,9 +165,13 @@ class Analysis:
                 return
             started = time.perf_counter()
             measurements = await self._measurer.measure(self.rollout)
+            if any(unusable(m) for m in fixed.values()):
+                fixed = await self._measure_baselines_again(fixed)
+                baselines = fixed
+                self.baselines = describe_baselines(baselines)
             if concurrent:
-                baselines = await self._measurer.measure_concurrent(self.rollout, baselines)
-                self.baselines = _describe_baselines(baselines)
+                baselines = await self._measurer.measure_concurrent(self.rollout, fixed)
+                self.baselines = describe_baselines(baselines)
             # Held times count from the scheduled evaluation times (Prometheus' `for:`), not from when
             # the answers arrived: otherwise `for` minus the query time waits one interval more.
             verdict, eval_state = evaluate(self.rollout.policy, measurements, baselines, eval_state, at,
@@ -233,7 +179,7 @@ class Analysis:
             self.evaluations += 1
             self.last_verdict = verdict
             self._track_unjudged(verdict)
-            self.last_values = _summarise(measurements)
+            self.last_values = summarise(measurements)
             self._observe(measurements, verdict, started)
             self._log_evaluation(verdict, measurements, baselines)
             self.history.record(at, measurements, verdict)
@@ -273,6 +219,15 @@ class Analysis:
             self._log.info("woken by a pushed alert: evaluating out of schedule")
         return min(now, tick)
 
+    async def _measure_baselines_again(self, fixed: dict[str, Measurement]) -> dict[str, Measurement]:
+        """`fixed` with its unusable baselines measured again: they are taken at a past moment (the rollout's
+        start, the stable revision's last), which Prometheus may not have had the samples of at the first try."""
+        again = await self._measurer.measure_baselines(self.rollout)
+        redone = {n: m for n, m in again.items() if unusable(fixed.get(n, m)) and not unusable(m)}
+        if redone:
+            self._log.info("baselines measured again", baselines=summarise(redone))
+        return {**fixed, **redone}
+
     def _timers(self) -> EvaluationState:
         """The `for:` timers saved in the state; unreadable timers restart from nothing (logged)."""
         if not self.state.rules:
@@ -294,7 +249,18 @@ class Analysis:
             return False
         longest = max((rule.for_ for rule in self.rollout.policy.rules), default=0.0)
         limit = self.completed_at + self.rollout.policy.analysis.bake_time + 2 * longest
-        return tick < limit and any(r.status is RuleStatus.PENDING for r in self.last_verdict.rules)
+        pending = tick < limit and any(r.status is RuleStatus.PENDING for r in self.last_verdict.rules)
+        return pending or any(self._holding(r) for r in self.last_verdict.rules)
+
+    def _holding(self, result: RuleResult) -> bool:
+        """Whether a rule is held by missing data with `hold` (its default): it asks for review once the data
+        has been missing for its `for`, so the bake time waits for that — or for the data — however late
+        the hold began (it is bounded by the `for` itself, not by the bake time's extension limit)."""
+        rule = next((r for r in self.rollout.policy.rules if r.name == result.rule), None)
+        if rule is None or result.status is not RuleStatus.HELD or result.unavailable is None:
+            return False
+        choice = rule.on_error if result.unavailable is Phase.ERROR else rule.on_inconclusive
+        return choice is Unavailable.HOLD
 
     def _cannot_tell(self) -> bool:
         """Whether the bake time must wait: no evaluation yet, or a provider error (Prometheus down, pod
@@ -339,14 +305,14 @@ class Analysis:
         if action is Action.ROLLBACK:
             self.state = replace(self.state, rules=timers)
             self.state = await self._decider.rollback(self.rollout, verdict, self.state,
-                                                      evidence=_evidence(verdict.deciding, measurements))
+                                                      evidence=evidence_of(verdict.deciding, measurements))
             return True
         if action is Action.REVIEW and not self._reviewed:
             self._reviewed = True
             reviewing = tuple(r for r in verdict.rules if r.action.severity >= Action.REVIEW.severity)
             self.state = await self._decider.review(self.rollout, verdict, replace(self.state, rules=timers),
                                                     event=Event.REVIEW_RULE,
-                                                    evidence=_evidence(reviewing, measurements))
+                                                    evidence=evidence_of(reviewing, measurements))
         # Held rules (missing data) may ask for notify too; each rule is announced once per rollout.
         matched_notify = [r.rule for r in verdict.rules
                           if r.action is Action.NOTIFY and r.status in (RuleStatus.MATCHED, RuleStatus.HELD)
@@ -358,7 +324,7 @@ class Analysis:
             noted = tuple(r for r in verdict.rules if r.rule in matched_notify)
             self.state = await self._decider.notify(self.rollout, verdict,
                                                     replace(self.state, rules=timers, decision=decision),
-                                                    evidence=_evidence(noted, measurements))
+                                                    evidence=evidence_of(noted, measurements))
         if timers != dict(self.state.rules):
             self.state = replace(self.state, rules=timers)
             await self._decider.save(self.rollout, self.state)
@@ -387,16 +353,9 @@ class Analysis:
             "evaluation",
             verdict=verdict.action.value,
             reason=verdict.reason,
-            values=_summarise(measurements),
-            baselines=_summarise(baselines),
+            values=summarise(measurements),
+            baselines=summarise(baselines),
             rules={r.rule: r.status.value for r in verdict.rules},
             problems={n: m.message for n, m in measurements.items()
                       if m.phase in (Phase.ERROR, Phase.INCONCLUSIVE, Phase.PENDING)},
         )
-
-
-def _describe_baselines(baselines: Mapping[str, Measurement]) -> dict[str, Any]:
-    """The baselines as the analyses API shows them: value, phase, message and revision."""
-    return {name: {"value": m.value, "phase": m.phase.value, "message": m.message,
-                   "revision": int(m.details["revision"]) if "revision" in m.details else None}
-            for name, m in baselines.items()}

@@ -27,6 +27,10 @@ from daemon.kube.state import Passed
 from daemon.measurement import SignalContext
 from daemon.rules.durations import format_duration
 
+NO_EARLIER = "no earlier revision to compare with"
+"""Why there is no stable baseline when the Deployment has no revision before this one: a baseline that
+cannot exist (`NO_BASELINE`), not one that could not be measured."""
+
 
 @dataclass(frozen=True)
 class StableBaseline:
@@ -98,6 +102,6 @@ def choose_stable(current: SignalContext, replica_sets: Sequence[Mapping[str, An
             return chosen(candidate, f"revision {candidate.revision}, the last that served for "
                                      f"{format_duration(min_age)} or more (no revision has passed an analysis yet)")
     if not older:
-        return "no earlier revision to compare with"
+        return NO_EARLIER
     return (f"no stable revision: none passed an analysis and none of the {len(older)} earlier revisions served "
             f"for {format_duration(min_age)} (stableMinAge)")

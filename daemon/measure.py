@@ -19,12 +19,13 @@ import aiohttp
 import structlog
 
 from daemon.alertmanager import AlertHub, AlertmanagerClient
-from daemon.baselines import StableBaseline, choose_stable
+from daemon.baselines import NO_EARLIER, StableBaseline, choose_stable
 from daemon.clock import Clock
 from daemon.compare_measure import Side, measure_comparison
 from daemon.kube.client import KubeClient, KubeError, api_path
 from daemon.kube.rollout_state import POD_TEMPLATE_HASH, owned_replica_sets
 from daemon.kube.state import StateError, read_state, remembered_history
+from daemon.measurement import NO_BASELINE
 from daemon.rollout import Rollout
 from daemon.rules.model import AlertsSignal, BaselineMode, ComparisonSpec, PrometheusSignal, RollbackPolicy, RuleError
 from daemon.signals.base import Measurement, Phase, SignalProvider
@@ -208,7 +209,8 @@ class ProviderMeasurer:
                 revision = rollout.baseline_ctx.revision
                 return _with_revision(measured, revision, f"revision {revision}, the previous one")
             if stable is None or isinstance(stable, str):
-                return Measurement(Phase.INCONCLUSIVE, None, f"baseline: stable: {stable}")
+                return Measurement(Phase.INCONCLUSIVE, None, f"baseline: stable: {stable}",
+                                   details={NO_BASELINE: 1.0} if stable == NO_EARLIER else {})
             return _with_revision(await provider.measure_at(stable.ctx, stable.at), stable.ctx.revision, stable.reason)
 
         names = list(wanted)

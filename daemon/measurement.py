@@ -38,6 +38,12 @@ class Phase(StrEnum):
     PENDING = "pending"
 
 
+NO_BASELINE = "noBaseline"
+"""`details` key (value 1.0) of an INCONCLUSIVE baseline that cannot exist, as opposed to one that could not
+be measured: there is no revision to take it from (the Deployment's first revision). A rule that needs
+it is not applied, instead of being held as for missing data (`rules.evaluate`)."""
+
+
 @dataclass(frozen=True)
 class Measurement:
     """One reading of one signal.

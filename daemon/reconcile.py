@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import structlog
 
 from daemon.actions import Actions, RollbackRegistry
-from daemon.analysis import Measurer
+from daemon.analysis_seams import Measurer
 from daemon.approval import (
     APPROVE_ANNOTATION,
     APPROVE_REVISION_ANNOTATION,

@@ -17,7 +17,8 @@ from typing import Any
 import structlog
 
 from daemon.actions import Actions
-from daemon.analysis import Analysis, Measurer
+from daemon.analysis import Analysis
+from daemon.analysis_seams import Measurer
 from daemon.clock import Clock
 from daemon.kube.rollout_state import RolloutId, RolloutPhase
 from daemon.kube.state import AnalysisState

@@ -194,3 +194,41 @@ async def test_for_counts_from_the_scheduled_evaluations_not_from_when_the_answe
                         clock=clock)
     await drive(analysis, clock, complete_at=20, until=400)
     assert [(what, round(at)) for what, at in decider.decisions] == [("rollback", 120)], decider.decisions
+
+
+class LateDataMeasurer(ScriptedMeasurer):
+    """No sample of the new pods before `first` seconds after the start (PENDING), healthy after."""
+
+    def __init__(self, clock: FakeClock, first: float) -> None:
+        super().__init__(clock, lambda _t: 0.01)
+        self.first = first
+
+    async def measure(self, rollout: Rollout) -> dict[str, Measurement]:
+        elapsed = self.clock.now() - START
+        if elapsed < self.first:
+            self.asked_at.append(elapsed)
+            return {"error_rate": Measurement(Phase.PENDING, None, "no sample of the new pods yet")}
+        return await super().measure(rollout)
+
+
+async def test_a_rollout_is_not_passed_before_its_signals_could_be_measured() -> None:
+    clock = FakeClock(START)
+    measurer, decider = LateDataMeasurer(clock, first=120), RecordingDecider(clock)
+    analysis = Analysis(make_rollout(for_=30), AnalysisState(), measurer=measurer, decider=decider, clock=clock)
+    await drive(analysis, clock, complete_at=20, until=600)
+    # The bake time ends at 80 s, but until 120 s nothing was measured: the pass waits for the first
+    # real reading (120 s) and is decided at the next tick; nobody was paged for the wait.
+    assert decider.decisions == [("passed", 130)]
+
+
+async def test_data_that_never_comes_is_judged_by_on_inconclusive_after_the_grace() -> None:
+    clock = FakeClock(START)
+    measurer, decider = LateDataMeasurer(clock, first=10_000), RecordingDecider(clock)
+    rollout = make_rollout(for_=30)
+    timing = replace(rollout.policy.analysis, pending_grace=200.0)
+    rollout = replace(rollout, policy=replace(rollout.policy, analysis=timing))
+    analysis = Analysis(rollout, AnalysisState(), measurer=measurer, decider=decider, clock=clock)
+    await drive(analysis, clock, complete_at=20, until=600)
+    # Pending until the grace (200 s), then inconclusive, held (onInconclusive: hold) for the rule's
+    # `for` (30 s): a human is asked to review; the analysis never passed an unmeasured rollout.
+    assert decider.decisions == [("review", 230)]

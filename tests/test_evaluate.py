@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from daemon.measurement import Measurement, Phase
+from daemon.measurement import NO_BASELINE, Measurement, Phase
 from daemon.rules.evaluate import EvaluationState, RuleState, RuleStatus, Verdict, evaluate
 from daemon.rules.expressions import compile_expression
 from daemon.rules.model import (
@@ -335,3 +335,45 @@ def test_increase_without_a_usable_baseline_is_inconclusive(baseline: Measuremen
     assert verdict.rules[0].status is RuleStatus.HELD
     assert verdict.reason == (f"slow: cannot evaluate increase(p95_latency) > 0.5 ({why}): "
                               "notify (onInconclusive: notify)")
+
+
+FIRST_REVISION = Measurement(Phase.INCONCLUSIVE, None, "no earlier revision to compare with",
+                             details={NO_BASELINE: 1.0})
+
+
+@pytest.mark.parametrize("when", ["increase(p95_latency) > 0.5", "p95_latency > baseline.p95_latency * 1.5"])
+def test_a_rule_against_a_baseline_that_cannot_exist_is_not_applied(when: str) -> None:
+    # The first revision of a Deployment has nothing to be compared with: that is not missing data (no
+    # hold, no page at every new Deployment), and no `onInconclusive: ignore` is needed to say so.
+    run = Run(policy(rule("slow", when, Action.REVIEW, for_=0.0)))
+    for now in (0.0, 60.0, 600.0):
+        verdict = run.at(now, {"p95_latency": FIRST_REVISION}, p95_latency=ok(9.0))
+        assert verdict.action is Action.PASS
+        assert verdict.rules[0].status is RuleStatus.CLEAR
+        assert verdict.rules[0].message == (f"slow: not applied: {when} needs baseline.p95_latency, and there is "
+                                            "none: no earlier revision to compare with")
+
+
+def test_a_baseline_that_could_not_be_measured_still_holds_and_escalates() -> None:
+    run = Run(policy(rule("slow", "increase(p95_latency) > 0.5", Action.REVIEW, for_=60.0)))
+    assert run.at(0.0, {"p95_latency": INCONCLUSIVE}, p95_latency=ok(9.0)).action is Action.PASS
+    verdict = run.at(60.0, {"p95_latency": INCONCLUSIVE}, p95_latency=ok(9.0))
+    assert verdict.action is Action.REVIEW, verdict.reason
+    assert verdict.rules[0].status is RuleStatus.HELD
+
+
+def test_an_absent_baseline_does_not_excuse_another_input_that_is_missing() -> None:
+    when = "increase(p95_latency) > 0.5 || error_rate > 0.1"
+    run = Run(policy(rule("slow", when, Action.REVIEW, for_=0.0, on_inconclusive=Unavailable.NOTIFY)))
+    verdict = run.at(0.0, {"p95_latency": FIRST_REVISION}, p95_latency=ok(9.0), error_rate=INCONCLUSIVE)
+    assert verdict.action is Action.NOTIFY
+    assert verdict.rules[0].status is RuleStatus.HELD
+
+
+def test_with_no_baseline_the_compared_signal_need_not_be_there_yet() -> None:
+    # A first revision's latency not scraped yet: the rule cannot apply anyway, so nothing waits or holds.
+    run = Run(policy(rule("slow", "increase(p95_latency) > 0.5", Action.REVIEW, for_=0.0)))
+    pending = Measurement(Phase.PENDING, None, "no sample yet")
+    for now in (0.0, 3600.0):
+        verdict = run.at(now, {"p95_latency": FIRST_REVISION}, p95_latency=pending)
+        assert (verdict.action, verdict.rules[0].status) == (Action.PASS, RuleStatus.CLEAR), verdict.reason

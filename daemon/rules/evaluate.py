@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from daemon.measurement import Measurement, Phase
+from daemon.measurement import NO_BASELINE, Measurement, Phase
 from daemon.rules.compared import bind_comparisons
 from daemon.rules.durations import format_duration
 from daemon.rules.expressions import Activation, EvaluationError, MissingValue, SignalType, SignalValue
@@ -201,6 +201,8 @@ class _Inputs:
     """Baseline name → the revision it was measured on (`details["revision"]`), shown in messages."""
     increases: dict[str, float | None] = field(default_factory=dict)
     """Signal name → `increase(name)`, None when undefined; shown in messages."""
+    absent: dict[str, str] = field(default_factory=dict)
+    """`baseline.x` inputs that cannot exist (`NO_BASELINE`) → why."""
 
 
 def _evaluate_rule(
@@ -216,6 +218,13 @@ def _evaluate_rule(
     try:
         decided = rule.when.evaluate(inputs.activation)
     except MissingValue:
+        compared = {name.removeprefix("baseline.") for name in inputs.absent}
+        if inputs.absent and not {name for name in inputs.unavailable
+                                   if name not in inputs.absent and name not in compared}:
+            # Nothing to compare with (a first revision) is not missing data: the rule does not apply.
+            why = "; ".join(f"{name}, and there is none: {reason}" for name, reason in sorted(inputs.absent.items()))
+            return _result(rule, Action.PASS, RuleStatus.CLEAR, f"{rule.name}: not applied: {rule.when.text} "
+                                                                f"needs {why}", inputs), RuleState()
         return _held(rule, inputs, previous, now, pending_until)
     except EvaluationError as exc:
         inputs.unavailable["when"] = (Phase.ERROR, str(exc))
@@ -283,6 +292,7 @@ def _inputs(
     baseline_values: dict[str, float] = {}
     shown_baselines: dict[str, float | None] = {}
     unavailable: dict[str, tuple[Phase, str]] = {}
+    absent: dict[str, str] = {}
     revisions: dict[str, int] = {}
     for name in sorted(rule.when.signals):
         measurement = measurements.get(name)
@@ -310,6 +320,8 @@ def _inputs(
             unavailable[f"baseline.{name}"] = (Phase.INCONCLUSIVE, "no baseline measured")
         elif measurement.phase in (Phase.INCONCLUSIVE, Phase.ERROR, Phase.PENDING):
             unavailable[f"baseline.{name}"] = (measurement.phase, measurement.message)
+            if measurement.details.get(NO_BASELINE):
+                absent[f"baseline.{name}"] = measurement.message
         else:
             number = _number(measurement.value)
             if number is None:
@@ -333,7 +345,7 @@ def _inputs(
     values.update(shown_compared)
     unavailable.update(unusable)
     return _Inputs(Activation(signals, baseline_values, increases, compared), values, shown_baselines, unavailable,
-                   revisions, shown_increases)
+                   revisions, shown_increases, absent)
 
 
 def _increase(signal: SignalValue | None, baseline: float | None) -> float | None:
