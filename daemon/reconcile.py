@@ -298,9 +298,11 @@ class Reconciler:
             if tracked.phase is RolloutPhase.FAILED:
                 await self._rollout_failed(tracked, rollout_status(deployment, replica_sets).message)
             return
-        if not any(STATE_ANNOTATION in ((obj.get("metadata") or {}).get("annotations") or {})
-                   for obj in (deployment, *replica_sets)):
-            return  # rollguard never judged this Deployment: a rollout completed before it was installed
+        if not self._writer.dry_run and not any(STATE_ANNOTATION in ((obj.get("metadata") or {}).get("annotations")
+                                                                     or {}) for obj in (deployment, *replica_sets)):
+            # rollguard never judged this Deployment: a rollout completed before it was installed. (In
+            # dry-run nothing is ever written, so no annotation says anything: a recent rollout is judged.)
+            return
         if is_reused(new_replica_set(deployment, replica_sets)):
             return  # an undo (rollguard's own, finished, or someone else's) back to a revision already judged
         began = started_at(deployment, replica_sets, now=self._clock.now())

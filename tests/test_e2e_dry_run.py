@@ -17,6 +17,7 @@ from tests.e2ekit import (
     image_of,
     revision_of,
     rollout_history,
+    rollout_status,
     serving_v1,
     slack_texts,
 )
@@ -44,3 +45,21 @@ async def test_dry_run_says_it_would_roll_back_and_writes_nothing(tmp_path: Path
         assert "rollguard" not in describe, describe
         texts = "\n".join(slack_texts(stack))
         assert "[dry-run]" in texts, texts
+
+
+async def test_a_dry_run_replica_restarted_after_a_deploy_still_judges_it(tmp_path: Path) -> None:
+    # In dry-run nothing is written, so no state annotation tells a restarted replica which rollouts it
+    # had seen: a rollout that completed while it was down is judged like one in a gap of a normal run,
+    # not taken for one from before rollguard was installed (fault schedule seed 69).
+    async with running_stack(workdir=tmp_path, rules_dir=RULES, dry_run=True) as stack:
+        await serving_v1(stack)
+        await stack.stop_daemon()
+        await deploy(stack, "backend:v2", SIM_ERROR_RATIO="0.12")
+        await eventually(lambda: revision_of(stack) == 2, timeout=30, what="revision 2 to start", stack=stack)
+        await rollout_status(stack)  # complete while the daemon is down
+        await stack.start_daemon()
+        await eventually(lambda: any("Would roll back staging/backend from revision 2" in t
+                                     for t in slack_texts(stack)), timeout=60,
+                         what="Slack to say rollguard would roll back revision 2", stack=stack)
+        assert image_of(stack) == "backend:v2", "dry run must not roll back"
+        assert events_of(stack) == [], f"dry run must not record Events: {events_of(stack)}"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +191,7 @@ async def play(schedule: Schedule, workdir: Path, *, variant: str = "none") -> R
 
         async def in_progress() -> bool:
             seen = await observe(stack, schedule, _with_newer(stack, deploys))
-            return bool(unfinished_analyses(seen))
+            return bool(unfinished_analyses(seen)) or _retry_due(seen.logs)
 
         await settle(stack, in_progress)
         observation = await observe(stack, schedule, _with_newer(stack, deploys))
@@ -219,6 +221,21 @@ def _decided(stack: ChaosStack, revision: int, since: float) -> bool:
             continue
         if f"revision {revision}" in message or reason in ("RollbackFailed", "RollbackSkipped"):
             return True
+    return False
+
+
+def _retry_due(logs: str) -> bool:
+    """Whether a daemon logged a notification retry that is not due yet (its backoff can outlast the
+    quiet period: an alert still on its way is not an alert lost)."""
+    now = time.time()
+    for line in logs.splitlines():
+        if '"notification failed; retrying"' not in line:
+            continue
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            record = json.loads(line)
+            at = datetime.fromisoformat(str(record["timestamp"]).replace("Z", "+00:00")).timestamp()
+            if at + float(record["retry_in"]) + 1.0 > now:
+                return True
     return False
 
 
