@@ -303,6 +303,10 @@ class Reconciler:
             # rollguard never judged this Deployment: a rollout completed before it was installed. (In
             # dry-run nothing is ever written, so no annotation says anything: a recent rollout is judged.)
             return
+        if state.was_rolled_back(identity.pod_template_hash or "") is not None:
+            # A template rollguard rolled back, re-applied while no replica watched: reviewed as a re-apply.
+            await self._new_rollout(key, tracked, deployment, replica_sets, policy, state)
+            return
         if is_reused(new_replica_set(deployment, replica_sets)):
             return  # an undo (rollguard's own, finished, or someone else's) back to a revision already judged
         began = started_at(deployment, replica_sets, now=self._clock.now())

@@ -243,6 +243,26 @@ async def test_a_reapplied_rolled_back_template_can_be_approved_and_rolled_back(
         assert "ApprovalIgnored" not in event_reasons(stack)
 
 
+async def test_a_template_reapplied_while_no_replica_watched_is_still_reviewed(tmp_path: Path) -> None:
+    """Fault schedule seed 21: the rolled-back template came back while the leader was down; its
+    successor took the completed, re-used ReplicaSet for an undo back to a judged revision and said
+    nothing about a build it had rolled back itself."""
+    async with lifecycle_stack(tmp_path, HEALTH) as stack:
+        await serving_v1(stack)
+        await deploy(stack, "backend:v2", **BAD)
+        await eventually(lambda: image_of(stack) == "backend:v1", timeout=60, stack=stack, what="the rollback")
+        await wait_event(stack, "RollbackCompleted", timeout=30)
+        await stack.stop_daemon(kill=True)
+        await deploy(stack, "backend:v2", **BAD)
+        await eventually(lambda: revision_of(stack) == 4, timeout=30, what="the re-applied revision", stack=stack)
+        await rollout_status(stack)
+        await stack.start_daemon()
+        await eventually(lambda: event_reasons(stack).count("ReviewRequested") == 1, timeout=60, stack=stack,
+                         what="a review of the re-applied template")
+        assert any(e["event_action"] == "trigger" for e in pages(stack, 4)), stack.pagerduty.events
+        assert image_of(stack) == "backend:v2", "a re-applied template is reviewed, not rolled back again"
+
+
 async def test_a_rollback_whose_own_rollout_fails_pages(tmp_path: Path) -> None:
     """Finding 8: a rollback whose own rollout failed was only logged; the service may be down."""
     async with lifecycle_stack(tmp_path, HEALTH) as stack:
