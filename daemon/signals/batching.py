@@ -224,17 +224,19 @@ class QueryBatcher:
             for future in futures:
                 future.cancel()
             raise
+        except Exception as exc:  # a bug must reach the callers (each signal's ERROR), never strand them
+            answers = [exc] * len(queries)
         for future, answer in zip(futures, answers, strict=True):
             if future.done():
                 continue
-            if isinstance(answer, BaseException):
+            if isinstance(answer, Exception):
                 future.set_exception(answer)
                 # Retrieved by whoever awaits it; a caller gone meanwhile must not leave a warning behind.
                 future.add_done_callback(_retrieve)
             else:
                 future.set_result(answer)
 
-    async def _answers(self, shape: str, queries: list[str], at: float) -> list[QueryResult | BaseException]:
+    async def _answers(self, shape: str, queries: list[str], at: float) -> list[QueryResult | Exception]:
         if len(queries) == 1:
             return [await self._attempt(shape, queries[0], at)]
         try:
@@ -255,10 +257,10 @@ class QueryBatcher:
         self.queries_saved += len(queries) - 1
         return list(parts)
 
-    async def _singles(self, shape: str, queries: list[str], at: float) -> list[QueryResult | BaseException]:
+    async def _singles(self, shape: str, queries: list[str], at: float) -> list[QueryResult | Exception]:
         return list(await asyncio.gather(*(self._attempt(shape, q, at) for q in queries)))
 
-    async def _attempt(self, shape: str, promql: str, at: float) -> QueryResult | BaseException:
+    async def _attempt(self, shape: str, promql: str, at: float) -> QueryResult | Exception:
         try:
             return await self._single(shape, promql, at)
         except PrometheusError as exc:
