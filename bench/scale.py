@@ -156,6 +156,34 @@ def policy() -> dict[str, Any]:
     }
 
 
+class HealthWatch:
+    """`/healthz` asked every 20 ms from spawn until the daemon is CPU-quiet: worst answer time, and the
+    longest time between two answers (what a kubelet liveness probe could see) once it first answered."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self.longest_gap = 0.0
+        self.answers = 0
+
+    async def run(self, session: aiohttp.ClientSession, url: str) -> None:
+        last: float | None = None
+        while True:
+            asked = time.monotonic()
+            try:
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                    ok = resp.status == 200
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                ok = False
+            answered = time.monotonic()
+            if ok:
+                if last is not None:
+                    self.worst = max(self.worst, answered - asked)
+                    self.longest_gap = max(self.longest_gap, answered - last)
+                last = answered
+                self.answers += 1
+            await asyncio.sleep(0.02)
+
+
 async def _settle(daemon: DaemonProcess, *, threshold: float = 0.05, window: float = 1.0,
                   timeout: float = 180.0) -> float:
     """Seconds from spawn until one `window` in which the daemon used less than `threshold` of a core."""
@@ -177,12 +205,19 @@ async def measure_size(cluster: Any, session: aiohttp.ClientSession, *, workdir:
     async with running_daemon(workdir=workdir, rules_dir=rules, kubeconfig=cluster.kubeconfig,
                               prometheus_url="http://127.0.0.1:9",
                               name=f"scale-{size}") as daemon:
+        health = HealthWatch()
+        watching = asyncio.create_task(health.run(session, f"{daemon.url}/healthz"), name="healthz-watch")
         try:
             ready_at = await wait_http_ok(session, f"{daemon.url}/readyz", timeout=300, alive=daemon.alive)
         except (TimeoutError, RuntimeError) as exc:
+            watching.cancel()
             raise RuntimeError(f"{exc}\n{log_tail(daemon.log_path)}") from exc
         at_ready = daemon.sample()
-        settled = await _settle(daemon)
+        try:
+            settled = await _settle(daemon)
+        finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
         before = daemon.sample()
         await asyncio.sleep(idle_seconds)
         after = daemon.sample()
@@ -198,6 +233,9 @@ async def measure_size(cluster: Any, session: aiohttp.ClientSession, *, workdir:
             "startup_cpu_s": round(before.cpu_seconds, 2),
             "idle_cpu_pct": round(100 * cpu_share(before, after), 2),
             "idle_window_s": idle_seconds,
+            "healthz_worst_ms": round(1000 * health.worst, 1),
+            "healthz_longest_gap_ms": round(1000 * health.longest_gap, 1),
+            "healthz_answers": health.answers,
         }
 
 
