@@ -132,6 +132,7 @@ class Analysis:
         self.last_values: dict[str, Any] = {}
         self.baselines: dict[str, Any] = {}
         self.evaluations = 0
+        self._first_tick: float | None = None
         self._notified: set[str] = {str(r) for r in (state.decision or {}).get("notified", [])}
         self._reviewed = state.phase == "review"
         self._unjudged_since_error = False
@@ -148,10 +149,12 @@ class Analysis:
     def first_tick_at(self) -> float:
         """When the first evaluation is planned (epoch s): `started_at + initialDelay`, moved later by the
         measurer's phase for this rollout when it spreads ticks (`Spreading`)."""
-        planned = self.rollout.started_at + self.rollout.policy.analysis.initial_delay
-        if isinstance(self._measurer, Spreading):
-            planned = self._measurer.first_tick(self.rollout, planned)
-        return planned
+        if self._first_tick is None:
+            planned = self.rollout.started_at + self.rollout.policy.analysis.initial_delay
+            if isinstance(self._measurer, Spreading):
+                planned = self._measurer.first_tick(self.rollout, planned)
+            self._first_tick = planned
+        return self._first_tick
 
     def view(self) -> dict[str, Any]:
         """A JSON-able summary for `/api/v1/analyses`."""
