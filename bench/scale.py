@@ -23,7 +23,9 @@ Size 0 is measured first as the baseline (an empty cluster: what the imports and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -156,32 +158,53 @@ def policy() -> dict[str, Any]:
     }
 
 
+_PROBE = """
+import json, signal, sys, time, urllib.request
+url, worst, gap, answers, last = sys.argv[1], 0.0, 0.0, 0, None
+def report(*_):
+    print(json.dumps({"worst": worst, "longest_gap": gap, "answers": answers}), flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, report)
+while True:
+    asked = time.monotonic()
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            ok = resp.status == 200
+    except OSError:
+        ok = False
+    answered = time.monotonic()
+    if ok:
+        if last is not None:
+            worst, gap = max(worst, answered - asked), max(gap, answered - last)
+        last, answers = answered, answers + 1
+    time.sleep(0.02)
+"""
+
+
 class HealthWatch:
-    """`/healthz` asked every 20 ms from spawn until the daemon is CPU-quiet: worst answer time, and the
-    longest time between two answers (what a kubelet liveness probe could see) once it first answered."""
+    """`/healthz` asked every 20 ms from spawn until the daemon is CPU-quiet, by a process of its own (the
+    bench process also runs the simulated API server, whose work must not count as the daemon's
+    stalls): worst answer time, and the longest time between two answers (what a kubelet liveness
+    probe could see) once it first answered."""
 
     def __init__(self) -> None:
         self.worst = 0.0
         self.longest_gap = 0.0
         self.answers = 0
+        self._proc: asyncio.subprocess.Process | None = None
 
-    async def run(self, session: aiohttp.ClientSession, url: str) -> None:
-        last: float | None = None
-        while True:
-            asked = time.monotonic()
-            try:
-                async with session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
-                    ok = resp.status == 200
-            except (aiohttp.ClientError, OSError, TimeoutError):
-                ok = False
-            answered = time.monotonic()
-            if ok:
-                if last is not None:
-                    self.worst = max(self.worst, answered - asked)
-                    self.longest_gap = max(self.longest_gap, answered - last)
-                last = answered
-                self.answers += 1
-            await asyncio.sleep(0.02)
+    async def start(self, url: str) -> None:
+        self._proc = await asyncio.create_subprocess_exec(sys.executable, "-c", _PROBE, url,
+                                                          stdout=asyncio.subprocess.PIPE)
+
+    async def stop(self) -> None:
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        out, _ = await self._proc.communicate()
+        with contextlib.suppress(ValueError):
+            figures = json.loads(out.decode().strip().splitlines()[-1])
+            self.worst, self.longest_gap, self.answers = figures["worst"], figures["longest_gap"], figures["answers"]
 
 
 async def _settle(daemon: DaemonProcess, *, threshold: float = 0.05, window: float = 1.0,
@@ -206,18 +229,16 @@ async def measure_size(cluster: Any, session: aiohttp.ClientSession, *, workdir:
                               prometheus_url="http://127.0.0.1:9",
                               name=f"scale-{size}") as daemon:
         health = HealthWatch()
-        watching = asyncio.create_task(health.run(session, f"{daemon.url}/healthz"), name="healthz-watch")
+        await health.start(f"{daemon.url}/healthz")
         try:
-            ready_at = await wait_http_ok(session, f"{daemon.url}/readyz", timeout=300, alive=daemon.alive)
-        except (TimeoutError, RuntimeError) as exc:
-            watching.cancel()
-            raise RuntimeError(f"{exc}\n{log_tail(daemon.log_path)}") from exc
-        at_ready = daemon.sample()
-        try:
+            try:
+                ready_at = await wait_http_ok(session, f"{daemon.url}/readyz", timeout=300, alive=daemon.alive)
+            except (TimeoutError, RuntimeError) as exc:
+                raise RuntimeError(f"{exc}\n{log_tail(daemon.log_path)}") from exc
+            at_ready = daemon.sample()
             settled = await _settle(daemon)
         finally:
-            watching.cancel()
-            await asyncio.gather(watching, return_exceptions=True)
+            await health.stop()
         before = daemon.sample()
         await asyncio.sleep(idle_seconds)
         after = daemon.sample()

@@ -29,7 +29,7 @@ log = structlog.get_logger("rollguard.supervisor")
 Key = tuple[str, str]
 Obj = dict[str, Any]
 _WAKE: Key = ("", "")  # not a Deployment: wakes the worker to act on a leadership change
-YIELD_EVERY = 50
+YIELD_EVERY = 10
 """Keys reconciled, or informer events handled, between two yields to the event loop during a burst
 (a first sync of thousands)."""
 

@@ -79,6 +79,8 @@ async def test_the_loop_is_shared_while_thousands_of_deployments_are_listed_and_
                     task.cancel()
                 await asyncio.gather(running, probing, return_exceptions=True)
     assert (len(supervisor.deployments.cache), len(supervisor.replicasets.cache)) == (DEPLOYMENT_COUNT,) * 2
-    assert max(bursts) <= 2 * YIELD_EVERY, (
+    # Three tasks share the work (two informers, the reconcile worker); each may run one step of at most
+    # YIELD_EVERY items between two turns of the probe.
+    assert max(bursts) <= 3 * YIELD_EVERY, (
         f"{max(bursts)} Deployments/ReplicaSets were handled without letting anything else run "
-        f"(at most {2 * YIELD_EVERY} expected)")
+        f"(at most {3 * YIELD_EVERY} expected)")
