@@ -26,10 +26,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import alert_push, analyses, detection, rollback_cost, rules_cost, scale, sim_scale
+from bench import alert_push, analyses, detection, mass, rollback_cost, rules_cost, scale, sim_scale
 from bench.common import logging_to, machine
 
-SCENARIOS = ("rules_cost", "rollback_cost", "detection", "alert_push", "scale", "analyses", "sim_scale")
+SCENARIOS = ("rules_cost", "rollback_cost", "detection", "alert_push", "scale", "analyses", "sim_scale", "mass_rollout")
+DEFAULT_SCENARIOS = SCENARIOS[:-1]
+"""`mass_rollout` (10,000 rollouts, about 5 minutes) runs only when asked for with --only."""
 
 
 def _ints(text: str) -> list[int]:
@@ -49,8 +51,9 @@ def _scenarios(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", type=_scenarios, default=list(SCENARIOS), metavar="NAME[,NAME]",
-                        help=f"scenarios to run (default all: {','.join(SCENARIOS)})")
+    parser.add_argument("--only", type=_scenarios, default=list(DEFAULT_SCENARIOS), metavar="NAME[,NAME]",
+                        help=f"scenarios to run (default: {','.join(DEFAULT_SCENARIOS)}; "
+                             f"known: {','.join(SCENARIOS)})")
     parser.add_argument("--runs", type=int, default=5, help="detection: repeated bad deploys (default 5)")
     parser.add_argument("--interval", type=float, default=5.0,
                         help="detection: the policy's evaluation interval in seconds (default 5)")
@@ -74,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="rules_cost: evaluations per timing (default 20000)")
     parser.add_argument("--sim-sizes", type=_ints, default=[2000], metavar="N[,N]",
                         help="sim_scale: Deployments with 3 replicas each in the simulator (default 2000)")
+    parser.add_argument("--mass-counts", type=_ints, default=[10_000], metavar="N[,N]",
+                        help="mass_rollout: simultaneous rollouts per run, one fresh cluster and daemon each "
+                             "(default 10000; 1000,1000,1000,1000,1000 repeats the 1,000 stage five times)")
+    parser.add_argument("--mass-no-spread", action="store_true",
+                        help="mass_rollout: without ROLLGUARD_SPREAD_FIRST_TICK (every first tick at once)")
+    parser.add_argument("--mass-no-batch", action="store_true",
+                        help="mass_rollout: with ROLLGUARD_PROMETHEUS_BATCH=false (one request per query)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the JSON result to PATH")
     return parser
 
@@ -92,7 +102,16 @@ def _jobs(args: argparse.Namespace) -> dict[str, Callable[[], Coroutine[Any, Any
         "analyses": lambda: analyses.run(counts=args.analyses, interval=args.analysis_interval,
                                          warmup_intervals=args.warmup_intervals,
                                          window_intervals=args.window_intervals),
+        "mass_rollout": lambda: _mass(args),
     }
+
+
+async def _mass(args: argparse.Namespace) -> dict[str, Any]:
+    runs = []
+    for count in args.mass_counts:
+        runs.append(await mass.run(count=count, interval=args.analysis_interval, spread=not args.mass_no_spread,
+                                   batch=not args.mass_no_batch))
+    return {"scenario": "mass_rollout", "runs": runs}
 
 
 async def _sim_scale(sizes: list[int]) -> dict[str, Any]:
@@ -181,6 +200,22 @@ def table(results: dict[str, Any]) -> str:
                          _ok((lag["p95"] or 0) < t["lag_p95_s"]) if big else ""))
             rows.append(("analyses", f"{n:,} analyses: Prometheus queries/s (uncoalesced)",
                          f"{stage['prom_qps']:.1f} ({stage['uncoalesced_qps']:.0f})", "", ""))
+    r = results.get("mass_rollout")
+    if r and "error" not in r:
+        for run in r["runs"]:
+            n, t, lag = run["analyses"], run["targets"], run["lag_s"]
+            rows.append(("mass_rollout", f"{n:,} rollouts @ {run['interval_s']:g} s: lag p50 / p95 / max, s",
+                         f"{lag['p50']} / {lag['p95']} / {lag['max']}", f"p95 < {t['lag_p95_s']:g}",
+                         _ok((lag["p95"] if lag["p95"] is not None else 99) < t["lag_p95_s"])))
+            rows.append(("mass_rollout", f"{n:,} rollouts: missed ticks (analyses missing one)",
+                         f"{run['missed_ticks']} ({run['analyses_missing_a_tick']})", "0",
+                         _ok(run["missed_ticks"] == 0)))
+            rows.append(("mass_rollout", f"{n:,} rollouts: daemon CPU % of a core / RSS MiB",
+                         f"{run['cpu_pct']:.1f} / {run['rss_mib']:.0f}", f"< {t['cpu_pct']:g}",
+                         _ok(run["cpu_pct"] < t["cpu_pct"])))
+            rows.append(("mass_rollout", f"{n:,} rollouts: Prometheus queries/s ({run['shapes']} shapes; "
+                         f"unbatched {run['uncoalesced_qps']:g})", f"{run['prom_qps']:.1f}",
+                         f"≤ {t['prom_qps_max']}", _ok(run["prom_qps"] <= t["prom_qps_max"])))
     for name, r in results.items():
         if isinstance(r, dict) and "error" in r:
             rows.append((name, "FAILED", r["error"].splitlines()[0][:100], "", ""))

@@ -306,8 +306,9 @@ class DaemonProcess:
 @contextlib.asynccontextmanager
 async def running_daemon(*, workdir: Path, rules_dir: Path, kubeconfig: Path, prometheus_url: str | None = None,
                          namespaces: Sequence[str] = (), name: str = "daemon",
-                         log_level: str = "info") -> AsyncIterator[DaemonProcess]:
-    """Start `rollguard run` as a child; SIGTERM it (then SIGKILL after 10 s) on exit."""
+                         log_level: str = "info", env: Mapping[str, str] | None = None) -> AsyncIterator[DaemonProcess]:
+    """Start `rollguard run` as a child (`env`: ROLLGUARD_* settings added); SIGTERM it (then SIGKILL after
+    10 s) on exit."""
     port = free_port()
     log_path = workdir / f"{name}.log"
     args = [str(ROLLGUARD), "run", "--rules", str(rules_dir), "--kubeconfig", str(kubeconfig),
@@ -316,11 +317,12 @@ async def running_daemon(*, workdir: Path, rules_dir: Path, kubeconfig: Path, pr
         args += ["--prometheus-url", prometheus_url]
     for namespace in namespaces:
         args += ["--namespace", namespace]
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir), "PYTHONUNBUFFERED": "1"}
+    child_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir), "PYTHONUNBUFFERED": "1",
+                 **(env or {})}
     with log_path.open("wb") as log_file:
         spawned = time.monotonic()
         proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
-                                                    stderr=log_file, env=env)
+                                                    stderr=log_file, env=child_env)
     daemon = DaemonProcess(proc, f"http://127.0.0.1:{port}", log_path, spawned)
     try:
         yield daemon

@@ -23,7 +23,9 @@ Size 0 is measured first as the baseline (an empty cluster: what the imports and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -156,6 +158,55 @@ def policy() -> dict[str, Any]:
     }
 
 
+_PROBE = """
+import json, signal, sys, time, urllib.request
+url, worst, gap, answers, last = sys.argv[1], 0.0, 0.0, 0, None
+def report(*_):
+    print(json.dumps({"worst": worst, "longest_gap": gap, "answers": answers}), flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, report)
+while True:
+    asked = time.monotonic()
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            ok = resp.status == 200
+    except OSError:
+        ok = False
+    answered = time.monotonic()
+    if ok:
+        if last is not None:
+            worst, gap = max(worst, answered - asked), max(gap, answered - last)
+        last, answers = answered, answers + 1
+    time.sleep(0.02)
+"""
+
+
+class HealthWatch:
+    """`/healthz` asked every 20 ms from spawn until the daemon is CPU-quiet, by a process of its own (the
+    bench process also runs the simulated API server, whose work must not count as the daemon's
+    stalls): worst answer time, and the longest time between two answers (what a kubelet liveness
+    probe could see) once it first answered."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self.longest_gap = 0.0
+        self.answers = 0
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, url: str) -> None:
+        self._proc = await asyncio.create_subprocess_exec(sys.executable, "-c", _PROBE, url,
+                                                          stdout=asyncio.subprocess.PIPE)
+
+    async def stop(self) -> None:
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        out, _ = await self._proc.communicate()
+        with contextlib.suppress(ValueError):
+            figures = json.loads(out.decode().strip().splitlines()[-1])
+            self.worst, self.longest_gap, self.answers = figures["worst"], figures["longest_gap"], figures["answers"]
+
+
 async def _settle(daemon: DaemonProcess, *, threshold: float = 0.05, window: float = 1.0,
                   timeout: float = 180.0) -> float:
     """Seconds from spawn until one `window` in which the daemon used less than `threshold` of a core."""
@@ -177,12 +228,17 @@ async def measure_size(cluster: Any, session: aiohttp.ClientSession, *, workdir:
     async with running_daemon(workdir=workdir, rules_dir=rules, kubeconfig=cluster.kubeconfig,
                               prometheus_url="http://127.0.0.1:9",
                               name=f"scale-{size}") as daemon:
+        health = HealthWatch()
+        await health.start(f"{daemon.url}/healthz")
         try:
-            ready_at = await wait_http_ok(session, f"{daemon.url}/readyz", timeout=300, alive=daemon.alive)
-        except (TimeoutError, RuntimeError) as exc:
-            raise RuntimeError(f"{exc}\n{log_tail(daemon.log_path)}") from exc
-        at_ready = daemon.sample()
-        settled = await _settle(daemon)
+            try:
+                ready_at = await wait_http_ok(session, f"{daemon.url}/readyz", timeout=300, alive=daemon.alive)
+            except (TimeoutError, RuntimeError) as exc:
+                raise RuntimeError(f"{exc}\n{log_tail(daemon.log_path)}") from exc
+            at_ready = daemon.sample()
+            settled = await _settle(daemon)
+        finally:
+            await health.stop()
         before = daemon.sample()
         await asyncio.sleep(idle_seconds)
         after = daemon.sample()
@@ -198,6 +254,9 @@ async def measure_size(cluster: Any, session: aiohttp.ClientSession, *, workdir:
             "startup_cpu_s": round(before.cpu_seconds, 2),
             "idle_cpu_pct": round(100 * cpu_share(before, after), 2),
             "idle_window_s": idle_seconds,
+            "healthz_worst_ms": round(1000 * health.worst, 1),
+            "healthz_longest_gap_ms": round(1000 * health.longest_gap, 1),
+            "healthz_answers": health.answers,
         }
 
 

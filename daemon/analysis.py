@@ -1,13 +1,15 @@
 """One analysis per live rollout: wait, measure, evaluate, decide — until a decision or the bake time ends.
 
 Schedule (seconds from the policy's `analysis`): the first evaluation is at `started_at +
-initialDelay`, then one every `interval`, measured from the planned tick (not from when the last
-one finished) so ticks do not drift. The analysis passes once the rollout is complete and
-`bakeTime` has passed since completion with no rule asking for more than `notify`. If a review was
-asked for, the end of the bake time ends the analysis without passing it: the review stays pending
-(phase `review`) until a human approves the rollback or a newer deploy replaces the revision. The
-bake time never ends before the first evaluation, nor while a rule cannot be judged because a
-provider is in error (Prometheus down): the analysis waits until it can tell good from bad.
+initialDelay` (when the measurer spreads ticks, moved to a whole second plus a per-rollout phase of
+less than `interval`: see `daemon.measure.tick_phase`), then one every `interval`, measured from the
+planned tick (not from when the last one finished) so ticks do not drift. The analysis passes once
+the rollout is complete and `bakeTime` has passed since completion with no rule asking for more than
+`notify`. If a review was asked for, the end of the bake time ends the analysis without passing it:
+the review stays pending (phase `review`) until a human approves the rollback or a newer deploy
+replaces the revision. The bake time never ends before the first evaluation, nor while a rule cannot
+be judged because a provider is in error (Prometheus down): the analysis waits until it can tell
+good from bad.
 
 Per tick: every signal is measured concurrently, the pure evaluator judges the rules with the
 timers carried from the last tick, each evaluation is logged (rule, values, baseline, verdict),
@@ -43,6 +45,7 @@ from daemon.analysis_seams import (
     Decider,
     EvaluationObserver,
     Measurer,
+    Spreading,
     Wakeable,
     describe_baselines,
     evidence_of,
@@ -87,6 +90,7 @@ class Analysis:
         self.last_values: dict[str, Any] = {}
         self.baselines: dict[str, Any] = {}
         self.evaluations = 0
+        self._first_tick: float | None = None
         self._notified: set[str] = {str(r) for r in (state.decision or {}).get("notified", [])}
         self._reviewed = state.phase == "review"
         self._unjudged_since_error = False
@@ -104,12 +108,23 @@ class Analysis:
             self.state = replace(self.state, completed_at=at)
             self._completed.set()
 
+    def first_tick_at(self) -> float:
+        """When the first evaluation is planned (epoch s): `started_at + initialDelay`, moved later by the
+        measurer's phase for this rollout when it spreads ticks (`Spreading`)."""
+        if self._first_tick is None:
+            planned = self.rollout.started_at + self.rollout.policy.analysis.initial_delay
+            if isinstance(self._measurer, Spreading):
+                planned = self._measurer.first_tick(self.rollout, planned)
+            self._first_tick = planned
+        return self._first_tick
+
     def view(self) -> dict[str, Any]:
         """A JSON-able summary for `/api/v1/analyses`."""
         return {
             "namespace": self.rollout.id.namespace, "deployment": self.rollout.id.name,
             "revision": self.rollout.id.revision, "podTemplateHash": self.rollout.hash,
             "policy": self.rollout.policy.name, "phase": self.state.phase, "startedAt": self.rollout.started_at,
+            "firstTickAt": self.first_tick_at(),
             "completedAt": self.completed_at, "evaluations": self.evaluations, "values": self.last_values,
             "baselines": self.baselines,
             "verdict": None if self.last_verdict is None else {
@@ -138,7 +153,7 @@ class Analysis:
         timing = self.rollout.policy.analysis
         self._log.info("analysis started", initial_delay=timing.initial_delay, interval=timing.interval,
                        bake_time=timing.bake_time, resumed=bool(self.state.rules))
-        first_tick = self.rollout.started_at + timing.initial_delay
+        first_tick = self.first_tick_at()
         await self._sleep_until(first_tick)
         fixed = baselines = await self._measurer.measure_baselines(self.rollout)
         self.baselines = describe_baselines(baselines)

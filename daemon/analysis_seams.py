@@ -44,6 +44,15 @@ class Wakeable(Protocol):
         ...
 
 
+@runtime_checkable
+class Spreading(Protocol):
+    """A measurer that spreads the first ticks of simultaneous rollouts over the interval (optional)."""
+
+    def first_tick(self, rollout: Rollout, planned: float) -> float:
+        """The first evaluation time (epoch s) for `rollout`, at or after `planned`, within one interval."""
+        ...
+
+
 class Decider(Protocol):
     """Turns verdicts into actions and alerts (`daemon.actions.Actions`)."""
 

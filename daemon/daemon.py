@@ -30,7 +30,7 @@ from daemon.kube.client import KubeClient
 from daemon.kube.events import EventRecorder
 from daemon.kube.leader import LeaderElector, LeaseConfig
 from daemon.kube.secrets import KubeSecretSource
-from daemon.measure import ProviderMeasurer, can_run
+from daemon.measure import PrometheusTuning, ProviderMeasurer, can_run, register_query_metrics
 from daemon.metrics import Metrics
 from daemon.notify import NotificationPipeline, build_notifiers
 from daemon.notify.configfile import load_notify_config
@@ -86,8 +86,8 @@ def notify_config_from(path: Path | None, policies: Sequence[RollbackPolicy],
 
 
 @contextlib.asynccontextmanager
-async def _session() -> AsyncIterator[aiohttp.ClientSession]:
-    connector = aiohttp.TCPConnector(limit=200, limit_per_host=20, ttl_dns_cache=30)
+async def _session(per_host: int = 20) -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(limit=max(200, per_host), limit_per_host=per_host, ttl_dns_cache=30)
     async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
         yield session
 
@@ -132,13 +132,17 @@ async def _run_wired(settings: RunSettings, *, extras: Extras, env: Mapping[str,
                      stop: asyncio.Event | None) -> None:
     notify_config = dict(extras.notify_config) if extras.notify_config is not None else notify_config_from(
         settings.notify_config, rules.policies, env)
-    async with _session() as session:
+    async with _session(settings.analysis.connections_per_host) as session:
         measurer = ProviderMeasurer(prometheus_url=prometheus_url, kube=kube, session=session,
                                     proxy=settings.service_proxy, clock=clock,
                                     timeout=settings.analysis.measure_timeout,
                                     prometheus_token_file=settings.prometheus_token_file,
                                     prometheus_ca_file=settings.prometheus_ca_file,
-                                    alertmanager_url=settings.alertmanager_url)
+                                    alertmanager_url=settings.alertmanager_url,
+                                    tuning=PrometheusTuning(batch=settings.analysis.prometheus_batch,
+                                                            max_queries_per_second=settings.analysis.prometheus_max_qps),
+                                    spread_first_tick=settings.analysis.spread_first_tick)
+        register_query_metrics(metrics.registry, measurer)
         registry = RollbackRegistry()
         supervisor_ref: list[Supervisor] = []
 

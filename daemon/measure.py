@@ -10,13 +10,19 @@ rules treat as "could not tell" — never as "the rollout is bad".
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Mapping
-from dataclasses import replace
+import hashlib
+import math
+from collections.abc import Coroutine, Iterator, Mapping
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import structlog
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from daemon.alertmanager import AlertHub, AlertmanagerClient
 from daemon.baselines import NO_EARLIER, StableBaseline, choose_stable
@@ -29,10 +35,34 @@ from daemon.measurement import NO_BASELINE
 from daemon.rollout import Rollout
 from daemon.rules.model import AlertsSignal, BaselineMode, ComparisonSpec, PrometheusSignal, RollbackPolicy, RuleError
 from daemon.signals.base import Measurement, Phase, SignalProvider
+from daemon.signals.batching import QueryBatcher, QueryBudget
 from daemon.signals.factory import build_providers
 from daemon.signals.prometheus import PrometheusClient, PrometheusProvider, ca_ssl_context, read_bearer_token
 
 log = structlog.get_logger("rollguard.measure")
+
+
+class _QueryMetrics(Collector):
+    """The Prometheus client's request counts, read at scrape time."""
+
+    def __init__(self, measurer: ProviderMeasurer) -> None:
+        self._measurer = measurer
+
+    def collect(self) -> Iterator[Metric]:
+        sent = CounterMetricFamily("rollguard_prometheus_requests", "Requests sent to Prometheus (after "
+                                   "coalescing and batching).")
+        sent.add_metric([], self._measurer.prometheus_requests)
+        saved = CounterMetricFamily("rollguard_prometheus_queries_saved", "Queries answered by a batched request "
+                                    "beyond its one request (each would have been a request of its own).")
+        batcher = self._measurer.batcher
+        saved.add_metric([], batcher.queries_saved if batcher is not None else 0)
+        yield sent
+        yield saved
+
+
+def register_query_metrics(registry: CollectorRegistry, measurer: ProviderMeasurer) -> None:
+    """Expose `measurer`'s Prometheus request counts in `registry` (the daemon's `/metrics`)."""
+    registry.register(_QueryMetrics(measurer))
 
 
 async def measure_safely(name: str, coro: Coroutine[Any, Any, Measurement], *, timeout: float) -> Measurement:
@@ -48,6 +78,32 @@ async def measure_safely(name: str, coro: Coroutine[Any, Any, Measurement], *, t
         log.warning("signal measurement failed", signal=name, error_type=type(exc).__name__)
         return Measurement(Phase.ERROR, None, f"{name}: the measurement failed ({type(exc).__name__}: "
                                               f"{str(exc)[:200]})")
+
+
+def tick_phase(rollout: Rollout) -> float:
+    """A deterministic phase (whole seconds, 0 ≤ phase < interval) for the first tick of `rollout`.
+
+    A hash of namespace/name/revision: simultaneous rollouts (a cluster-wide image bump) are spread
+    evenly over the interval instead of all ticking in the same second, and a restarted daemon picks
+    the same phase. Whole seconds, so that the rollouts sharing a second share the Prometheus
+    client's coalescing tick and their queries can be batched."""
+    slots = max(1, int(rollout.policy.analysis.interval))
+    key = f"{rollout.id.namespace}/{rollout.id.name}/{rollout.id.revision}".encode()
+    return float(int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % slots)
+
+
+@dataclass(frozen=True)
+class PrometheusTuning:
+    """How the Prometheus queries of all analyses are sent (see `daemon.signals.batching`)."""
+
+    batch: bool = True
+    """Send same-shape queries of one tick as one request."""
+    max_batch: int = 500
+    """Queries at most in one batched request (500 rendered queries: a POST of ~100 kB)."""
+    linger: float = 0.05
+    """Seconds a batch waits for more queries after its first."""
+    max_queries_per_second: float = 0.0
+    """Requests per second at most (fair across query shapes); 0: no limit."""
 
 
 def _mode(policy: RollbackPolicy, name: str) -> BaselineMode | None:
@@ -82,19 +138,28 @@ class ProviderMeasurer:
     def __init__(self, *, prometheus_url: str | None, kube: KubeClient | None, session: aiohttp.ClientSession,
                  proxy: str | None, clock: Clock, timeout: float = 30.0,
                  prometheus_token_file: Path | None = None, prometheus_ca_file: Path | None = None,
-                 alertmanager_url: str | None = None) -> None:
+                 alertmanager_url: str | None = None, tuning: PrometheusTuning | None = None,
+                 spread_first_tick: bool = False) -> None:
         """`prometheus_token_file` / `prometheus_ca_file`: read here, once; an unusable one raises
         PrometheusConfigError naming its variable (the daemon then refuses to start). `alertmanager_url`:
-        where `alerts` signals pull from; `alert_hub` receives the webhook's pushes either way."""
+        where `alerts` signals pull from; `alert_hub` receives the webhook's pushes either way.
+        `spread_first_tick`: move each analysis' first tick to a whole second plus `tick_phase` (see
+        `first_tick`)."""
+        tuning = tuning or PrometheusTuning()
+        budget = QueryBudget(tuning.max_queries_per_second) if tuning.max_queries_per_second > 0 else None
+        batcher = partial(QueryBatcher, linger=tuning.linger, max_batch=tuning.max_batch if tuning.batch else 1,
+                          budget=budget)
         self._prometheus = PrometheusClient(
             prometheus_url, session,
             bearer_token=read_bearer_token(prometheus_token_file) if prometheus_token_file else None,
             ssl_context=ca_ssl_context(prometheus_ca_file) if prometheus_ca_file else None,
+            batcher=batcher,
         ) if prometheus_url else None
         self.alert_hub = AlertHub(clock)
         """Alerts pushed by Alertmanager's webhook (`POST /api/v1/alerts/alertmanager`)."""
         self._alerts = (self.alert_hub, AlertmanagerClient(alertmanager_url, session, clock=clock)) \
             if alertmanager_url else None
+        self._spread = spread_first_tick
         self._kube = kube
         self._session = session
         self._proxy = proxy
@@ -102,6 +167,21 @@ class ProviderMeasurer:
         self._timeout = timeout
         self._providers: dict[int, tuple[RollbackPolicy, dict[str, SignalProvider | str]]] = {}
         self._stables: dict[tuple[str, str, int], StableBaseline] = {}
+
+    @property
+    def batcher(self) -> QueryBatcher | None:
+        """The Prometheus query batcher (for its `queries_saved`), None without Prometheus."""
+        batcher = self._prometheus.batcher if self._prometheus is not None else None
+        return batcher if isinstance(batcher, QueryBatcher) else None
+
+    @property
+    def prometheus_requests(self) -> int:
+        """Requests sent to Prometheus so far."""
+        return self._prometheus.requests_sent if self._prometheus is not None else 0
+
+    def first_tick(self, rollout: Rollout, planned: float) -> float:
+        """`planned` (epoch s), or when spreading: the next whole second plus `tick_phase(rollout)`."""
+        return math.ceil(planned) + tick_phase(rollout) if self._spread else planned
 
     def _for(self, policy: RollbackPolicy) -> dict[str, SignalProvider | str]:
         """The providers of each signal, built per signal: one that cannot be built (for example a

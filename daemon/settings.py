@@ -93,10 +93,20 @@ class NotifyTuning:
 
 @dataclass(frozen=True)
 class AnalysisTuning:
-    """How analyses measure (ROLLGUARD_MEASURE_TIMEOUT)."""
+    """How analyses measure (ROLLGUARD_MEASURE_TIMEOUT, _SPREAD_FIRST_TICK, _PROMETHEUS_BATCH,
+    _PROMETHEUS_MAX_QPS, _PROMETHEUS_CONNECTIONS)."""
 
     measure_timeout: float = 30.0
     """Seconds one signal's measurement may take before it is that signal's `error`."""
+    spread_first_tick: bool = False
+    """Move each analysis' first tick to a whole second plus a per-rollout phase below its interval, so
+    simultaneous rollouts do not all tick in the same second (the chart turns it on)."""
+    prometheus_batch: bool = True
+    """Send the same-shape Prometheus queries of one tick as one request (see `daemon.signals.batching`)."""
+    prometheus_max_qps: float = 0.0
+    """Prometheus requests per second at most, shared fairly by query shapes; 0: no limit."""
+    connections_per_host: int = 20
+    """Concurrent connections per host (Prometheus, HTTP checks) of the daemon's HTTP pool."""
 
 
 @dataclass(frozen=True)
@@ -248,7 +258,13 @@ def run_settings(
         send_timeout=_number(env, "NOTIFY_SEND_TIMEOUT", 30, low=1, high=600),
         queue_size=int(_number(env, "NOTIFY_QUEUE_SIZE", 1000, low=1, high=1_000_000, whole=True)),
     )
-    analysis = AnalysisTuning(measure_timeout=_number(env, "MEASURE_TIMEOUT", 30, low=1, high=600))
+    analysis = AnalysisTuning(
+        measure_timeout=_number(env, "MEASURE_TIMEOUT", 30, low=1, high=600),
+        spread_first_tick=_bool_env(env, "SPREAD_FIRST_TICK"),
+        prometheus_batch=_bool_env(env, "PROMETHEUS_BATCH") if env.get(ENV_PREFIX + "PROMETHEUS_BATCH") else True,
+        prometheus_max_qps=_number(env, "PROMETHEUS_MAX_QPS", 0, low=0, high=100_000),
+        connections_per_host=int(_number(env, "PROMETHEUS_CONNECTIONS", 20, low=1, high=10_000, whole=True)),
+    )
     proxy_value, _ = flag_or_env(service_proxy, env, "SERVICE_PROXY", None)
     prometheus_value, _ = flag_or_env(prometheus_url, env, "PROMETHEUS_URL", None)
     notify_value, _ = flag_or_env(notify_config, env, "NOTIFY_CONFIG", None)

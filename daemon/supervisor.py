@@ -30,8 +30,9 @@ log = structlog.get_logger("rollguard.supervisor")
 Key = tuple[str, str]
 Obj = dict[str, Any]
 _WAKE: Key = ("", "")  # not a Deployment: wakes the worker to act on a leadership change
-YIELD_EVERY = 50
-"""Keys reconciled between two yields to the event loop during a burst (a first sync of thousands)."""
+YIELD_EVERY = 10
+"""Keys reconciled, or informer events handled, between two yields to the event loop during a burst
+(a first sync of thousands)."""
 
 
 class Leadership(Protocol):
@@ -60,6 +61,7 @@ class Supervisor:
         self._rs_by_owner: dict[str, set[Key]] = {}
         self._dirty: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
+        self._events = 0
         self._was_leader = False
         self._initial: set[Key] = set()
         """Deployments not reconciled since start or since this replica became leader: resumed, never announced."""
@@ -103,10 +105,12 @@ class Supervisor:
     # ----- informer handlers -----
 
     async def _on_deployment(self, _kind: str, obj: Obj) -> None:
+        await self._share_the_loop()
         meta = obj.get("metadata") or {}
         self._enqueue((str(meta.get("namespace", "")), str(meta.get("name", ""))))
 
     async def _on_replicaset(self, kind: str, obj: Obj) -> None:
+        await self._share_the_loop()
         meta = obj.get("metadata") or {}
         key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
         for ref in meta.get("ownerReferences") or []:
@@ -117,6 +121,14 @@ class Supervisor:
                 else:
                     owners.add(key)
                 self._enqueue((key[0], str(ref.get("name"))))
+
+    async def _share_the_loop(self) -> None:
+        """Yield to the event loop every YIELD_EVERY informer events: a first list (or a re-list) of
+        10,000 Deployments is handed over item by item without the informer ever waiting, and
+        `/healthz`, the lease renewal and the other watch must be served meanwhile."""
+        self._events += 1
+        if self._events % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
 
     def _enqueue(self, key: Key) -> None:
         if key not in self._queued:

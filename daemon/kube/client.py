@@ -17,13 +17,80 @@ Exceptions:
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
+import sys
+import types
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from kubernetes_asyncio import client as k8s_client, config as k8s_config
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client import ApiClient
+
+
+def _lazy_package(name: str, directory: str) -> types.ModuleType:
+    """A stand-in for package `name` whose `__init__` runs only when a name it defines is first asked for."""
+    module = types.ModuleType(name)
+    module.__path__ = [directory]
+    module.__package__ = name
+
+    def load_rest(attribute: str) -> Any:
+        if (Path(directory) / f"{attribute}.py").is_file() or (Path(directory) / attribute).is_dir():
+            return importlib.import_module(f"{name}.{attribute}")  # a submodule: no need for the rest
+        # The real `__init__`, run once into this module: everything it defines appears here.
+        if not module.__dict__.get("_rollguard_loaded"):
+            module.__dict__["_rollguard_loaded"] = True
+            init = Path(directory) / "__init__.py"
+            exec(compile(init.read_text(), str(init), "exec"), module.__dict__)  # the package's own __init__, unchanged
+            if attribute in module.__dict__:
+                return module.__dict__[attribute]
+        try:
+            return importlib.import_module(f"{name}.{attribute}")
+        except ImportError:
+            raise AttributeError(f"module {name!r} has no attribute {attribute!r}") from None
+
+    module.__getattr__ = load_rest  # type: ignore[method-assign]
+    return module
+
+
+def _import_light() -> tuple[Any, Any]:
+    """`kubernetes_asyncio.client` and `.config` without the ~40 MiB of generated models and API classes.
+
+    rollguard uses only the configuration loaders, `Configuration` and `ApiClient.call_api`; the
+    packages' `__init__` files import every generated model (~2,000 modules). The packages are put in
+    `sys.modules` as lazy stand-ins (their `__init__` runs on first use of anything else, so other
+    code importing kubernetes_asyncio still gets everything), and `ApiClient` is imported while an
+    empty `models` module stands in (it only reads models to deserialise, which `_preload_content=False`
+    never does). When kubernetes_asyncio was already imported in full, that is used as is.
+    """
+    if "kubernetes_asyncio.client" not in sys.modules:
+        spec = importlib.util.find_spec("kubernetes_asyncio")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("kubernetes_asyncio is not installed")
+        root = next(iter(spec.submodule_search_locations))
+        top = sys.modules.setdefault("kubernetes_asyncio", _lazy_package("kubernetes_asyncio", root))
+        client_pkg = _lazy_package("kubernetes_asyncio.client", str(Path(root) / "client"))
+        sys.modules["kubernetes_asyncio.client"] = client_pkg
+        top.__dict__["client"] = client_pkg
+        models = types.ModuleType("kubernetes_asyncio.client.models")
+        sys.modules["kubernetes_asyncio.client.models"] = models
+        try:
+            configuration = importlib.import_module("kubernetes_asyncio.client.configuration")
+            api_client = importlib.import_module("kubernetes_asyncio.client.api_client")
+        finally:
+            # The real models package loads on first use (e.g. by the simulator's OpenAPI document).
+            del sys.modules["kubernetes_asyncio.client.models"]
+            client_pkg.__dict__.pop("models", None)
+        client_pkg.__dict__["Configuration"] = configuration.Configuration
+        client_pkg.__dict__["ApiClient"] = api_client.ApiClient
+    return sys.modules["kubernetes_asyncio.client"], importlib.import_module("kubernetes_asyncio.config")
+
+
+k8s_client, k8s_config = _import_light()
 
 Obj = dict[str, Any]
 
@@ -85,7 +152,7 @@ def api_path(group_version: str, plural: str, namespace: str | None = None, name
 class KubeClient:
     """JSON in, JSON out; one pooled session for the daemon's lifetime."""
 
-    def __init__(self, api: k8s_client.ApiClient, *, timeout: float = 30.0) -> None:
+    def __init__(self, api: ApiClient, *, timeout: float = 30.0) -> None:
         self._api = api
         self._timeout = timeout
 
@@ -94,7 +161,7 @@ class KubeClient:
         """From a kubeconfig file, or the in-cluster service account when `kubeconfig` is None."""
         configuration = k8s_client.Configuration()
         if kubeconfig is None:
-            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            k8s_config.load_incluster_config(client_configuration=configuration)
         else:
             await k8s_config.load_kube_config(config_file=str(kubeconfig), context=context,
                                               client_configuration=configuration)

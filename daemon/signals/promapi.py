@@ -34,7 +34,7 @@ import ssl
 from collections.abc import Callable, Coroutine, Hashable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -219,6 +219,18 @@ class QueryCoalescer(Generic[K, V]):
 
 # ----- the client -----
 
+class Batcher(Protocol):
+    """Sends queries of one shape and time together (`daemon.signals.batching.QueryBatcher`)."""
+
+    async def query(self, shape: str, promql: str, at: float) -> QueryResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+_POST_OVER_CHARS = 4000
+"""Queries longer than this (batches) are POSTed as a form: proxies limit URL lengths to a few kB."""
+
+
 class PrometheusClient:
     """Instant queries against one Prometheus, through a pooled session the caller owns and closes.
 
@@ -234,7 +246,9 @@ class PrometheusClient:
 
     def __init__(self, base_url: str, session: aiohttp.ClientSession, *, timeout: float = 10.0,
                  tick: float = 1.0, clock: Clock | None = None, bearer_token: str | None = None,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None,
+                 batcher: Callable[[Callable[[str, float], Coroutine[Any, Any, QueryResult]]], Batcher] | None = None,
+                 ) -> None:
         if bearer_token is not None and URL(base_url).user is not None:
             raise PrometheusConfigError("the Prometheus URL carries user-info and a bearer token is set as well: "
                                         "use one of them")
@@ -255,18 +269,26 @@ class PrometheusClient:
             reuse_for=tick, name="prometheus-query")
         self.requests_sent = 0
         """Requests actually sent (after coalescing), for the daemon's own metrics."""
+        self.batcher = batcher(self._fetch) if batcher is not None else None
+        """Batches queries that pass their `shape` (see `daemon.signals.batching`); None: one request each."""
 
     @property
     def url(self) -> str:
         """The base URL without user-info, for messages and logs."""
         return redact_url(self._base_url)
 
-    async def query(self, promql: str, *, at: float | None = None) -> QueryResult:
-        """Evaluate `promql` at `at` (epoch seconds; None: now, rounded down to the tick). Raises PrometheusError."""
+    async def query(self, promql: str, *, at: float | None = None, shape: str | None = None) -> QueryResult:
+        """Evaluate `promql` at `at` (epoch seconds; None: now, rounded down to the tick). Raises PrometheusError.
+
+        `shape`: the template `promql` was rendered from; queries of one shape and time may be batched."""
         when = at
         if when is None and self._tick > 0:
             when = math.floor(self._clock.now() / self._tick) * self._tick
-        return await self._coalescer.run((promql, when), partial(self._fetch, promql, when))
+        if self.batcher is not None and shape is not None and when is not None:
+            fetch = partial(self.batcher.query, shape, promql, when)
+        else:
+            fetch = partial(self._fetch, promql, when)
+        return await self._coalescer.run((promql, when), fetch)
 
     async def query_range(self, promql: str, *, start: float, end: float, step: float) -> tuple[RangeSeries, ...]:
         """`promql` evaluated every `step` seconds from `start` to `end` (epoch seconds), at most
@@ -284,6 +306,8 @@ class PrometheusClient:
     async def aclose(self) -> None:
         """Cancel queries still in flight (the session is the caller's to close)."""
         await self._coalescer.aclose()
+        if self.batcher is not None:
+            await self.batcher.aclose()
 
     async def _fetch(self, promql: str, at: float | None) -> QueryResult:
         params = {"query": promql, "timeout": f"{self._timeout:g}"}
@@ -298,8 +322,12 @@ class PrometheusClient:
         """The status and the body (at most MAX_RESPONSE_BYTES) of `GET /api/v1/<endpoint>`."""
         self.requests_sent += 1
         try:
-            async with self._session.get(f"{self._base_url}/api/v1/{endpoint}", params=params, headers=self._headers,
-                                         ssl=self._ssl, timeout=aiohttp.ClientTimeout(total=self._timeout)) as resp:
+            url = f"{self._base_url}/api/v1/{endpoint}"
+            length = sum(len(v) for v in params.values())
+            request = (partial(self._session.post, url, data=dict(params)) if length > _POST_OVER_CHARS
+                       else partial(self._session.get, url, params=dict(params)))
+            async with request(headers=self._headers, ssl=self._ssl,
+                               timeout=aiohttp.ClientTimeout(total=self._timeout)) as resp:
                 status = resp.status
                 raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
                 while len(raw) <= MAX_RESPONSE_BYTES:  # read(n) returns what has arrived, at most n

@@ -112,7 +112,7 @@ class PrometheusProvider:
         except TemplateError as exc:
             return Measurement(Phase.ERROR, None, one_line(f"cannot render the query: {exc}"))
         try:
-            result = await self._client.query(promql, at=at)
+            result = await self._client.query(promql, at=at, shape=self.spec.query)
         except PrometheusError as exc:
             return Measurement(Phase.ERROR, None, str(exc))
         return _judge(result, when, live=at is None)
