@@ -31,7 +31,7 @@ typecheck: $(STAMP)
 # fault schedules, which run two processes of their own). Exit 5 (nothing selected) is not a failure,
 # so PYTEST_ARGS can narrow either pass.
 pytest: $(STAMP) prometheus chromium
-	$(BIN)/pytest -n 2 --dist loadfile -m "not serial" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/pytest -n 3 --dist loadfile -m "not serial" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 	$(BIN)/pytest -m serial $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test: lint typecheck pytest

@@ -238,8 +238,14 @@ async def test_a_reapplied_rolled_back_template_can_be_approved_and_rolled_back(
         assert code == 0, (out, err)
         await eventually(lambda: image_of(stack) == "backend:v1", timeout=60, stack=stack,
                          what="the approved rollback")
-        rolled = [e for e in stack.cluster.store.list_objects(EVENTS, "staging")[0] if e.get("reason") == "RolledBack"]
-        assert any("alice" in e["message"] for e in rolled), [e["message"] for e in rolled]
+
+        def rolled() -> list[str]:
+            return [e["message"] for e in stack.cluster.store.list_objects(EVENTS, "staging")[0]
+                    if e.get("reason") == "RolledBack"]
+
+        # The Event follows the undo's PATCH: the image can change a moment before it is recorded.
+        await eventually(lambda: any("alice" in m for m in rolled()), timeout=15, stack=stack,
+                         what=f"a RolledBack Event naming the approver (have {rolled()})")
         assert "ApprovalIgnored" not in event_reasons(stack)
 
 
