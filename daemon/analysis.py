@@ -258,14 +258,27 @@ class Analysis:
 
     def _rules_pending(self, tick: float) -> bool:
         """Whether a rule's condition is true but its `for` has not elapsed yet. The bake time is then
-        extended until the rule either clears or fires (by at most twice the longest `for`), so a rollout
-        is never declared good while it is visibly going bad."""
+        extended until the rule either clears or fires (by up to twice the longest `for`; a rule that turned
+        true only after that, when an outage held it, still gets its whole `for`), so a rollout is never
+        declared good while it is visibly going bad."""
         if self.last_verdict is None or self.completed_at is None:
             return False
         longest = max((rule.for_ for rule in self.rollout.policy.rules), default=0.0)
         limit = self.completed_at + self.rollout.policy.analysis.bake_time + 2 * longest
-        pending = tick < limit and any(r.status is RuleStatus.PENDING for r in self.last_verdict.rules)
-        return pending or any(self._holding(r) for r in self.last_verdict.rules)
+        rules = {rule.name: rule for rule in self.rollout.policy.rules}
+        interval = self.rollout.policy.analysis.interval
+        for result in self.last_verdict.rules:
+            if result.status is not RuleStatus.PENDING:
+                continue
+            if tick < limit:
+                return True
+            # Past the limit, a rule that turned true only now (after an outage held it) still gets its
+            # whole `for`: a condition that stays true fires within it, one that does not clears.
+            rule = rules.get(result.rule)
+            since = result.pending_since
+            if rule is not None and since is not None and tick < since + rule.for_ + interval:
+                return True
+        return any(self._holding(r) for r in self.last_verdict.rules)
 
     def _holding(self, result: RuleResult) -> bool:
         """Whether a rule is held by missing data with `hold` (its default): it asks for review once the data

@@ -232,3 +232,17 @@ async def test_data_that_never_comes_is_judged_by_on_inconclusive_after_the_grac
     # Pending until the grace (200 s), then inconclusive, held (onInconclusive: hold) for the rule's
     # `for` (30 s): a human is asked to review; the analysis never passed an unmeasured rollout.
     assert decider.decisions == [("review", 230)]
+
+
+async def test_a_rule_that_turns_true_after_a_long_outage_still_gets_its_full_for() -> None:
+    # Fault schedule seed 6: Prometheus was down from the first tick until past the bake time's
+    # extension limit (complete 20 s + bake 60 s + 2 × for = 140 s); its first reading after the outage
+    # was bad, so the rule started pending — and the rollout was passed at the next tick, bad as it was.
+    clock = FakeClock(START)
+    measurer = OutageMeasurer(clock, down=30, up=150)
+    measurer.ratio = lambda _t: 0.12
+    decider = RecordingDecider(clock)
+    analysis = Analysis(make_rollout(for_=30), AnalysisState(), measurer=measurer, decider=decider, clock=clock)
+    await drive(analysis, clock, complete_at=20, until=600)
+    # Held by the outage (paged for review after its `for`), then pending from 150 s: it fires at 180 s.
+    assert decider.decisions == [("review", 60), ("rollback", 180)]
