@@ -27,9 +27,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict daemon sim
 
-# Two passes: independent tests on both cores, then the `serial` ones alone (lease timing, and the
-# fault schedules, which run two processes of their own). Exit 5 (nothing selected) is not a failure,
-# so PYTEST_ARGS can narrow either pass.
+# Two passes: independent tests on three workers (the end-to-end ones mostly wait on their policies'
+# timers, so three keep two cores busy), then the `serial` ones alone (lease timing, and the fault
+# schedules, which run processes of their own). Exit 5 (nothing selected) is not a failure, so
+# PYTEST_ARGS can narrow either pass.
 pytest: $(STAMP) prometheus chromium
 	$(BIN)/pytest -n 3 --dist loadfile -m "not serial" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 	$(BIN)/pytest -m serial $(PYTEST_ARGS) || [ $$? -eq 5 ]
