@@ -23,6 +23,7 @@ import structlog
 from aiohttp import web
 
 from daemon.alertmanager import MAX_PAYLOAD_BYTES, AlertHub, AlertPayloadError, parse_webhook
+from daemon.http import read_token_file
 
 log = structlog.get_logger("rollguard.alertmanager")
 
@@ -44,14 +45,7 @@ def webhook_token_from_env(env: Mapping[str, str], *, file: Path | None = None) 
     path = env.get(WEBHOOK_TOKEN_FILE_ENV, "").strip() or (str(file) if file is not None else "")
     if not path:
         return None
-    try:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ValueError(f"{WEBHOOK_TOKEN_FILE_ENV}: cannot read {path}: {reason}") from None
-    if not token:
-        raise ValueError(f"{WEBHOOK_TOKEN_FILE_ENV}: {path} is empty")
-    return token
+    return read_token_file(path, variable=WEBHOOK_TOKEN_FILE_ENV)
 
 
 def webhook_handler(hub: AlertHub, *, token: str | None) -> Callable[[web.Request], Awaitable[web.Response]]:

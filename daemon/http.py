@@ -56,13 +56,19 @@ def api_token_from_env(env: Mapping[str, str]) -> str | None:
     path = env.get(API_TOKEN_FILE_ENV, "").strip()
     if not path:
         return None
+    return read_token_file(path, variable=API_TOKEN_FILE_ENV)
+
+
+def read_token_file(path: str, *, variable: str) -> str:
+    """The token in file `path` (whitespace stripped); ValueError naming `variable` when it is unreadable
+    or empty (never the file's content)."""
     try:
         token = Path(path).read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ValueError(f"{API_TOKEN_FILE_ENV}: cannot read {path}: {reason}") from None
+        raise ValueError(f"{variable}: cannot read {path}: {reason}") from None
     if not token:
-        raise ValueError(f"{API_TOKEN_FILE_ENV}: {path} is empty")
+        raise ValueError(f"{variable}: {path} is empty")
     return token
 
 
