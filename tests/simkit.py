@@ -28,6 +28,7 @@ from aiohttp import web
 
 from daemon.clock import Clock, ScaledClock
 from sim.apiserver import AuditRecord, build_app
+from sim.faults import Faults
 from sim.kubeconfig import write_kubeconfig
 from sim.podlogs import PodLogSource
 from sim.resources import PODS
@@ -67,11 +68,11 @@ class SimCluster:
 @asynccontextmanager
 async def sim_server(tmp_path: Path, *, clock: Clock | None = None, history_size: int = 50_000,
                      logs: PodLogSource | None = None, bookmark_interval: float = 10.0,
-                     namespace: str = "default") -> AsyncIterator[SimCluster]:
-    """Run the simulated API server on a free loopback port until the block ends."""
+                     namespace: str = "default", faults: Faults | None = None) -> AsyncIterator[SimCluster]:
+    """Run the simulated API server on a free loopback port until the block ends (`faults`: see `sim.faults`)."""
     store = Store(clock or ScaledClock(1.0), history_size=history_size)
     audit: list[AuditRecord] = []
-    app = build_app(store, logs=logs, audit=audit, bookmark_interval=bookmark_interval)
+    app = build_app(store, logs=logs, audit=audit, bookmark_interval=bookmark_interval, faults=faults)
     runner = web.AppRunner(app, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from daemon.clock import FakeClock
+from daemon.clock import FakeClock, ScaledClock
 from daemon.kube.client import KubeClient, api_path
 from daemon.kube.events import EventRecorder
 from daemon.kube.leader import LeaderElector, LeaseConfig
 from daemon.kube.state import AnalysisState
 from daemon.writer import ClusterWriter, NotWriting
 from sim.apiserver import AuditRecord
+from sim.faults import FaultRule, Faults
+from sim.resources import EVENTS
 from tests.simkit import deployment_manifest, sim_server
 
 DURATION, DEADLINE, RETRY = 15.0, 10.0, 1.0
@@ -75,3 +77,17 @@ async def test_dry_run_writes_nothing_at_all(tmp_path: Path) -> None:
             await writer.clear_annotations("default", "web", ("rollguard.io/approve",))
         await writer.event(deployment_manifest(), type_="Normal", reason="X", message="m")
         assert writes(cluster.audit) == before
+
+
+async def test_an_event_the_api_server_refuses_for_a_moment_is_recorded_on_a_retry(tmp_path: Path) -> None:
+    # Fault schedule seed 39: two 500s on Event creation and the rollback's RolledBack Event was gone —
+    # a decision with no trace in `kubectl describe`. client-go's recorder retries too.
+    faults = Faults()
+    async with sim_server(tmp_path, faults=faults) as cluster, await KubeClient.connect(cluster.kubeconfig) as kube:
+        deployment = await kube.create(api_path("apps/v1", "deployments", "default"), deployment_manifest())
+        faults.add(FaultRule(verb="create", resource="events", code=500, count=2))
+        writer = ClusterWriter(kube, EventRecorder(kube, clock=ScaledClock(100.0)))  # backoff 100x faster
+        await writer.event(deployment, type_="Warning", reason="RolledBack", message="Rolled back default/web")
+        events = [e for e in cluster.store.list_objects(EVENTS, "default")[0] if e.get("reason") == "RolledBack"]
+        assert [e["message"] for e in events] == ["Rolled back default/web"]
+        assert [r.code for r in cluster.audit if r.resource == "events"] == [500, 500, 201]

@@ -4,8 +4,9 @@ Events are core/v1 Events (what `kubectl describe` lists), shaped as client-go's
 them: name `<object>.<hex nanoseconds>`, `involvedObject` with uid and resourceVersion,
 `source.component: rollguard`. A repeat of the same (object, type, reason, message) within the
 recorder's lifetime bumps `count` and `lastTimestamp` with a merge patch instead of adding another.
-Recording never raises: an Event that cannot be written is logged and dropped, because the audit
-trail must never block or fail a rollback.
+Recording never raises: an Event the API server refuses for a moment (429, 5xx, unreachable) is
+tried again a few times (`RETRY_DELAYS`), then logged and dropped, because the audit trail must
+never block or fail a rollback.
 
 Messages are scrubbed before they are written (Events are readable by anyone who may `kubectl
 describe` the Deployment): URL user-info and secret query values (`?token=…`), and every secret value
@@ -22,12 +23,15 @@ from typing import Any
 import structlog
 
 from daemon.clock import Clock, SystemClock
-from daemon.kube.client import MERGE_PATCH, KubeClient, KubeError, api_path
+from daemon.kube.client import MERGE_PATCH, KubeApiError, KubeClient, KubeError, api_path
 from daemon.redaction import SCRUBBER
 
 log = structlog.get_logger("rollguard.events")
 
 MAX_MESSAGE = 1024  # the API server rejects longer event messages
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+"""Seconds between attempts at creating an Event the API server refused for a moment (client-go's
+recorder also tries again, twelve times ten seconds apart; a decision waits for this one)."""
 
 
 def _time(epoch: float) -> str:
@@ -85,10 +89,27 @@ class EventRecorder:
                 "firstTimestamp": _time(now), "lastTimestamp": _time(now), "count": 1,
                 "reportingComponent": self._component, "reportingInstance": self._instance,
             }
-            await self._client.create(api_path("v1", "events", namespace), body)
+            await self._create(namespace, body)
             if len(self._seen) > 10_000:
                 self._seen.clear()
             self._seen[key] = (event_name, 1)
         except KubeError as exc:
             log.warning("could not record event", namespace=namespace, deployment=name, reason=reason,
                         error=str(exc))
+
+    async def _create(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """Create the Event, trying again (`RETRY_DELAYS`) while the API server answers 429 or 5xx or
+        cannot be reached: an Event is the decision's trace in `kubectl describe`."""
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                await self._client.create(api_path("v1", "events", namespace), dict(body))
+                return
+            except KubeApiError as exc:
+                if delay is None or not (exc.code == 429 or exc.code >= 500):
+                    raise
+                log.info("event not recorded yet; trying again", reason=body.get("reason"), error=str(exc),
+                         retry_in=delay)
+            except KubeError:
+                if delay is None:
+                    raise
+            await self._clock.sleep(delay)
