@@ -116,6 +116,7 @@ def _file_at_the_limit() -> str:
     return _policy("at-the-limit", labels="".join(labels))
 
 
+@pytest.mark.serial  # a timing bound: parsing this file on the loop stalls it ~0.2 s, as long as a busy machine may
 async def test_the_event_loop_keeps_ticking_while_a_file_at_the_limit_reloads(tmp_path: Path) -> None:
     path = tmp_path / "a.yaml"
     path.write_text(_file_at_the_limit())
