@@ -21,6 +21,7 @@ from daemon.kube.state import AnalysisState, RollbackProgress
 from daemon.lifecycle import Event, Stage, transition
 from daemon.metrics import Metrics
 from daemon.notify.model import ROUTES, Alert, AlertKind, Channel, rollout_key_for
+from daemon.outbox import Outbox
 from daemon.rollout import Rollout
 from daemon.rules.evaluate import RuleResult, Verdict
 from daemon.rules.model import Action
@@ -40,8 +41,10 @@ class AlertSink(Protocol):
 
 
 ANNOUNCE_WAIT = 3.0
-"""Seconds a paging announcement waits for its delivery before it is recorded as made (else it is
-re-sent after a restart)."""
+"""Seconds a paging announcement waits for its delivery before it is saved with its decision; one that
+has not settled by then is saved in the durable outbox (`daemon.outbox`) until it does."""
+QUICK_WAIT = 0.5
+"""The same for a Slack-only announcement: the reconcile loop must not wait on a slow Slack."""
 
 
 def pages(kind: AlertKind) -> bool:
@@ -74,6 +77,8 @@ class Decisions:
         self._metrics = metrics
         self.gitops = GitOps(kube, writer, argocd_namespace=self.settings.argocd_namespace)
         """The GitOps owners of Deployments (recorded by the reconciler)."""
+        self.outbox = Outbox(kube, writer, alerts)
+        """Announcements saved until delivered; a successor re-sends them (`resend`)."""
 
     # ----- the one decision helper -----
 
@@ -117,13 +122,16 @@ class Decisions:
         self._alerts.submit(alert)
         await self._writer.event(self._event_object(rollout), type_=event_type, reason=event_reason,
                                  message=f"{title}: {summary}")
-        # An announcement is recorded as made once it was delivered (or given up on and counted): a
-        # process killed before that re-sends it after its restart. Pages wait for that, a little;
-        # Slack-only announcements are recorded at once (their loss in a crash is the lesser harm,
-        # and the reconcile loop must not wait on a slow Slack).
-        if once and (not pages(kind) or await self._alerts.settled(alert, timeout=ANNOUNCE_WAIT)):
+        if once:
             state = state.with_announced(kind.value)
-        if stage is not None or once:
+        # Saved with its decision: either delivered (or given up on and counted) by now, or owed in the
+        # outbox until it is — a successor re-sends what is owed, even once a newer rollout replaced
+        # this one. Pages wait a little longer for delivery, so that the usual case needs no second write.
+        if not await self._alerts.settled(alert, timeout=ANNOUNCE_WAIT if pages(kind) else QUICK_WAIT) \
+                and self._writer.may_write():
+            state = self.outbox.add(rollout.id.namespace, rollout.id.name, state, alert, approve=approve)
+            await self.save(rollout, state)
+        elif stage is not None or once:
             await self.save(rollout, state)
         return state
 
@@ -142,6 +150,7 @@ class Decisions:
         """Store the state annotation (never in dry-run or as a follower); failures are logged."""
         if not self._writer.may_write():
             return
+        state = self.outbox.prune(rollout.id.namespace, rollout.id.name, state)
         try:
             await self._writer.save_state(rollout.id.namespace, rollout.id.name, state)
         except (KubeError, NotWriting) as exc:

@@ -143,6 +143,8 @@ class Reconciler:
             tracked = self._tracked[key] = Tracked(identity, identity_status.phase)
             state = self._state(key, deployment, replica_sets, tracked)
             if first_sight:
+                # What a previous leader decided but may not have delivered: sent again first.
+                self._actions.outbox.resend(*key, state, policy=policy.name if policy else None)
                 await self._resume(key, tracked, deployment, replica_sets, policy, state)
             else:
                 await self._new_rollout(key, tracked, deployment, replica_sets, policy, state)
@@ -283,7 +285,10 @@ class Reconciler:
                 self._tasks.spawn(key, tracked, rollout, lambda: self._actions.failed(
                     rollout, state, f'deployment "{key[1]}" exceeded its progress deadline'), "failure")
             return
-        if rolling_back_from_state(state, identity) is not None:
+        undoing = rolling_back_from_state(state, identity)
+        if undoing is not None and classify(identity, new_rs=new_replica_set(deployment, replica_sets), state=state,
+                                            rolling_back=undoing) is RolloutKind.OWN_ROLLBACK:
+            # (A template deployed by someone else after the undo is a newer rollout, not the undo's.)
             tracked.kind = RolloutKind.OWN_ROLLBACK
             await self._follow_rollback(key, tracked, deployment, replica_sets, policy, None, state)
             if tracked.phase is RolloutPhase.COMPLETE:

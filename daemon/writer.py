@@ -66,10 +66,15 @@ class ClusterWriter:
             return
         await self._events.record(obj, type_=type_, reason=reason, message=message)
 
-    async def save_state(self, namespace: str, name: str, state: AnalysisState) -> None:
-        """Store the state annotation; raises `NotWriting` or `KubeError`."""
+    async def save_state(self, namespace: str, name: str, state: AnalysisState, *,
+                         resource_version: str | None = None) -> None:
+        """Store the state annotation; raises `NotWriting` or `KubeError`. With `resource_version`, only
+        over that version of the Deployment (else the API server answers 409 Conflict)."""
         self._check("the state annotation")
-        await self._kube.patch(api_path("apps/v1", "deployments", namespace, name), state_patch(state),
+        patch = state_patch(state)
+        if resource_version:
+            patch["metadata"]["resourceVersion"] = resource_version
+        await self._kube.patch(api_path("apps/v1", "deployments", namespace, name), patch,
                                content_type=MERGE_PATCH)
 
     async def annotate(self, namespace: str, name: str, annotations: Mapping[str, str | None]) -> None:

@@ -402,3 +402,42 @@ async def test_an_alert_that_was_never_queued_is_settled() -> None:
         assert await pipeline.settled(make_alert(AlertKind.ROLLBACK_STARTED), timeout=0.1)
     finally:
         await pipeline.stop(drain_timeout=0)
+
+
+async def test_a_repeat_suppressed_by_dedup_settles_with_the_alert_it_repeats() -> None:
+    """A successor's outbox re-sends what this process may still be retrying: it must wait for the
+    original, not count the suppressed repeat as delivered."""
+    clock = FakeClock()
+    pagerduty = Scripted("pagerduty", Channel.PAGERDUTY, clock, iter([SendResult.retry_later("503"),
+                                                                       SendResult.success()]))
+    pipeline = NotificationPipeline([pagerduty], clock=clock, backoff_base=1.0, rng=random.Random(1))
+    await pipeline.start()
+    try:
+        original = make_alert(AlertKind.ROLLBACK_STARTED)
+        assert pipeline.submit(original)
+        repeat = make_alert(AlertKind.ROLLBACK_STARTED)
+        assert repeat is not original
+        assert repeat.identity == original.identity
+        assert not pipeline.submit(repeat), "deduplicated"
+        assert not await pipeline.settled(repeat, timeout=0.2), "the original is still being retried"
+        await clock.advance(5)
+        assert await pipeline.settled(repeat, timeout=2)
+        assert len(pagerduty.calls) == 2
+    finally:
+        await pipeline.stop(drain_timeout=0)
+
+
+async def test_alerts_cut_off_by_a_stop_are_never_settled() -> None:
+    """Dropped at shutdown — waiting in the queue, or in the middle of an attempt — is not delivered and
+    not given up on: the outbox must keep them for a successor."""
+    hanging = Hanging(Channel.PAGERDUTY)
+    pipeline = NotificationPipeline([hanging], send_timeout=30)
+    await pipeline.start()
+    in_flight = make_alert(AlertKind.ROLLBACK_STARTED)
+    queued = make_alert(AlertKind.REVIEW_NEEDED)
+    pipeline.submit(in_flight)
+    pipeline.submit(queued)
+    await hanging.started.wait()
+    waits = [asyncio.create_task(pipeline.settled(a, timeout=5)) for a in (in_flight, queued)]
+    await pipeline.stop(drain_timeout=0)
+    assert [await w for w in waits] == [False, False]

@@ -14,9 +14,12 @@ One annotation, `rollguard.io/state`, holds compact JSON (schema version 2):
      "announced": ["rollback_started", ...],   # announcements made for this rollout (re-sent after a crash)
      "rolledBack": [{"hash": "5d4f8c9b7", "revision": 7, "at": 1700000130.0}, ...],   # newest last, capped
      "rollbackTimes": [1700000130.0, ...],                                            # for the rate cap
-     "passed": [{"hash": "7c9d8e6f5", "revision": 6, "at": 1699990000.0}, ...]}      # newest last, capped
+     "passed": [{"hash": "7c9d8e6f5", "revision": 6, "at": 1699990000.0}, ...],     # newest last, capped
+     "outbox": [{"kind": "review_needed", "revision": 7, ...}, ...]}   # announcements not yet delivered
 
-Version 1 (without `rollback` and `announced`) and version 2 without `passed` are still read.
+Version 1 (without `rollback` and `announced`) and version 2 without `passed` or `outbox` are still
+read. `outbox` (`daemon.kube.owed`) outlives the rollout it was written for: a newer rollout's state
+carries it on until each entry is delivered.
 
 The annotation is input like any other: it is validated strictly (`StateError` names the first
 problem) — types, finite numbers, times no later than now plus a small skew, bounded sizes — and an
@@ -39,7 +42,9 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
+
+from daemon.kube.owed import MAX_OWED, Owed, OwedError
 
 STATE_ANNOTATION = "rollguard.io/state"
 ROLLGUARD_PREFIX = "rollguard.io/"
@@ -96,6 +101,9 @@ class RollbackProgress:
     approved_by: str | None = None
 
 
+_Entry = TypeVar("_Entry", RolledBack, Passed)
+
+
 @dataclass(frozen=True)
 class AnalysisState:
     """What a daemon needs to resume a Deployment's analysis (see the module docstring for the JSON)."""
@@ -112,6 +120,8 @@ class AnalysisState:
     rolled_back: tuple[RolledBack, ...] = ()
     rollback_times: tuple[float, ...] = ()
     passed: tuple[Passed, ...] = ()
+    outbox: tuple[Owed, ...] = ()
+    """Announcements decided and not yet known delivered, of this rollout or earlier ones."""
 
     def is_for(self, revision: int, pod_template_hash: str) -> bool:
         """Whether the per-rollout part belongs to this revision and template."""
@@ -121,7 +131,7 @@ class AnalysisState:
         """Fresh per-rollout state, keeping the Deployment-wide memory."""
         return AnalysisState(revision=revision, pod_template_hash=pod_template_hash, started_at=started_at,
                              rolled_back=self.rolled_back, rollback_times=self.rollback_times,
-                             passed=_passed_union([self.passed, self._own_pass()]))
+                             passed=_passed_union([self.passed, self._own_pass()]), outbox=self.outbox)
 
     def _own_pass(self) -> tuple[Passed, ...]:
         """This state's own rollout as a `Passed` entry, when it passed."""
@@ -188,6 +198,8 @@ class AnalysisState:
         }
         if self.passed:
             body["passed"] = [{"hash": r.hash, "revision": r.revision, "at": r.at} for r in self.passed]
+        if self.outbox:
+            body["outbox"] = [entry.to_dict() for entry in self.outbox]
         return json.dumps(body, separators=(",", ":"), sort_keys=True)
 
     @classmethod
@@ -244,10 +256,11 @@ class _Validator:
             completed_at=self._time(body.get("completedAt"), "completedAt"),
             rollback=self._rollback(body.get("rollback")),
             announced=tuple(self._strings(body.get("announced"), "announced", limit=MAX_ANNOUNCED)),
-            rolled_back=tuple(self._rolled_back(body.get("rolledBack"))),
+            rolled_back=tuple(self._remembered(body.get("rolledBack"), "rolledBack", RolledBack)),
             rollback_times=tuple(self._required_time(t, "rollbackTimes[]")
                                  for t in self._list(body.get("rollbackTimes"), "rollbackTimes", MAX_REMEMBERED)),
-            passed=tuple(self._passed(body.get("passed"))),
+            passed=tuple(self._remembered(body.get("passed"), "passed", Passed)),
+            outbox=tuple(self._outbox(body.get("outbox"))),
         )
 
     def _rules(self, value: object) -> dict[str, Any]:
@@ -281,25 +294,23 @@ class _Validator:
             at=self._required_time(rb.get("at", 0.0), "rollback.at"),
             approved_by=self._text(rb.get("approvedBy"), "rollback.approvedBy", limit=128))
 
-    def _rolled_back(self, value: object) -> Iterable[RolledBack]:
-        for i, item in enumerate(self._list(value, "rolledBack", MAX_REMEMBERED)):
-            entry = self._mapping(item, f"rolledBack[{i}]")
+    def _remembered(self, value: object, where: str, kind: type[_Entry]) -> Iterable[_Entry]:
+        """`rolledBack` and `passed` entries: a revision, its template hash and a time."""
+        for i, item in enumerate(self._list(value, where, MAX_REMEMBERED)):
+            entry = self._mapping(item, f"{where}[{i}]")
             assert entry is not None
-            revision = self._int(entry.get("revision"), f"rolledBack[{i}].revision")
-            hash_ = self._text(entry.get("hash"), f"rolledBack[{i}].hash", limit=64)
+            revision = self._int(entry.get("revision"), f"{where}[{i}].revision")
+            hash_ = self._text(entry.get("hash"), f"{where}[{i}].hash", limit=64)
             if revision is None or not hash_:
-                raise StateError(f"{STATE_ANNOTATION}: rolledBack[{i}] needs a revision and a hash")
-            yield RolledBack(hash_, revision, self._required_time(entry.get("at"), f"rolledBack[{i}].at"))
+                raise StateError(f"{STATE_ANNOTATION}: {where}[{i}] needs a revision and a hash")
+            yield kind(hash_, revision, self._required_time(entry.get("at"), f"{where}[{i}].at"))
 
-    def _passed(self, value: object) -> Iterable[Passed]:
-        for i, item in enumerate(self._list(value, "passed", MAX_REMEMBERED)):
-            entry = self._mapping(item, f"passed[{i}]")
-            assert entry is not None
-            revision = self._int(entry.get("revision"), f"passed[{i}].revision")
-            hash_ = self._text(entry.get("hash"), f"passed[{i}].hash", limit=64)
-            if revision is None or not hash_:
-                raise StateError(f"{STATE_ANNOTATION}: passed[{i}] needs a revision and a hash")
-            yield Passed(hash_, revision, self._required_time(entry.get("at"), f"passed[{i}].at"))
+    def _outbox(self, value: object) -> Iterable[Owed]:
+        for i, item in enumerate(self._list(value, "outbox", MAX_OWED)):
+            try:
+                yield Owed.parse(item, latest=self._latest)
+            except OwedError as exc:
+                raise StateError(f"{STATE_ANNOTATION}: outbox[{i}]: {exc}") from None
 
     # ----- scalars -----
 

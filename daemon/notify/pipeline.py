@@ -60,8 +60,11 @@ class _Pending:
     """Lanes that have not finished with it yet (delivered, given up or dropped)."""
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once every lane finished with it."""
+    abandoned: bool = False
+    """A lane dropped it at shutdown: not delivered, not given up on — a successor must send it."""
 
-    def finished(self) -> None:
+    def finished(self, *, abandoned: bool = False) -> None:
+        self.abandoned = self.abandoned or abandoned
         self.lanes -= 1
         if self.lanes <= 0:
             self.settled.set()
@@ -105,10 +108,14 @@ class _Lane:
             self._owner.metrics.queued(self.notifier.name, len(self.queue))
             try:
                 await self._deliver(pending)
+            except asyncio.CancelledError:
+                pending.finished(abandoned=True)  # stopped mid-delivery: owed to a successor
+                raise
             except Exception as exc:  # the lane must outlive any bug in one delivery; the error is logged
                 log.error("notification lane error", notifier=self.notifier.name,
                           **self._owner.redacted_exception(exc))
-            finally:
+                pending.finished()
+            else:
                 pending.finished()
 
     async def _deliver(self, pending: _Pending) -> None:
@@ -204,7 +211,8 @@ class NotificationPipeline:
         self._started = False
         self._stopped = False
         self._lane_died: asyncio.Future[None] | None = None
-        self._inflight: dict[int, _Pending] = {}
+        self._inflight: dict[tuple[object, ...], _Pending] = {}
+        """Alerts not yet settled, by identity: a repeat suppressed by dedup settles with its original."""
 
     @property
     def notifiers(self) -> tuple[Notifier, ...]:
@@ -253,7 +261,7 @@ class NotificationPipeline:
         pending = _Pending(alert, self.clock.now(), lanes=len(lanes))
         if not lanes:
             pending.settled.set()
-        self._inflight[id(alert)] = pending
+        self._inflight[alert.identity] = pending
         while len(self._inflight) > self._queue_size:
             self._inflight.pop(next(iter(self._inflight)))
         for lane in lanes:
@@ -261,22 +269,22 @@ class NotificationPipeline:
         return True
 
     async def settled(self, alert: Alert, *, timeout: float) -> bool:
-        """Whether every notifier finished with `alert` (delivered, or gave up and counted it) within
-        `timeout` real seconds. True for an alert that was not queued (a duplicate, or never submitted
-        here): nothing is left to wait for. Callers record an announcement as made only then, so a
-        process killed before delivery re-sends it after a restart."""
-        pending = self._inflight.get(id(alert))
-        if pending is None or pending.alert is not alert:
+        """Whether every notifier finished with `alert` — delivered it, or gave up on it and counted
+        that — within `timeout` real seconds. An alert suppressed as a repeat settles with the one it
+        repeats; one that is not in flight any more (or never was) has nothing left to wait for: True.
+        False for an alert dropped at shutdown: it was neither delivered nor given up on. Callers keep
+        an announcement in the durable outbox until it settles, so a successor re-sends it."""
+        pending = self._inflight.get(alert.identity)
+        if pending is None:
             return True
         try:
             async with asyncio.timeout(timeout):
                 await pending.settled.wait()
         except TimeoutError:
             return False
-        finally:
-            if pending.settled.is_set():
-                self._inflight.pop(id(alert), None)
-        return True
+        if self._inflight.get(alert.identity) is pending and not pending.abandoned:
+            del self._inflight[alert.identity]
+        return not pending.abandoned
 
     def _lane_for(self, notifier: Notifier) -> _Lane:
         lane = self._lanes.get(notifier.name)
@@ -346,7 +354,7 @@ class NotificationPipeline:
         await asyncio.gather(*tasks, return_exceptions=True)
         for lane in self._lanes.values():
             for dropped in lane.queue:
-                dropped.finished()
+                dropped.finished(abandoned=True)
                 self.metrics.dropped(lane.notifier.name, "shutdown")
             lane.queue.clear()
             lane.idle.set()

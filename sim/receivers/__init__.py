@@ -148,6 +148,10 @@ class LocalReceiver:
         `echo` copies the request (credentials included) into the answer."""
         self._faults.append(Fault(count=count, status=status, retry_after=retry_after, path=path, echo=echo))
 
+    def clear_faults(self) -> None:
+        """Answer normally again (the outage is over)."""
+        self._faults.clear()
+
     def stall_next(self, count: int = 1) -> None:
         """Never answer the next `count` requests (until the receiver closes): a client timeout."""
         self._faults.append(Fault(count=count, status=503, stall=True))
