@@ -95,6 +95,7 @@ async def test_an_entry_that_was_not_delivered_stays_and_only_a_leader_sends_it_
         assert (alert.kind, alert.revision, alert.rollout_key, alert.title, alert.policy) == (
             AlertKind.ROLLBACK_STARTED, 7, "default/web/7", "Rolled back default/web from revision 7 to revision 6",
             "web-policy")
-        assert alert.evidence[0].startswith("Sent again: rollguard decided this at 2026-11-30T00:53:20Z and restarted"), alert.evidence
+        assert alert.evidence[0].startswith(
+            "Sent again: rollguard decided this at 2026-11-30T00:53:20Z and restarted"), alert.evidence
 
         assert outbox.prune("default", "web", state).outbox == (entry,)
