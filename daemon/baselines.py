@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any
 
-from daemon.kube.rollout_state import POD_TEMPLATE_HASH, revision_of
+from daemon.kube.rollout_state import POD_TEMPLATE_HASH, epoch, revision_of
 from daemon.kube.state import Passed
 from daemon.measurement import SignalContext
 from daemon.rules.durations import format_duration
@@ -51,22 +50,13 @@ class _Revision:
     created: float
 
 
-def _epoch(timestamp: object) -> float | None:
-    if not isinstance(timestamp, str) or not timestamp:
-        return None
-    try:
-        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 def _revisions(replica_sets: Sequence[Mapping[str, Any]]) -> list[_Revision]:
     found = []
     for rs in replica_sets:
         meta = rs.get("metadata") or {}
         revision = revision_of(rs)
         hash_ = str((meta.get("labels") or {}).get(POD_TEMPLATE_HASH, ""))
-        created = _epoch(meta.get("creationTimestamp"))
+        created = epoch(meta.get("creationTimestamp"))
         if revision is not None and hash_ and created is not None:
             found.append(_Revision(revision, hash_, created))
     return sorted(found, key=lambda r: r.revision)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from daemon.kube.rollout_state import (
     POD_TEMPLATE_HASH,
     RolloutId,
+    epoch,
     new_replica_set,
     previous_replica_set,
     revision_of,
@@ -72,15 +72,6 @@ class RolloutKind(StrEnum):
     capped at review, so it cannot flap."""
 
 
-def _epoch(timestamp: object, default: float) -> float:
-    if not isinstance(timestamp, str) or not timestamp:
-        return default
-    try:
-        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return default
-
-
 def is_reused(replica_set: Obj | None) -> bool:
     """Whether the controller re-used an older ReplicaSet for this revision (an undo)."""
     annotations = ((replica_set or {}).get("metadata") or {}).get("annotations") or {}
@@ -93,7 +84,8 @@ def started_at(deployment: Obj, replica_sets: Sequence[Obj], *, now: float) -> f
     rs = new_replica_set(deployment, replica_sets)
     if rs is None or is_reused(rs):
         return now
-    return min(now, _epoch((rs.get("metadata") or {}).get("creationTimestamp"), now))
+    created = epoch((rs.get("metadata") or {}).get("creationTimestamp"))
+    return now if created is None else min(now, created)
 
 
 def build_rollout(deployment: Obj, replica_sets: Sequence[Obj], identity: RolloutId, policy: RollbackPolicy,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -263,3 +264,13 @@ def new_replica_set(
 ) -> Mapping[str, Any] | None:
     """The ReplicaSet of the Deployment's current template, chosen as the controller chooses it."""
     return _new_replica_set(deployment, replica_sets)
+
+
+def epoch(timestamp: object) -> float | None:
+    """An RFC 3339 timestamp (`metadata.creationTimestamp`) as epoch seconds; None when absent or unreadable."""
+    if not isinstance(timestamp, str) or not timestamp:
+        return None
+    try:
+        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
