@@ -41,8 +41,8 @@ class AlertSink(Protocol):
 
 
 ANNOUNCE_WAIT = 3.0
-"""Seconds a paging announcement waits for its delivery before it is saved with its decision; one that
-has not settled by then is saved in the durable outbox (`daemon.outbox`) until it does."""
+"""Seconds a paging announcement waits for its delivery to clear it from the durable outbox
+(`daemon.outbox`) at once; one that has not settled by then is cleared when it does."""
 QUICK_WAIT = 0.5
 """The same for a Slack-only announcement: the reconcile loop must not wait on a slow Slack."""
 
@@ -119,20 +119,26 @@ class Decisions:
             evidence=tuple(r.message for r in deciding) + evidence,
             approve_command=self._approve_text(rollout) if approve else None,
             dry_run=self.settings.dry_run, at=now, policy=rollout.policy.name)
+        if once:
+            state = state.with_announced(kind.value)
+        # The outbox: the announcement is saved with its decision before anything is sent, so whatever
+        # ends this process from here on, a successor finds it owed and sends it — even once a newer
+        # rollout replaced this one. It leaves the outbox when delivered (or given up on and counted).
+        durable = self._writer.may_write()
+        if durable:
+            state = self.outbox.add(rollout.id.namespace, rollout.id.name, state, alert, approve=approve)
+            await self.save(rollout, state)
         self._alerts.submit(alert)
         await self._writer.event(self._event_object(rollout), type_=event_type, reason=event_reason,
                                  message=f"{title}: {summary}")
-        if once:
-            state = state.with_announced(kind.value)
-        # Saved with its decision: either delivered (or given up on and counted) by now, or owed in the
-        # outbox until it is — a successor re-sends what is owed, even once a newer rollout replaced
-        # this one. Pages wait a little longer for delivery, so that the usual case needs no second write.
-        if not await self._alerts.settled(alert, timeout=ANNOUNCE_WAIT if pages(kind) else QUICK_WAIT) \
-                and self._writer.may_write():
-            state = self.outbox.add(rollout.id.namespace, rollout.id.name, state, alert, approve=approve)
-            await self.save(rollout, state)
-        elif stage is not None or once:
-            await self.save(rollout, state)
+        if durable:
+            # Usually delivered within moments: cleared by a second save now. Else a watcher clears it
+            # once it settles (and every later save drops it).
+            if await self._alerts.settled(alert, timeout=ANNOUNCE_WAIT if pages(kind) else QUICK_WAIT):
+                self.outbox.delivered(rollout.id.namespace, rollout.id.name, alert)
+                await self.save(rollout, state)
+            else:
+                self.outbox.watch(rollout.id.namespace, rollout.id.name, alert)
         return state
 
     @staticmethod

@@ -4,11 +4,12 @@ The notification pipeline delivers from memory, retrying for minutes. A daemon k
 leader that loses its lease) used to lose what it still had to say — and when a newer deploy then
 replaced the rollout, no successor knew that anything was owed. So:
 
-1. `Decisions` records each announcement it could not see settle within a short wait as an `Owed`
-   entry in the state it saves with the decision (`add`);
-2. `watch` waits in the background for the alert to settle — delivered, or given up on and counted —
-   and then removes the entry from the Deployment's annotation (`_flush`, a read-modify-write with a
-   resourceVersion precondition, through the one writer); every later save drops it too (`prune`);
+1. `Decisions` saves each announcement as an `Owed` entry with its decision, before the alert is
+   submitted (`add`): whatever ends the process afterwards, the entry is there;
+2. once the alert settles — delivered, or given up on and counted — the entry goes: by the decider's
+   next save when that is within a few seconds (`delivered`, then `prune` at every save), else by
+   `watch`, which waits in the background and removes it from the Deployment's annotation (`_flush`,
+   a read-modify-write with a resourceVersion precondition, through the one writer);
 3. a newer rollout's state carries the entries on (`AnalysisState.for_new_rollout`);
 4. a successor — a restarted daemon, or a replica that became leader — re-sends every entry it finds
    on first sight (`resend`). PagerDuty's dedup key makes a repeated page one incident; the message
@@ -58,6 +59,11 @@ def entry_for(alert: Alert, *, approve: bool) -> Owed:
                 title=alert.title, summary=alert.summary, rule=alert.rule, action=alert.action, approve=approve)
 
 
+def _key(alert: Alert) -> tuple[int, str, str, str | None]:
+    """The `Owed.key` of the entry that stands for `alert`."""
+    return (alert.revision, alert.pod_template_hash, alert.kind.value, alert.rule)
+
+
 def alert_for(namespace: str, name: str, entry: Owed, *, policy: str | None) -> Alert:
     """The alert an entry stands for, as a successor re-sends it."""
     decided = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.at))
@@ -85,14 +91,25 @@ class Outbox:
 
     def add(self, namespace: str, name: str, state: AnalysisState, alert: Alert, *,
             approve: bool = False) -> AnalysisState:
-        """`state` with `alert` owed, and a watcher that clears it once the alert settles."""
-        entry = entry_for(alert, approve=approve)
-        kept, lost = with_entry(state.outbox, entry)
+        """`state` with `alert` owed (to be saved before the alert is submitted)."""
+        kept, lost = with_entry(state.outbox, entry_for(alert, approve=approve))
         for old in lost:
             log.error("outbox full; an undelivered announcement is dropped", namespace=namespace, deployment=name,
                       revision=old.revision, kind=old.kind, decided_at=old.at)
-        self._watch(namespace, name, alert, entry)
         return replace(state, outbox=kept)
+
+    def delivered(self, namespace: str, name: str, alert: Alert) -> None:
+        """`alert` settled: every later save drops its entry."""
+        self._settled[(namespace, name, *_key(alert))] = None
+        while len(self._settled) > REMEMBERED:
+            self._settled.popitem(last=False)
+
+    def watch(self, namespace: str, name: str, alert: Alert) -> None:
+        """Clear `alert`'s entry from the stored state once it settles (a background task)."""
+        task = asyncio.create_task(self._settle(namespace, name, alert),
+                                   name=f"outbox:{namespace}/{name}:{alert.kind.value}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def prune(self, namespace: str, name: str, state: AnalysisState) -> AnalysisState:
         """`state` without the entries known to have settled."""
@@ -112,34 +129,26 @@ class Outbox:
             log.warning("re-sending an announcement that was not delivered", namespace=namespace, deployment=name,
                         revision=entry.revision, kind=entry.kind, decided_at=entry.at)
             self._alerts.submit(alert)
-            self._watch(namespace, name, alert, entry)
+            self.watch(namespace, name, alert)
 
     async def drain(self) -> None:
         """Wait for every watcher (tests, shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    def _watch(self, namespace: str, name: str, alert: Alert, entry: Owed) -> None:
-        task = asyncio.create_task(self._settle(namespace, name, alert, entry),
-                                   name=f"outbox:{namespace}/{name}:{entry.kind}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _settle(self, namespace: str, name: str, alert: Alert, entry: Owed) -> None:
+    async def _settle(self, namespace: str, name: str, alert: Alert) -> None:
         if not await self._alerts.settled(alert, timeout=self._settle_timeout):
             return  # not delivered (shut down first): the entry stays for a successor
-        self._settled[(namespace, name, *entry.key)] = None
-        while len(self._settled) > REMEMBERED:
-            self._settled.popitem(last=False)
+        self.delivered(namespace, name, alert)
         try:
             await self._flush(namespace, name)
         except (KubeError, NotWriting, StateError) as exc:
             # A later save drops the entry anyway; at worst a successor sends it once more.
             log.info("could not clear a delivered announcement from the outbox", namespace=namespace,
-                     deployment=name, kind=entry.kind, error=str(exc))
+                     deployment=name, kind=alert.kind.value, error=str(exc))
         except Exception as exc:  # e.g. the client closed at shutdown: the same harmless outcome, logged
             log.warning("could not clear a delivered announcement from the outbox", namespace=namespace,
-                        deployment=name, kind=entry.kind, error=f"{type(exc).__name__}: {exc}")
+                        deployment=name, kind=alert.kind.value, error=f"{type(exc).__name__}: {exc}")
 
     async def _flush(self, namespace: str, name: str) -> None:
         """Remove settled entries from the stored state, without overwriting a concurrent save."""

@@ -54,6 +54,7 @@ async def test_a_delivered_entry_is_cleared_and_a_concurrent_save_survives(tmp_p
         state = outbox.add("default", "web", AnalysisState(revision=7, pod_template_hash="a", phase="review"),
                            alert, approve=True)
         await writer.save_state("default", "web", state)
+        outbox.watch("default", "web", alert)
         assert [e["kind"] for e in (await stored(kube))["outbox"]] == ["review_needed"]  # type: ignore[union-attr]
 
         # The outbox's write is held back while the analysis saves its own (newer) state.
