@@ -26,7 +26,9 @@ Errors, with the real server's codes and messages (a `Status` object):
 * the backend does not answer → 503 `error trying to reach service: dial tcp 127.0.0.1:{port}: connect:
   connection refused` (or `i/o timeout`, `EOF`).
 
-Not simulated: WebSocket upgrades, and the rewriting of links in HTML answers and of `Location` headers.
+Not simulated: WebSocket upgrades, the rewriting of links in HTML answers and of `Location` headers, and
+authorisation (the simulated API server checks none; the audit log records `services/proxy` and the verb).
+Injected API faults (`sim.faults`) do not apply to proxied requests.
 """
 
 from __future__ import annotations
