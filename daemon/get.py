@@ -76,7 +76,8 @@ async def from_cluster(kube: KubeClient, *, service: str | None,
     (document, event lines, where it came from)."""
     if service:
         try:
-            return await kube.get(_service_path(service)), [], f"service {service}"
+            document = await kube.get(_service_path(service))
+            return document, [], f"the daemon, through the API server's service proxy: {service}"
         except KubeError as exc:
             why = str(exc)
     else:
@@ -108,7 +109,7 @@ async def from_cluster(kube: KubeClient, *, service: str | None,
 
 
 async def fetch(args: argparse.Namespace, kube: KubeClient | None) -> tuple[dict[str, Any], list[str], str | None]:
-    """One reading; the third value says where it came from when that is not the daemon."""
+    """One reading; the third value says where it came from unless it is the `--server` the user named."""
     if args.server:
         try:
             return await from_server(args.server, token=os.environ.get("ROLLGUARD_API_TOKEN")), [], None
@@ -118,8 +119,8 @@ async def fetch(args: argparse.Namespace, kube: KubeClient | None) -> tuple[dict
             document, events, where = await from_cluster(kube, service=None, target=args.target)
             return document, events, f"{where.split(' (')[0]} (daemon unreachable: {exc})"
     assert kube is not None
-    document, events, where = await from_cluster(kube, service=args.service, target=args.target)
-    return document, events, None if where.startswith("service") else where
+    # Said on the first line either way: the daemon's live view, or the annotations' (no readings, no timers).
+    return await from_cluster(kube, service=args.service, target=args.target)
 
 
 def show(document: Mapping[str, Any], events: list[str], note: str | None, args: argparse.Namespace,

@@ -13,6 +13,8 @@
   `PodLogSource` (404 with a clear message when the server has none);
 * server-side printing (`as=Table`, `tables.py`) and `PartialObjectMetadata[List]`;
 * core/v1 and events.k8s.io/v1 Events as two views of one storage (stored in the core shape);
+* the service proxy, `/api/v1/namespaces/{ns}/services/{id}/proxy/{path}` (`sim.proxy`: where a
+  Service's backend is, without a pod network; audited as `services/proxy`);
 * request bodies in JSON, YAML or Kubernetes protobuf (typed client-go clients, e.g. `kubectl create
   deployment`, send protobuf and never fall back); responses are always JSON.
 
@@ -56,6 +58,7 @@ from sim.controllers.hashing import template_hash
 from sim.faults import Faults
 from sim.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from sim.podlogs import PodLogSource
+from sim.proxy import ProxyTarget, ServiceProxy, parse_proxy_path
 from sim.resources import (
     ALL,
     EVENTS,
@@ -209,8 +212,9 @@ class ApiServer:
     """Request handling over one Store; `app` is the aiohttp Application."""
 
     def __init__(self, store: Store, *, logs: PodLogSource | None, audit: list[AuditRecord] | None,
-                 bookmark_interval: float, faults: Faults | None = None) -> None:
+                 bookmark_interval: float, faults: Faults | None = None, proxy: ServiceProxy | None = None) -> None:
         self.store = store
+        self.proxy = proxy or ServiceProxy(store)
         self.faults = faults
         if faults is not None:
             faults.attach(store, self._cut_watches)
@@ -246,6 +250,7 @@ class ApiServer:
     async def _on_cleanup(self, app: web.Application) -> None:
         # The Store may outlive this server (and be served again): stop listening to it.
         self.store.remove_listener(self._forget_deleted)
+        await self.proxy.close()
 
     def _cut_watches(self) -> int:
         """End every open watch and log stream (a fault: clients must resume or re-list)."""
@@ -266,6 +271,9 @@ class ApiServer:
         parts = [p for p in path.split("/") if p]
         if parts[:2] == ["_sim", "faults"] and self.faults is not None:
             return await self.faults.handle_http(request)
+        proxied = parse_proxy_path(request.rel_url.raw_path)
+        if proxied is not None:
+            return await self._proxy(request, proxied)
         try:
             static = self._static(parts)
             if static is not None:
@@ -313,6 +321,24 @@ class ApiServer:
                 self.audit.append(AuditRecord(verb, target.rt.group, target.rt.plural, target.subresource,
                                               target.namespace, target.name, code, user=user, at=arrived,
                                               body=body, object_revision=facts[0], object_template_hash=facts[1]))
+
+    async def _proxy(self, request: web.Request, target: ProxyTarget) -> web.StreamResponse:
+        """The service proxy (`sim.proxy`), audited as the `services/proxy` subresource with the HTTP method's verb."""
+        verb = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch",
+                "DELETE": "delete"}.get(request.method, request.method.lower())
+        code = 500
+        try:
+            response = await self.proxy.forward(request, target)
+            code = response.status
+            return response
+        except ApiError as error:
+            code = error.code
+            return _error_response(error)
+        finally:
+            if self.audit is not None:
+                user = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+                self.audit.append(AuditRecord(verb, "", "services", "proxy", target.namespace, target.service_id,
+                                              code, user=user, at=time.time()))
 
     def _deployment_facts(self, target: Target) -> tuple[str, str]:
         """A Deployment's revision annotation and the pod-template-hash of its template, as the request finds it."""
@@ -1312,14 +1338,17 @@ def _resource_list(store: Store, group_version: str) -> Obj:
 
 
 def build_app(store: Store, *, logs: PodLogSource | None = None, audit: list[AuditRecord] | None = None,
-              bookmark_interval: float = 10.0, faults: Faults | None = None) -> web.Application:
+              bookmark_interval: float = 10.0, faults: Faults | None = None,
+              proxy: ServiceProxy | None = None) -> web.Application:
     """The simulated API server over `store` as an aiohttp Application.
 
     `logs` serves `pods/{name}/log` (None → 404 with a message saying so); `audit` (if given) receives
     one `AuditRecord` per resource request; `bookmark_interval` is how many (real) seconds a watch
     that asked for bookmarks may stay silent before it gets one; `faults` (tests only) injects errors,
     latency and concurrent writes and serves `/_sim/faults` (see `sim.faults`). The namespaces `default`,
-    `kube-system`, `kube-public` and `kube-node-lease` are created if missing.
+    `kube-system`, `kube-public` and `kube-node-lease` are created if missing. `proxy` serves the service
+    proxy (default: one over `store` that reaches only selector-less Services; see `sim.proxy`).
     """
-    return ApiServer(store, logs=logs, audit=audit, bookmark_interval=bookmark_interval, faults=faults).app
+    return ApiServer(store, logs=logs, audit=audit, bookmark_interval=bookmark_interval, faults=faults,
+                     proxy=proxy).app
 

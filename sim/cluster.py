@@ -29,6 +29,7 @@ from sim.controllers.manager import ControllerManager
 from sim.faults import Faults
 from sim.kubeconfig import write_kubeconfig
 from sim.prometheus import PrometheusServer, PrometheusTargets
+from sim.proxy import ServiceProxy
 from sim.services import WorkloadServer
 from sim.settings import SimSettings
 from sim.store import Store
@@ -68,7 +69,8 @@ async def running_cluster(*, workdir: Path, listen: ListenAddress | None = None,
     store = Store(clock)
     logs = WorkloadLogs(store, clock)
     audit: list[AuditRecord] = []
-    runner = web.AppRunner(build_app(store, logs=logs, audit=audit, faults=faults), access_log=None,
+    proxy = ServiceProxy(store)
+    runner = web.AppRunner(build_app(store, logs=logs, audit=audit, faults=faults, proxy=proxy), access_log=None,
                            shutdown_timeout=1.0)
     await runner.setup()
     async with contextlib.AsyncExitStack() as stack:
@@ -84,6 +86,7 @@ async def running_cluster(*, workdir: Path, listen: ListenAddress | None = None,
         workload = WorkloadServer(store, clock)
         await workload.start()
         stack.push_async_callback(workload.stop)
+        proxy.workload_url = workload.url  # the service proxy reaches pods through the workload server
         kubeconfig = write_kubeconfig(kubeconfig_path or workdir / "kubeconfig", api_url)
         cluster = SimCluster(store, clock, api_url, kubeconfig, workload.url, audit=audit)
         if with_prometheus:

@@ -36,11 +36,11 @@ import aiohttp
 
 from daemon.logs import configure_logging
 from daemon.settings import LogSettings
-from daemon.view.text import rule_timer
 from sim.demo import team_alerts
 from sim.demo.manifests import backend_deployment, backend_service
 from sim.demo.script import FAST, HEALTHY, NORMAL, REPO_RULES, Step, Timing, alert_step, demo_timing, steps
 from sim.demo.stack import Stack, running_stack
+from sim.demo.timeline import EvaluationLines
 from sim.resources import DEPLOYMENTS, EVENTS, REPLICASETS
 from sim.store import WatchEvent
 
@@ -66,7 +66,7 @@ class Demo:
         self.timing = timing
         self._last_status: str = ""
         self._seen_events: set[str] = set()
-        self._last_values: str = ""
+        self._evaluations = EvaluationLines()
         self.steps: list[Step] = []
 
     # ----- watching the cluster -----
@@ -97,7 +97,7 @@ class Demo:
                 self.t.say("rollguard", f"{obj.get('reason')}: {obj.get('message')}")
 
     async def watch_analyses(self) -> None:
-        """Print each evaluation's key values and rule timers from the daemon's /api/v2/analyses."""
+        """Print each evaluation's key values and rule timers from the daemon's /api/v2/analyses (once each)."""
         async with aiohttp.ClientSession() as session:
             while True:
                 await asyncio.sleep(1)
@@ -106,15 +106,9 @@ class Demo:
                         body = await response.json()
                 except (aiohttp.ClientError, ValueError):
                     continue
-                live = [a for a in body.get("items", []) if a.get("live") and a.get("state") in ("analysing", "review")]
-                for analysis in live[:1]:
-                    values = ", ".join(
-                        f"{s['name']}={_fmt(s['value']) if s['phase'] in ('ok', 'failed') else s['phase']}"
-                        for s in analysis.get("signals") or [] if s.get("phase"))
-                    line = f"rev {analysis['revision']} eval #{analysis['evaluations']}: {values} → {_judged(analysis)}"
-                    if values and line != self._last_values:
-                        self._last_values = line
-                        self.t.say("analysis", line)
+                line = self._evaluations.line(body)
+                if line is not None:
+                    self.t.say("analysis", line)
 
     # ----- the story -----
 
@@ -246,12 +240,6 @@ class Demo:
         return out.decode()
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
-
-
 def print_report(demo: Demo, out: TextIO, history: str) -> None:
     stack = demo.stack
     out.write("\n=== Slack (#deploys), as received ===\n")
@@ -274,15 +262,6 @@ def print_report(demo: Demo, out: TextIO, history: str) -> None:
             delay = f"{step.rolled_back_at - step.bad_sample_at:.1f}s"
         what = step.title.split(", ", 1)[-1]
         out.write(f"{step.image:<24}  {what:<36.36}  {step.verdict:<32}  {delay}\n")
-
-
-def _judged(analysis: dict[str, Any]) -> str:
-    """`pending error-rate-over-5pct 4s/6s` while a rule counts up to its `for`, else the verdict's action."""
-    pending = [r for r in analysis.get("rules") or [] if r.get("status") == "pending"]
-    if pending:
-        return ", ".join(f"pending {r['name']} {rule_timer(r['pendingSeconds'] or 0.0, r['forSeconds'])}"
-                         for r in pending)
-    return str((analysis.get("verdict") or {}).get("action", "-"))
 
 
 async def play(*, fast: bool, keep_running: bool, out: TextIO, workdir: Path) -> int:
