@@ -24,8 +24,8 @@ from daemon.kube.client import KubeClient, KubeError, api_path
 from daemon.kube.rollout_state import POD_TEMPLATE_HASH, RolloutId, owned_replica_sets
 from daemon.kube.state import AnalysisState, StateError, read_state
 from daemon.measurement import SignalContext
-from daemon.replay.engine import Replay, replay_rollout
-from daemon.replay.history import PastRollout, epoch, find_rollouts
+from daemon.replay.engine import Replay, Then, replay_rollout
+from daemon.replay.history import PastRollout, as_revision, epoch, find_rollouts, revisions_of
 from daemon.replay.report import as_json, as_text
 from daemon.rollout import Rollout, build_rollout
 from daemon.rules.durations import DurationError, parse_duration
@@ -151,14 +151,21 @@ async def replay(options: Options) -> tuple[list[Replay], list[str]]:
             except KubeError as exc:
                 raise ReplayError(f"cannot read the ReplicaSets of {namespace}/{name}: {exc}") from exc
             replica_sets = owned_replica_sets(deployment, list(listed.get("items") or []))
-            past, skipped = find_rollouts(deployment, replica_sets, states=_states(deployment, replica_sets, now),
-                                          at=options.at, since=since, until=now)
+            states = _states(deployment, replica_sets, now)
+            passed = list({(p.hash, p.revision): p for s in states for p in s.passed}.values())
+            past, skipped = find_rollouts(deployment, replica_sets, states=states, at=options.at, since=since,
+                                          until=now)
             notes.extend(skipped)
             for rollout in past:
-                built = _rollout(deployment, replica_sets, rollout, policy)
+                if rollout.undo_of is not None:
+                    notes.append(f"{namespace}/{name} revision {rollout.revision}: rollguard's own rollback of "
+                                 f"revision {rollout.undo_of}, not judged (the daemon does not judge its own undo)")
+                    continue
+                built, earlier = _rollout(deployment, replica_sets, rollout, policy)
                 replays.append(await replay_rollout(built, prometheus_url=options.prometheus_url, kube=kube,
-                                                    session=session, ended_at=rollout.ended_at,
-                                                    completed_at=rollout.completed_at))
+                                                    session=session, ended_at=rollout.ended_at, now=now,
+                                                    completed_at=rollout.completed_at, failed_at=rollout.failed_at,
+                                                    source=rollout.source, then=Then(earlier, passed)))
     return replays, notes
 
 
@@ -183,25 +190,23 @@ def _states(deployment: Obj, replica_sets: Sequence[Obj], now: float) -> list[An
     return states
 
 
-def _rollout(deployment: Obj, replica_sets: Sequence[Obj], past: PastRollout, policy: RollbackPolicy) -> Rollout:
-    """The `Rollout` the daemon would have built when `past` started: its template, the ReplicaSets up to it."""
+def _rollout(deployment: Obj, replica_sets: Sequence[Obj], past: PastRollout,
+             policy: RollbackPolicy) -> tuple[Rollout, list[Obj]]:
+    """The `Rollout` the daemon would have built when `past` started (its template), and the ReplicaSets up to
+    it as they were then."""
     identity = RolloutId(past.namespace, past.deployment, past.revision, past.pod_template_hash)
     if past.replica_set is None:
         ctx = SignalContext(namespace=past.namespace, deployment=past.deployment, revision=past.revision,
                             pod_template_hash=past.pod_template_hash,
                             pod_prefix=f"{past.deployment}-{past.pod_template_hash}-", labels={},
                             rollout_started_at=past.started_at)
-        return Rollout(identity, policy, ctx, None, past.started_at)
+        return Rollout(identity, policy, ctx, None, past.started_at), []
     template = (past.replica_set.get("spec") or {}).get("template") or {}
     then = {**deployment, "spec": {**(deployment.get("spec") or {}), "template": template}}
-    earlier = [rs for rs in replica_sets if _revision(rs) <= past.revision]
+    # Each ReplicaSet as it was then: an undo has since renumbered a re-used one.
+    earlier = [as_revision(rs, max(before)) for rs in replica_sets
+               if (before := [r for r in revisions_of(rs) if r <= past.revision])]
     rollout = build_rollout(then, earlier, identity, policy, past.started_at)
     labels = ((template.get("metadata") or {}).get("labels") or {})
     assert labels.get(POD_TEMPLATE_HASH, past.pod_template_hash) == past.pod_template_hash
-    return rollout
-
-
-def _revision(rs: Obj) -> int:
-    from daemon.kube.rollout_state import revision_of
-
-    return revision_of(rs) or 0
+    return rollout, earlier
