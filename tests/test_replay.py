@@ -109,8 +109,10 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
 
 
 @asynccontextmanager
-async def recorded_cluster(tmp_path: Path, history: tuple[Path, int], rules_text: str) -> AsyncIterator[World]:
-    """The simulated cluster with the three ReplicaSets, a Prometheus on the history, and the rules directory."""
+async def recorded_cluster(tmp_path: Path, history: tuple[Path, int], rules_text: str, *,
+                           present: tuple[str, ...] = HASHES) -> AsyncIterator[World]:
+    """The simulated cluster with the ReplicaSets in `present` (default: the three), a Prometheus on the
+    history, and the rules directory."""
     blocks, start = history
     rules = tmp_path / "rules"
     rules.mkdir()
@@ -132,6 +134,8 @@ async def recorded_cluster(tmp_path: Path, history: tuple[Path, int], rules_text
         for index, hash_ in enumerate(HASHES):
             # The store stamps creationTimestamp from its clock: each ReplicaSet is created at its rollout's start.
             await clock.advance(float(start + index * SPACING) - clock.now())
+            if hash_ not in present:
+                continue  # pruned by the controller (revisionHistoryLimit)
             store.create(REPLICASETS, {
                 "metadata": {"name": f"{NAME}-{hash_}", "namespace": NAMESPACE,
                              "labels": {"app": NAME, "pod-template-hash": hash_},

@@ -26,13 +26,19 @@ from daemon.kube.state import AnalysisState, StateError, read_state
 from daemon.measurement import SignalContext
 from daemon.replay.engine import Replay, Then, replay_rollout
 from daemon.replay.history import PastRollout, as_revision, epoch, find_rollouts, revisions_of
+from daemon.replay.ksm import pruned_replica_sets
 from daemon.replay.report import as_json, as_text
 from daemon.rollout import Rollout, build_rollout
 from daemon.rules.durations import DurationError, parse_duration
 from daemon.rules.model import RollbackPolicy
 from daemon.rulesets import RuleSet, RulesInvalid
+from daemon.signals.promapi import PrometheusClient, PrometheusError
 
 Obj = Mapping[str, Any]
+
+
+DEFAULT_WINDOW = 365 * 86400.0
+"""Seconds back kube-state-metrics series are looked up when no `--since` is given."""
 
 
 class ReplayError(Exception):
@@ -139,6 +145,7 @@ async def replay(options: Options) -> tuple[list[Replay], list[str]]:
     replays: list[Replay] = []
     notes: list[str] = []
     async with kube, aiohttp.ClientSession() as session:
+        prometheus = PrometheusClient(options.prometheus_url, session, timeout=30.0)
         for deployment in await _deployments(kube, options.targets):
             meta = deployment.get("metadata") or {}
             namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
@@ -151,6 +158,8 @@ async def replay(options: Options) -> tuple[list[Replay], list[str]]:
             except KubeError as exc:
                 raise ReplayError(f"cannot read the ReplicaSets of {namespace}/{name}: {exc}") from exc
             replica_sets = owned_replica_sets(deployment, list(listed.get("items") or []))
+            replica_sets += await _pruned(prometheus, deployment, replica_sets, window=options.since or DEFAULT_WINDOW,
+                                          now=now, notes=notes)
             states = _states(deployment, replica_sets, now)
             passed = list({(p.hash, p.revision): p for s in states for p in s.passed}.values())
             past, skipped = find_rollouts(deployment, replica_sets, states=states, at=options.at, since=since,
@@ -167,6 +176,22 @@ async def replay(options: Options) -> tuple[list[Replay], list[str]]:
                                                     completed_at=rollout.completed_at, failed_at=rollout.failed_at,
                                                     source=rollout.source, then=Then(earlier, passed)))
     return replays, notes
+
+
+async def _pruned(prometheus: PrometheusClient, deployment: Obj, live: Sequence[Obj], *, window: float, now: float,
+                  notes: list[str]) -> list[Obj]:
+    """Records of the Deployment's ReplicaSets that are gone, from kube-state-metrics (a note when unreadable)."""
+    meta = deployment.get("metadata") or {}
+    namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+    try:
+        records = await pruned_replica_sets(prometheus, namespace=namespace, deployment=name,
+                                            uid=str(meta.get("uid", "")), window=window, now=now)
+    except PrometheusError as exc:
+        notes.append(f"{namespace}/{name}: kube-state-metrics series could not be read, so pruned ReplicaSets are "
+                     f"not looked up: {exc}")
+        return []
+    present = {(rs.get("metadata") or {}).get("name") for rs in live}
+    return [r for r in records if r["metadata"]["name"] not in present]
 
 
 async def _deployments(kube: KubeClient, targets: Sequence[tuple[str, str]]) -> list[Obj]:

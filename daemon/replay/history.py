@@ -10,7 +10,8 @@ Sources, in the order they are trusted for a revision's start (epoch seconds):
    time of the first; each later revision of it (a re-roll) starts when rollguard recorded its rollback
    of the revision before (the `rolledBack` list of its state), or per (2) or (4);
 4. `kube_replicaset_created` from kube-state-metrics, for ReplicaSets the controller has pruned
-   (`revisionHistoryLimit`): their revision number is gone, so they are numbered by time, unknown ones 0.
+   (`revisionHistoryLimit`): records made by `daemon.replay.ksm`, numbered from
+   `kube_replicaset_annotations` when kube-state-metrics exports the revision annotation, else 0.
 
 A revision whose start none of them tells is skipped with a note, never guessed.
 """
@@ -24,6 +25,7 @@ from typing import Any
 
 from daemon.kube.rollout_state import POD_TEMPLATE_HASH, revision_of
 from daemon.kube.state import AnalysisState
+from daemon.replay.ksm import KSM, from_ksm
 from daemon.rollout import REVISION_HISTORY
 
 Obj = Mapping[str, Any]
@@ -128,48 +130,47 @@ def rollbacks(states: Iterable[AnalysisState]) -> dict[int, float]:
 
 
 def find_rollouts(deployment: Obj, replica_sets: Sequence[Obj], *, states: Iterable[AnalysisState] = (),
-                  created: Mapping[str, float] | None = None, at: Sequence[float] = (),
-                  since: float | None = None, until: float) -> tuple[list[PastRollout], list[str]]:
+                  at: Sequence[float] = (), since: float | None = None,
+                  until: float) -> tuple[list[PastRollout], list[str]]:
     """The rollouts of `deployment` that started in [`since`, `until`], oldest first, and notes on what was skipped.
 
-    `replica_sets`: the Deployment's own ReplicaSets; `states`: rollguard's persisted states (the
-    Deployment's and the ReplicaSets' copies); `created`: `kube_replicaset_created` by pod-template
-    hash; `at`: start times given by the operator, which replay the revision current at each time."""
+    `replica_sets`: the Deployment's own ReplicaSets, and records of pruned ones from kube-state-metrics
+    (`daemon.replay.ksm`); `states`: rollguard's persisted states (the Deployment's and the ReplicaSets'
+    copies); `at`: start times given by the operator, which replay the revision current at each time."""
     meta = deployment.get("metadata") or {}
     namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
     states = list(states)
     recorded = recorded_starts(states)
     undone = rollbacks(states)
     notes: list[str] = []
-    found: dict[int, PastRollout] = {}
+    found: dict[tuple[int, str], PastRollout] = {}
     for rs in replica_sets:
         hash_, revisions = _hash(rs), revisions_of(rs)
-        if not revisions or not hash_:
+        source = KSM if from_ksm(rs) else "ReplicaSet"
+        if not hash_ or not (revisions or source == KSM):
             continue
-        for index, revision in enumerate(revisions):
-            then = as_revision(rs, revision)
+        for index, revision in enumerate(revisions or [0]):
+            then = as_revision(rs, revision) if revision else rs
             known = recorded.get((revision, hash_), Recorded())
             if known.started_at is not None:
-                found[revision] = PastRollout(namespace, name, revision, hash_, known.started_at, "rollguard state",
-                                              then, completed_at=known.completed_at, failed_at=known.failed_at)
+                found[revision, hash_] = PastRollout(namespace, name, revision, hash_, known.started_at,
+                                                     "rollguard state", then, completed_at=known.completed_at,
+                                                     failed_at=known.failed_at)
                 continue
             if index == 0:
                 start = epoch((rs.get("metadata") or {}).get("creationTimestamp"))
                 if start is not None:
-                    found[revision] = PastRollout(namespace, name, revision, hash_, start, "ReplicaSet", then)
+                    found[revision, hash_] = PastRollout(namespace, name, revision, hash_, start, source, then)
                     continue
             elif revision - 1 in undone:
                 # rollguard's undo of the revision before made this one: it started when rollguard rolled back.
-                found[revision] = PastRollout(namespace, name, revision, hash_, undone[revision - 1],
-                                              "rollguard state", then, undo_of=revision - 1)
+                found[revision, hash_] = PastRollout(namespace, name, revision, hash_, undone[revision - 1],
+                                                     "rollguard state", then, undo_of=revision - 1)
                 continue
             notes.append(f"{namespace}/{name} revision {revision}: an undo re-used the ReplicaSet of revision "
                          f"{revisions[0]}, and neither rollguard's state nor kube-state-metrics records when, so "
                          "it is not replayed")
-    by_hash = {r.pod_template_hash for r in found.values()}
-    unnumbered = [PastRollout(namespace, name, 0, hash_, start, "kube-state-metrics")
-                  for hash_, start in (created or {}).items() if hash_ not in by_hash]
-    rollouts = sorted([*found.values(), *unnumbered], key=lambda r: (r.started_at, r.revision))
+    rollouts = sorted(found.values(), key=lambda r: (r.started_at, r.revision))
     for moment in at:
         current = [r for r in rollouts if r.started_at <= moment]
         if not current:
