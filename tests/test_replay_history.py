@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from daemon.kube.rollout_state import revision_of
 from daemon.kube.state import AnalysisState, RolledBack
+from daemon.replay.engine import not_replayable
 from daemon.replay.history import find_rollouts
+from daemon.rules.loader import load_rules
+from sim.demo import team_alerts
+from sim.demo.script import FAST, REPO_RULES, demo_timing
 
 DEPLOYMENT: dict[str, Any] = {"metadata": {"name": "web", "namespace": "shop", "uid": "u1"}}
 
@@ -60,3 +65,18 @@ def test_since_keeps_recent_rollouts_and_at_adds_a_start_the_cluster_does_not_re
         (2, 1_796_038_200.0, "--at", None),
     ]
     assert notes == []
+
+
+def test_every_signal_that_is_not_a_prometheus_query_is_not_replayable_and_says_why(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    demo_timing(REPO_RULES, rules, FAST)
+    team_alerts.add_to_policies(rules)
+    loaded = load_rules([rules])
+    assert not loaded.errors, loaded.errors
+    assert not_replayable(loaded.policies[0]) == {
+        "log_errors": "pod logs of past revisions are gone",
+        "health": "an HTTP check can only be made now",
+        "api": "an HTTP check can only be made now",
+        "ws": "a WebSocket check can only be made now",
+        "team_alerts": "the alerts Alertmanager pushed then are not kept",
+    }

@@ -84,6 +84,7 @@ def not_replayable(policy: RollbackPolicy) -> dict[str, str]:
         ProviderKind.LOGS: "pod logs of past revisions are gone",
         ProviderKind.HTTP: "an HTTP check can only be made now",
         ProviderKind.WEBSOCKET: "a WebSocket check can only be made now",
+        ProviderKind.ALERTS: "the alerts Alertmanager pushed then are not kept",
     }
     found = {}
     for name, spec in policy.signals.items():
