@@ -7,8 +7,9 @@ pendingGrace, the bake-time extensions, missing-data handling), with
   when the rollout was replaced by the next one (the daemon stops analysing a replaced revision);
 * `ReplayMeasurer`: the daemon's `ProviderMeasurer` whose Prometheus client reads "now" from that clock,
   so each tick is `GET /api/v1/query?time=<tick>` with the same rendered PromQL, and baselines are
-  measured at their historical moments; signals that cannot be replayed (pod logs, HTTP and
-  WebSocket checks) are INCONCLUSIVE "not replayable";
+  measured at their historical moments (`baseline: concurrent` on the old pods while
+  kube-state-metrics recorded any ready); signals that cannot be replayed (pod logs, HTTP and
+  WebSocket checks, pushed alerts) are INCONCLUSIVE "not replayable";
 * `Recorder`: a `Decider` that writes nothing and remembers what the daemon would have done.
 
 A rule held because it needs a signal that cannot be replayed is "unknown" at that tick, never "pass":
@@ -27,15 +28,17 @@ import aiohttp
 from daemon.analysis import Analysis
 from daemon.baselines import StableBaseline, choose_stable
 from daemon.kube.client import KubeClient
+from daemon.kube.rollout_state import POD_TEMPLATE_HASH
 from daemon.kube.state import AnalysisState, Passed
 from daemon.lifecycle import Event
 from daemon.measure import ProviderMeasurer
 from daemon.measurement import Measurement, Phase
+from daemon.replay.ksm import quote
 from daemon.rollout import Rollout
 from daemon.rules.evaluate import RuleStatus, Verdict
 from daemon.rules.model import Action, PrometheusSignal, RollbackPolicy, Unavailable
 from daemon.signals.factory import ProviderKind
-from daemon.signals.promapi import PrometheusClient
+from daemon.signals.promapi import PrometheusClient, PrometheusError
 
 NOT_REPLAYABLE = "not replayable"
 
@@ -115,7 +118,8 @@ class ReplayMeasurer(ProviderMeasurer):
                          timeout=timeout)
         self.then = then
         # The client's "now" is the replay clock's tick, rounded to the second as the daemon's is.
-        self._prometheus = PrometheusClient(prometheus_url, session, timeout=timeout, tick=1.0, clock=clock)
+        self._client = PrometheusClient(prometheus_url, session, timeout=timeout, tick=1.0, clock=clock)
+        self._prometheus = self._client
 
     async def measure(self, rollout: Rollout) -> dict[str, Measurement]:
         skipped = not_replayable(rollout.policy)
@@ -134,8 +138,22 @@ class ReplayMeasurer(ProviderMeasurer):
                              min_age=rollout.policy.analysis.stable_min_age)
 
     async def _ready_pods(self, namespace: str, pod_template_hash: str) -> int | str:
-        # Which pods were ready at a past tick is not recorded on the cluster: the stable fallback applies.
-        return "the previous revision's ready pods at a past moment are unknown"
+        # Which pods were ready at a past tick is not on the cluster any more; kube-state-metrics recorded how
+        # many of the ReplicaSet's were (`baseline: concurrent` measures the old pods while any is ready).
+        name = next((str(rs["metadata"]["name"]) for rs in (self.then.replica_sets if self.then else ())
+                     if ((rs.get("metadata") or {}).get("labels") or {}).get(POD_TEMPLATE_HASH) == pod_template_hash),
+                    None)
+        if name is None:
+            return "the previous revision's ReplicaSet is not known, so neither are its ready pods then"
+        promql = (f'sum(kube_replicaset_status_ready_replicas{{namespace="{quote(namespace)}",'
+                  f'replicaset="{quote(name)}"}})')
+        try:
+            result = await self._client.query(promql)
+        except PrometheusError as exc:
+            return f"its ready pods then are unknown: {exc}"
+        if not result.samples or result.samples[0].value != result.samples[0].value:  # none, or NaN
+            return f"kube-state-metrics recorded no ready pods of {name} at that moment"
+        return int(result.samples[0].value)
 
 
 @dataclass(frozen=True)

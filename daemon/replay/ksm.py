@@ -33,7 +33,8 @@ SOURCE = "rollguard.io/replay-source"
 REVISION_LABEL = "annotation_deployment_kubernetes_io_revision"
 
 
-def _quote(value: str) -> str:
+def quote(value: str) -> str:
+    """`value` inside a PromQL double-quoted string."""
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
@@ -43,10 +44,10 @@ async def pruned_replica_sets(prometheus: PrometheusClient, *, namespace: str, d
 
     Raises `PrometheusError` when Prometheus cannot answer; no series is an empty list."""
     span = f"[{max(1, int(window))}s]"
-    ns = _quote(namespace)
+    ns = quote(namespace)
     owned = await prometheus.query(
         f'max by (replicaset) (last_over_time(kube_replicaset_owner{{namespace="{ns}",owner_kind="Deployment",'
-        f'owner_name="{_quote(deployment)}"}}{span}))', at=now)
+        f'owner_name="{quote(deployment)}"}}{span}))', at=now)
     names = sorted({s.labels.get("replicaset", "") for s in owned.samples} - {""})
     if not names:
         return []
