@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.kube.rollout_state import revision_of
-from daemon.kube.state import AnalysisState, RolledBack
+from daemon.kube.state import AnalysisState, RollbackProgress, RolledBack
 from daemon.replay.engine import not_replayable
 from daemon.replay.history import find_rollouts
 from daemon.rules.loader import load_rules
@@ -55,6 +55,14 @@ def test_a_failure_rollguard_recorded_is_the_rollout_s_failure_time() -> None:
     found, _ = find_rollouts(DEPLOYMENT, [replica_set("aaa", 1, "2026-11-30T10:00:00Z")], states=[failed],
                              until=1_796_136_000.0)
     assert [(r.revision, r.failed_at, r.completed_at) for r in found] == [(1, 1_796_032_830.5, None)]
+    # Once the onFailure rollback followed, the failure is in `announced` and the rollback started at once.
+    rolled_back = AnalysisState(revision=1, pod_template_hash="aaa", started_at=1_796_032_800.0, phase="rolled-back",
+                                announced=("rollout_started", "rollout_failed", "rollback_completed"),
+                                rollback=RollbackProgress(step="done", target=0, at=1_796_032_830.7),
+                                decision={"action": "rollback_completed", "at": 1_796_032_840.0, "reason": "done"})
+    found, _ = find_rollouts(DEPLOYMENT, [replica_set("aaa", 1, "2026-11-30T10:00:00Z")], states=[rolled_back],
+                             until=1_796_136_000.0)
+    assert [(r.revision, r.failed_at) for r in found] == [(1, 1_796_032_830.7)]
 
 
 def test_since_keeps_recent_rollouts_and_at_adds_a_start_the_cluster_does_not_record() -> None:

@@ -110,14 +110,26 @@ def recorded_starts(states: Iterable[AnalysisState]) -> dict[tuple[int, str], Re
             continue
         key = (state.revision, state.pod_template_hash)
         known = found.get(key, Recorded())
-        decision = state.decision or {}
-        failed = decision.get("at") if decision.get("action") == "rollout_failed" else None
+        failed = _failed_at(state)
         found[key] = Recorded(
             known.started_at if known.started_at is not None else state.started_at,
             known.completed_at if known.completed_at is not None else state.completed_at,
-            known.failed_at if known.failed_at is not None else (float(failed) if isinstance(failed, int | float)
-                                                                 else None))
+            known.failed_at if known.failed_at is not None else failed)
     return found
+
+
+def _failed_at(state: AnalysisState) -> float | None:
+    """When the state's rollout failed (its progress deadline passed), if it says so.
+
+    The decision tells while it is the latest; once the `onFailure` rollback followed (at once), the
+    failure is only in `announced`, and the rollback's start is its time."""
+    decision = state.decision or {}
+    at = decision.get("at")
+    if decision.get("action") == "rollout_failed" and isinstance(at, int | float):
+        return float(at)
+    if "rollout_failed" in state.announced and state.rollback is not None and state.rollback.at:
+        return state.rollback.at
+    return None
 
 
 def rollbacks(states: Iterable[AnalysisState]) -> dict[int, float]:
