@@ -110,9 +110,11 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
 
 @asynccontextmanager
 async def recorded_cluster(tmp_path: Path, history: tuple[Path, int], rules_text: str, *,
-                           present: tuple[str, ...] = HASHES) -> AsyncIterator[World]:
+                           present: tuple[str, ...] = HASHES,
+                           renumbered: dict[str, tuple[int, str]] | None = None) -> AsyncIterator[World]:
     """The simulated cluster with the ReplicaSets in `present` (default: the three), a Prometheus on the
-    history, and the rules directory."""
+    history, and the rules directory. `renumbered`: hash → (revision, revision-history) of a ReplicaSet an
+    undo re-used (default: the n-th is revision n)."""
     blocks, start = history
     rules = tmp_path / "rules"
     rules.mkdir()
@@ -139,12 +141,19 @@ async def recorded_cluster(tmp_path: Path, history: tuple[Path, int], rules_text
             store.create(REPLICASETS, {
                 "metadata": {"name": f"{NAME}-{hash_}", "namespace": NAMESPACE,
                              "labels": {"app": NAME, "pod-template-hash": hash_},
-                             "annotations": {"deployment.kubernetes.io/revision": str(index + 1)},
+                             "annotations": annotations(hash_, index + 1, renumbered or {}),
                              "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME,
                                                   "uid": deployment["metadata"]["uid"], "controller": True}]},
                 "spec": {"replicas": 1, "selector": {"matchLabels": {"app": NAME, "pod-template-hash": hash_}},
                          "template": template(hash_, index + 1)}})
         yield World(rules, prom.url, cluster.kubeconfig)
+
+
+def annotations(hash_: str, revision: int, renumbered: dict[str, tuple[int, str]]) -> dict[str, str]:
+    if hash_ not in renumbered:
+        return {"deployment.kubernetes.io/revision": str(revision)}
+    current, earlier = renumbered[hash_]
+    return {"deployment.kubernetes.io/revision": str(current), "deployment.kubernetes.io/revision-history": earlier}
 
 
 @dataclass(frozen=True)

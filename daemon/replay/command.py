@@ -25,8 +25,8 @@ from daemon.kube.rollout_state import POD_TEMPLATE_HASH, RolloutId, owned_replic
 from daemon.kube.state import AnalysisState, StateError, read_state
 from daemon.measurement import SignalContext
 from daemon.replay.engine import Replay, Then, replay_rollout
-from daemon.replay.history import PastRollout, as_revision, epoch, find_rollouts, revisions_of
-from daemon.replay.ksm import pruned_replica_sets
+from daemon.replay.history import PastRollout, as_revision, epoch, find_rollouts, revisions_of, unrecorded_rerolls
+from daemon.replay.ksm import pruned_replica_sets, revision_first_seen
 from daemon.replay.report import as_json, as_text
 from daemon.rollout import Rollout, build_rollout
 from daemon.rules.durations import DurationError, parse_duration
@@ -141,41 +141,53 @@ async def replay(options: Options) -> tuple[list[Replay], list[str]]:
     except Exception as exc:  # the kubeconfig loader raises several unrelated types
         raise ReplayError(f"cannot load kubeconfig {options.kubeconfig}: {exc}") from exc
     now = time.time()
-    since = None if options.since is None else now - options.since
     replays: list[Replay] = []
     notes: list[str] = []
     async with kube, aiohttp.ClientSession() as session:
         prometheus = PrometheusClient(options.prometheus_url, session, timeout=30.0)
-        for deployment in await _deployments(kube, options.targets):
-            meta = deployment.get("metadata") or {}
-            namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
-            policy = rules.policy_for(namespace, meta.get("labels") or {})
-            if policy is None:
-                notes.append(f"{namespace}/{name}: no policy selects it")
-                continue
-            try:
-                listed = await kube.list(api_path("apps/v1", "replicasets", namespace))
-            except KubeError as exc:
-                raise ReplayError(f"cannot read the ReplicaSets of {namespace}/{name}: {exc}") from exc
-            replica_sets = owned_replica_sets(deployment, list(listed.get("items") or []))
-            replica_sets += await _pruned(prometheus, deployment, replica_sets, window=options.since or DEFAULT_WINDOW,
-                                          now=now, notes=notes)
-            states = _states(deployment, replica_sets, now)
-            passed = list({(p.hash, p.revision): p for s in states for p in s.passed}.values())
-            past, skipped = find_rollouts(deployment, replica_sets, states=states, at=options.at, since=since,
-                                          until=now)
-            notes.extend(skipped)
-            for rollout in past:
-                if rollout.undo_of is not None:
-                    notes.append(f"{namespace}/{name} revision {rollout.revision}: rollguard's own rollback of "
-                                 f"revision {rollout.undo_of}, not judged (the daemon does not judge its own undo)")
-                    continue
-                built, earlier = _rollout(deployment, replica_sets, rollout, policy)
-                replays.append(await replay_rollout(built, prometheus_url=options.prometheus_url, kube=kube,
-                                                    session=session, ended_at=rollout.ended_at, now=now,
-                                                    completed_at=rollout.completed_at, failed_at=rollout.failed_at,
-                                                    source=rollout.source, then=Then(earlier, passed)))
+        try:
+            await _replay_each(kube, session, prometheus, rules, options, now=now, replays=replays, notes=notes)
+        finally:
+            await prometheus.aclose()
     return replays, notes
+
+
+async def _replay_each(kube: KubeClient, session: aiohttp.ClientSession, prometheus: PrometheusClient,
+                       rules: RuleSet, options: Options, *, now: float, replays: list[Replay],
+                       notes: list[str]) -> None:
+    """Replay every selected Deployment's rollouts into `replays`, oldest first per Deployment."""
+    since = None if options.since is None else now - options.since
+    for deployment in await _deployments(kube, options.targets):
+        meta = deployment.get("metadata") or {}
+        namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+        policy = rules.policy_for(namespace, meta.get("labels") or {})
+        if policy is None:
+            notes.append(f"{namespace}/{name}: no policy selects it")
+            continue
+        try:
+            listed = await kube.list(api_path("apps/v1", "replicasets", namespace))
+        except KubeError as exc:
+            raise ReplayError(f"cannot read the ReplicaSets of {namespace}/{name}: {exc}") from exc
+        replica_sets = owned_replica_sets(deployment, list(listed.get("items") or []))
+        replica_sets += await _pruned(prometheus, deployment, replica_sets, window=options.since or DEFAULT_WINDOW,
+                                      now=now, notes=notes)
+        states = _states(deployment, replica_sets, now)
+        passed = list({(p.hash, p.revision): p for s in states for p in s.passed}.values())
+        rerolled = await _rerolled(prometheus, namespace, unrecorded_rerolls(replica_sets, states),
+                                   window=options.since or DEFAULT_WINDOW, now=now, notes=notes)
+        past, skipped = find_rollouts(deployment, replica_sets, states=states, rerolled=rerolled, at=options.at,
+                                      since=since, until=now)
+        notes.extend(skipped)
+        for rollout in past:
+            if rollout.undo_of is not None:
+                notes.append(f"{namespace}/{name} revision {rollout.revision}: rollguard's own rollback of "
+                             f"revision {rollout.undo_of}, not judged (the daemon does not judge its own undo)")
+                continue
+            built, earlier = _rollout(deployment, replica_sets, rollout, policy)
+            replays.append(await replay_rollout(built, prometheus_url=options.prometheus_url, kube=kube,
+                                                session=session, ended_at=rollout.ended_at, now=now,
+                                                completed_at=rollout.completed_at, failed_at=rollout.failed_at,
+                                                source=rollout.source, then=Then(earlier, passed)))
 
 
 async def _pruned(prometheus: PrometheusClient, deployment: Obj, live: Sequence[Obj], *, window: float, now: float,
@@ -192,6 +204,23 @@ async def _pruned(prometheus: PrometheusClient, deployment: Obj, live: Sequence[
         return []
     present = {(rs.get("metadata") or {}).get("name") for rs in live}
     return [r for r in records if r["metadata"]["name"] not in present]
+
+
+async def _rerolled(prometheus: PrometheusClient, namespace: str, wanted: Sequence[tuple[str, int]], *,
+                    window: float, now: float, notes: list[str]) -> dict[tuple[str, int], float]:
+    """(ReplicaSet, revision) → when kube-state-metrics first exported it so, for each of `wanted` it tells."""
+    found = {}
+    for name, revision in wanted:
+        try:
+            start = await revision_first_seen(prometheus, namespace=namespace, replica_set=name, revision=revision,
+                                              window=window, now=now)
+        except PrometheusError as exc:
+            notes.append(f"{namespace}/{name}: kube-state-metrics could not tell when it became revision {revision}: "
+                         f"{exc}")
+            continue
+        if start is not None:
+            found[name, revision] = start
+    return found
 
 
 async def _deployments(kube: KubeClient, targets: Sequence[tuple[str, str]]) -> list[Obj]:

@@ -141,14 +141,29 @@ def rollbacks(states: Iterable[AnalysisState]) -> dict[int, float]:
     return found
 
 
+def unrecorded_rerolls(replica_sets: Sequence[Obj], states: Iterable[AnalysisState]) -> list[tuple[str, int]]:
+    """(ReplicaSet name, revision) of each undo's re-roll whose start rollguard did not record."""
+    states = list(states)
+    recorded, undone = recorded_starts(states), rollbacks(states)
+    found = []
+    for rs in replica_sets:
+        name = str((rs.get("metadata") or {}).get("name", ""))
+        for revision in revisions_of(rs)[1:]:
+            if (revision, _hash(rs)) not in recorded and revision - 1 not in undone:
+                found.append((name, revision))
+    return found
+
+
 def find_rollouts(deployment: Obj, replica_sets: Sequence[Obj], *, states: Iterable[AnalysisState] = (),
-                  at: Sequence[float] = (), since: float | None = None,
-                  until: float) -> tuple[list[PastRollout], list[str]]:
+                  rerolled: Mapping[tuple[str, int], float] | None = None, at: Sequence[float] = (),
+                  since: float | None = None, until: float) -> tuple[list[PastRollout], list[str]]:
     """The rollouts of `deployment` that started in [`since`, `until`], oldest first, and notes on what was skipped.
 
     `replica_sets`: the Deployment's own ReplicaSets, and records of pruned ones from kube-state-metrics
     (`daemon.replay.ksm`); `states`: rollguard's persisted states (the Deployment's and the ReplicaSets'
-    copies); `at`: start times given by the operator, which replay the revision current at each time."""
+    copies); `rerolled`: (ReplicaSet name, revision) → when kube-state-metrics first exported it so, for
+    undos nobody recorded; `at`: start times given by the operator, which replay the revision current at
+    each time."""
     meta = deployment.get("metadata") or {}
     namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
     states = list(states)
@@ -178,6 +193,10 @@ def find_rollouts(deployment: Obj, replica_sets: Sequence[Obj], *, states: Itera
                 # rollguard's undo of the revision before made this one: it started when rollguard rolled back.
                 found[revision, hash_] = PastRollout(namespace, name, revision, hash_, undone[revision - 1],
                                                      "rollguard state", then, undo_of=revision - 1)
+                continue
+            elif (start := (rerolled or {}).get((str((rs.get("metadata") or {}).get("name", "")), revision))) \
+                    is not None:
+                found[revision, hash_] = PastRollout(namespace, name, revision, hash_, start, KSM, then)
                 continue
             notes.append(f"{namespace}/{name} revision {revision}: an undo re-used the ReplicaSet of revision "
                          f"{revisions[0]}, and neither rollguard's state nor kube-state-metrics records when, so "

@@ -20,11 +20,12 @@ like the ReplicaSets that still exist.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from daemon.kube.rollout_state import POD_TEMPLATE_HASH
+from daemon.rollout import REVISION_HISTORY
 from daemon.signals.promapi import PrometheusClient
 
 KSM = "kube-state-metrics"
@@ -58,20 +59,18 @@ async def pruned_replica_sets(prometheus: PrometheusClient, *, namespace: str, d
     revisions = await prometheus.query(
         f'max by (replicaset, {REVISION_LABEL}) (last_over_time(kube_replicaset_annotations{{namespace="{ns}",'
         f'replicaset=~"{which}",{REVISION_LABEL}!=""}}{span}))', at=now)
-    revision_of: dict[str, str] = {}
+    numbers: dict[str, set[int]] = {}
     for sample in revisions.samples:
         number = sample.labels.get(REVISION_LABEL, "")
-        name = sample.labels.get("replicaset", "")
-        # An undo renumbers a ReplicaSet: the series of its latest revision carries the highest number.
-        if number.isdigit() and int(number) > int(revision_of.get(name, "0")):
-            revision_of[name] = number
+        if number.isdigit():
+            numbers.setdefault(sample.labels.get("replicaset", ""), set()).add(int(number))
     records = []
     for sample in created.samples:
         name = sample.labels.get("replicaset", "")
         if not name.startswith(f"{deployment}-") or sample.value != sample.value:  # NaN: not a time
             continue
         records.append(record(namespace=namespace, deployment=deployment, uid=uid, name=name,
-                              created=sample.value, revision=revision_of.get(name)))
+                              created=sample.value, revisions=sorted(numbers.get(name, ()))))
     return sorted(records, key=lambda r: (r["metadata"]["creationTimestamp"], r["metadata"]["name"]))
 
 
@@ -80,11 +79,14 @@ def _regex(name: str) -> str:
 
 
 def record(*, namespace: str, deployment: str, uid: str, name: str, created: float,
-           revision: str | None) -> dict[str, Any]:
-    """A ReplicaSet record (metadata only) from its kube-state-metrics series."""
+           revisions: Sequence[int]) -> dict[str, Any]:
+    """A ReplicaSet record (metadata only) from its kube-state-metrics series; `revisions`: every revision it
+    was exported as, oldest first (an undo renumbers a re-used ReplicaSet: the earlier ones are its history)."""
     annotations: dict[str, str] = {SOURCE: KSM}
-    if revision is not None:
-        annotations["deployment.kubernetes.io/revision"] = revision
+    if revisions:
+        annotations["deployment.kubernetes.io/revision"] = str(revisions[-1])
+    if len(revisions) > 1:
+        annotations[REVISION_HISTORY] = ",".join(str(r) for r in revisions[:-1])
     stamp = datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"metadata": {
         "name": name, "namespace": namespace, "creationTimestamp": stamp,
@@ -97,3 +99,29 @@ def record(*, namespace: str, deployment: str, uid: str, name: str, created: flo
 def from_ksm(rs: Mapping[str, Any]) -> bool:
     """Whether `rs` is a record made from kube-state-metrics (the ReplicaSet itself is gone)."""
     return ((rs.get("metadata") or {}).get("annotations") or {}).get(SOURCE) == KSM
+
+
+SCAN = 300.0
+"""Seconds between the moments the first lookup checks for a revision's series (Prometheus' lookback is 5m,
+so no series is missed between two of them)."""
+
+
+async def revision_first_seen(prometheus: PrometheusClient, *, namespace: str, replica_set: str, revision: int,
+                              window: float, now: float) -> float | None:
+    """When kube-state-metrics first exported `replica_set` as `revision` within `window` seconds before `now`
+    (epoch seconds): the start of an undo's re-roll, which the re-used ReplicaSet's creation time does not
+    tell. None when no such series exists (kube-state-metrics does not export the revision annotation).
+
+    Two steps: the first 5-minute mark at which the series had a sample, then the exact first sample in the
+    5 minutes before it. Raises `PrometheusError` when Prometheus cannot answer."""
+    series = (f'kube_replicaset_annotations{{namespace="{quote(namespace)}",replicaset="{quote(replica_set)}",'
+              f'{REVISION_LABEL}="{revision}"}}')
+    coarse = await prometheus.query(
+        f"min_over_time(timestamp({series})[{max(1, int(window))}s:{int(SCAN)}s])", at=now)
+    marks = [s.value for s in coarse.samples if s.value == s.value]
+    if not marks:
+        return None
+    mark = min(marks)
+    fine = await prometheus.query_range(f"timestamp({series})", start=mark - SCAN, end=mark, step=1.0)
+    seen = [v for s in fine for v in s.values if v == v]
+    return min(seen) if seen else mark
