@@ -8,7 +8,8 @@ Sources, in the order they are trusted for a revision's start (epoch seconds):
 3. the ReplicaSet's `creationTimestamp`, for the first revision of its template: a ReplicaSet re-used
    by an undo carries the `revision-history` annotation (its earlier revisions) and keeps the creation
    time of the first; each later revision of it (a re-roll) starts when rollguard recorded its rollback
-   of the revision before (the `rolledBack` list of its state), or per (2) or (4);
+   of the revision before (the `rolledBack` list of its state), or per (2), or when kube-state-metrics
+   first exported the ReplicaSet with that revision (`kube_replicaset_annotations`);
 4. `kube_replicaset_created` from kube-state-metrics, for ReplicaSets the controller has pruned
    (`revisionHistoryLimit`): records made by `daemon.replay.ksm`, numbered from
    `kube_replicaset_annotations` when kube-state-metrics exports the revision annotation, else 0.
