@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from daemon.clock import FakeClock
+from daemon.replay import engine
 from daemon.replay.command import Options, replay
 from daemon.replay.report import as_json, as_text
 from sim.prometheus import PrometheusServer
@@ -242,3 +243,18 @@ async def test_cli_says_unknown_for_rules_on_signals_that_cannot_be_replayed_and
     assert "health: not replayable (an HTTP check can only be made now)" in html
     assert "<b>rolled back</b> at +2m by rule error-ratio-over-5pct" in html
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', ""), "the report fetches nothing"
+
+
+async def test_an_analysis_held_open_is_replayed_up_to_a_day_after_its_start_not_to_the_present(
+        tmp_path: Path, history: tuple[Path, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The history is hours old, not days: the horizon is made ten minutes to see where the replay stops.
+    monkeypatch.setattr(engine, "HORIZON", 600.0)
+    rules_text = policy("1m").replace("max(error_ratio{", "max(gone{", 1)
+    async with recorded_cluster(tmp_path, history, rules_text) as world:
+        replays, _ = await replay(Options(world.rules, world.prometheus_url, ((NAMESPACE, NAME),), None, (),
+                                          world.kubeconfig))
+    latest = as_json(replays)["rollouts"][2]
+    # No data: the rule is held and holds the bake time open; the daemon would go on, replay stops.
+    assert (latest["outcome"], latest["at"], latest["message"]) == (
+        "unknown", None, "still analysing 10m after its start, where replay stops (39 evaluations, no rule fired)")
+    assert [t["after"] for t in latest["ticks"]] == [30.0 + 15 * n for n in range(39)]

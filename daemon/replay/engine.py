@@ -35,12 +35,16 @@ from daemon.measure import ProviderMeasurer
 from daemon.measurement import Measurement, Phase
 from daemon.replay.ksm import quote
 from daemon.rollout import Rollout
+from daemon.rules.durations import format_duration
 from daemon.rules.evaluate import RuleStatus, Verdict
 from daemon.rules.model import Action, PrometheusSignal, RollbackPolicy, Unavailable
 from daemon.signals.factory import ProviderKind
 from daemon.signals.promapi import PrometheusClient, PrometheusError
 
 NOT_REPLAYABLE = "not replayable"
+HORIZON = 86400.0
+"""Seconds after its start a rollout is replayed at most: an analysis held open that long (a rule waiting
+for data that never came back) would otherwise be replayed tick by tick up to the present."""
 
 
 class Replaced(Exception):
@@ -261,7 +265,8 @@ async def replay_rollout(rollout: Rollout, *, prometheus_url: str, kube: KubeCli
     verdicts as they were (default: as the cluster has them now). `failed_at`: when the rollout
     failed (its progress deadline passed), as recorded: the analysis stops there and, unless a rule
     decided first, the policy's `onFailure` is the outcome, as the daemon does."""
-    end = min(t for t in (ended_at, failed_at, now) if t is not None)
+    horizon = rollout.started_at + HORIZON
+    end = min(t for t in (ended_at, failed_at, now, horizon) if t is not None)
     clock = ReplayClock(rollout.started_at, end=end)
     skipped = not_replayable(rollout.policy)
     reported = rollout
@@ -297,7 +302,14 @@ async def replay_rollout(rollout: Rollout, *, prometheus_url: str, kube: KubeCli
     finally:
         await measurer.close()
     failed = replaced and failed_at is not None and end == failed_at
-    outcome = _outcome(reported, recorder, ticks, skipped, replaced and end not in (now, failed_at))
+    by_next = end not in (now, failed_at, horizon)
+    if by_next:
+        stopped = "replaced by the next rollout before the analysis ended"
+    elif end == horizon:
+        stopped = f"still analysing {format_duration(HORIZON)} after its start, where replay stops"
+    else:
+        stopped = "still analysing at the time of the replay"
+    outcome = _outcome(reported, recorder, ticks, skipped, replaced and by_next, stopped)
     if failed and outcome.at is None:
         assert failed_at is not None
         action = reported.policy.on_failure
@@ -314,7 +326,7 @@ FAILURE_OUTCOMES = {Action.ROLLBACK: "rolled back", Action.REVIEW: "reviewed", A
 
 
 def _outcome(rollout: Rollout, recorder: Recorder, ticks: list[Tick], skipped: dict[str, str],
-             replaced: bool) -> Replay:
+             replaced: bool, stopped: str) -> Replay:
     def first(action: Action) -> Tick | None:
         return next((t for t in ticks if t.action.severity >= action.severity), None)
 
@@ -334,7 +346,5 @@ def _outcome(rollout: Rollout, recorder: Recorder, ticks: list[Tick], skipped: d
     if recorder.passed_at is not None:
         return Replay(rollout, "passed", recorder.passed_at, None,
                       f"no rule fired in {len(ticks)} evaluations", ticks, skipped, replaced)
-    why = ("replaced by the next rollout before the analysis ended" if replaced
-           else "still analysing at the time of the replay")
-    return Replay(rollout, "unknown", None, None, f"{why} ({len(ticks)} evaluations, no rule fired)",
+    return Replay(rollout, "unknown", None, None, f"{stopped} ({len(ticks)} evaluations, no rule fired)",
                   ticks, skipped, replaced)
