@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from daemon.clock import FakeClock
+from daemon.replay import engine
 from daemon.replay.command import Options, replay
 from daemon.replay.report import as_json, as_text
 from sim.prometheus import PrometheusServer
@@ -109,8 +110,12 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
 
 
 @asynccontextmanager
-async def recorded_cluster(tmp_path: Path, history: tuple[Path, int], rules_text: str) -> AsyncIterator[World]:
-    """The simulated cluster with the three ReplicaSets, a Prometheus on the history, and the rules directory."""
+async def recorded_cluster(tmp_path: Path, history: tuple[Path, int], rules_text: str, *,
+                           present: tuple[str, ...] = HASHES,
+                           renumbered: dict[str, tuple[int, str]] | None = None) -> AsyncIterator[World]:
+    """The simulated cluster with the ReplicaSets in `present` (default: the three), a Prometheus on the
+    history, and the rules directory. `renumbered`: hash → (revision, revision-history) of a ReplicaSet an
+    undo re-used (default: the n-th is revision n)."""
     blocks, start = history
     rules = tmp_path / "rules"
     rules.mkdir()
@@ -132,15 +137,24 @@ async def recorded_cluster(tmp_path: Path, history: tuple[Path, int], rules_text
         for index, hash_ in enumerate(HASHES):
             # The store stamps creationTimestamp from its clock: each ReplicaSet is created at its rollout's start.
             await clock.advance(float(start + index * SPACING) - clock.now())
+            if hash_ not in present:
+                continue  # pruned by the controller (revisionHistoryLimit)
             store.create(REPLICASETS, {
                 "metadata": {"name": f"{NAME}-{hash_}", "namespace": NAMESPACE,
                              "labels": {"app": NAME, "pod-template-hash": hash_},
-                             "annotations": {"deployment.kubernetes.io/revision": str(index + 1)},
+                             "annotations": annotations(hash_, index + 1, renumbered or {}),
                              "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME,
                                                   "uid": deployment["metadata"]["uid"], "controller": True}]},
                 "spec": {"replicas": 1, "selector": {"matchLabels": {"app": NAME, "pod-template-hash": hash_}},
                          "template": template(hash_, index + 1)}})
         yield World(rules, prom.url, cluster.kubeconfig)
+
+
+def annotations(hash_: str, revision: int, renumbered: dict[str, tuple[int, str]]) -> dict[str, str]:
+    if hash_ not in renumbered:
+        return {"deployment.kubernetes.io/revision": str(revision)}
+    current, earlier = renumbered[hash_]
+    return {"deployment.kubernetes.io/revision": str(current), "deployment.kubernetes.io/revision-history": earlier}
 
 
 @dataclass(frozen=True)
@@ -229,3 +243,18 @@ async def test_cli_says_unknown_for_rules_on_signals_that_cannot_be_replayed_and
     assert "health: not replayable (an HTTP check can only be made now)" in html
     assert "<b>rolled back</b> at +2m by rule error-ratio-over-5pct" in html
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', ""), "the report fetches nothing"
+
+
+async def test_an_analysis_held_open_is_replayed_up_to_a_day_after_its_start_not_to_the_present(
+        tmp_path: Path, history: tuple[Path, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The history is hours old, not days: the horizon is made ten minutes to see where the replay stops.
+    monkeypatch.setattr(engine, "HORIZON", 600.0)
+    rules_text = policy("1m").replace("max(error_ratio{", "max(gone{", 1)
+    async with recorded_cluster(tmp_path, history, rules_text) as world:
+        replays, _ = await replay(Options(world.rules, world.prometheus_url, ((NAMESPACE, NAME),), None, (),
+                                          world.kubeconfig))
+    latest = as_json(replays)["rollouts"][2]
+    # No data: the rule is held and holds the bake time open; the daemon would go on, replay stops.
+    assert (latest["outcome"], latest["at"], latest["message"]) == (
+        "unknown", None, "still analysing 10m after its start, where replay stops (39 evaluations, no rule fired)")
+    assert [t["after"] for t in latest["ticks"]] == [30.0 + 15 * n for n in range(39)]

@@ -24,15 +24,21 @@ from daemon.kube.client import KubeClient, KubeError, api_path
 from daemon.kube.rollout_state import POD_TEMPLATE_HASH, RolloutId, owned_replica_sets
 from daemon.kube.state import AnalysisState, StateError, read_state
 from daemon.measurement import SignalContext
-from daemon.replay.engine import Replay, replay_rollout
-from daemon.replay.history import PastRollout, epoch, find_rollouts
+from daemon.replay.engine import Replay, Then, replay_rollout
+from daemon.replay.history import PastRollout, as_revision, epoch, find_rollouts, revisions_of, unrecorded_rerolls
+from daemon.replay.ksm import pruned_replica_sets, revision_first_seen
 from daemon.replay.report import as_json, as_text
 from daemon.rollout import Rollout, build_rollout
 from daemon.rules.durations import DurationError, parse_duration
 from daemon.rules.model import RollbackPolicy
 from daemon.rulesets import RuleSet, RulesInvalid
+from daemon.signals.promapi import PrometheusClient, PrometheusError
 
 Obj = Mapping[str, Any]
+
+
+DEFAULT_WINDOW = 365 * 86400.0
+"""Seconds back kube-state-metrics series are looked up when no `--since` is given."""
 
 
 class ReplayError(Exception):
@@ -135,31 +141,86 @@ async def replay(options: Options) -> tuple[list[Replay], list[str]]:
     except Exception as exc:  # the kubeconfig loader raises several unrelated types
         raise ReplayError(f"cannot load kubeconfig {options.kubeconfig}: {exc}") from exc
     now = time.time()
-    since = None if options.since is None else now - options.since
     replays: list[Replay] = []
     notes: list[str] = []
     async with kube, aiohttp.ClientSession() as session:
-        for deployment in await _deployments(kube, options.targets):
-            meta = deployment.get("metadata") or {}
-            namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
-            policy = rules.policy_for(namespace, meta.get("labels") or {})
-            if policy is None:
-                notes.append(f"{namespace}/{name}: no policy selects it")
-                continue
-            try:
-                listed = await kube.list(api_path("apps/v1", "replicasets", namespace))
-            except KubeError as exc:
-                raise ReplayError(f"cannot read the ReplicaSets of {namespace}/{name}: {exc}") from exc
-            replica_sets = owned_replica_sets(deployment, list(listed.get("items") or []))
-            past, skipped = find_rollouts(deployment, replica_sets, states=_states(deployment, replica_sets, now),
-                                          at=options.at, since=since, until=now)
-            notes.extend(skipped)
-            for rollout in past:
-                built = _rollout(deployment, replica_sets, rollout, policy)
-                replays.append(await replay_rollout(built, prometheus_url=options.prometheus_url, kube=kube,
-                                                    session=session, ended_at=rollout.ended_at,
-                                                    completed_at=rollout.completed_at))
+        prometheus = PrometheusClient(options.prometheus_url, session, timeout=30.0)
+        try:
+            await _replay_each(kube, session, prometheus, rules, options, now=now, replays=replays, notes=notes)
+        finally:
+            await prometheus.aclose()
     return replays, notes
+
+
+async def _replay_each(kube: KubeClient, session: aiohttp.ClientSession, prometheus: PrometheusClient,
+                       rules: RuleSet, options: Options, *, now: float, replays: list[Replay],
+                       notes: list[str]) -> None:
+    """Replay every selected Deployment's rollouts into `replays`, oldest first per Deployment."""
+    since = None if options.since is None else now - options.since
+    for deployment in await _deployments(kube, options.targets):
+        meta = deployment.get("metadata") or {}
+        namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+        policy = rules.policy_for(namespace, meta.get("labels") or {})
+        if policy is None:
+            notes.append(f"{namespace}/{name}: no policy selects it")
+            continue
+        try:
+            listed = await kube.list(api_path("apps/v1", "replicasets", namespace))
+        except KubeError as exc:
+            raise ReplayError(f"cannot read the ReplicaSets of {namespace}/{name}: {exc}") from exc
+        replica_sets = owned_replica_sets(deployment, list(listed.get("items") or []))
+        replica_sets += await _pruned(prometheus, deployment, replica_sets, window=options.since or DEFAULT_WINDOW,
+                                      now=now, notes=notes)
+        states = _states(deployment, replica_sets, now)
+        passed = list({(p.hash, p.revision): p for s in states for p in s.passed}.values())
+        rerolled = await _rerolled(prometheus, namespace, unrecorded_rerolls(replica_sets, states),
+                                   window=options.since or DEFAULT_WINDOW, now=now, notes=notes)
+        past, skipped = find_rollouts(deployment, replica_sets, states=states, rerolled=rerolled, at=options.at,
+                                      since=since, until=now)
+        notes.extend(skipped)
+        for rollout in past:
+            if rollout.undo_of is not None:
+                notes.append(f"{namespace}/{name} revision {rollout.revision}: rollguard's own rollback of "
+                             f"revision {rollout.undo_of}, not judged (the daemon does not judge its own undo)")
+                continue
+            built, earlier = _rollout(deployment, replica_sets, rollout, policy)
+            replays.append(await replay_rollout(built, prometheus_url=options.prometheus_url, kube=kube,
+                                                session=session, ended_at=rollout.ended_at, now=now,
+                                                completed_at=rollout.completed_at, failed_at=rollout.failed_at,
+                                                source=rollout.source, then=Then(earlier, passed)))
+
+
+async def _pruned(prometheus: PrometheusClient, deployment: Obj, live: Sequence[Obj], *, window: float, now: float,
+                  notes: list[str]) -> list[Obj]:
+    """Records of the Deployment's ReplicaSets that are gone, from kube-state-metrics (a note when unreadable)."""
+    meta = deployment.get("metadata") or {}
+    namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+    try:
+        records = await pruned_replica_sets(prometheus, namespace=namespace, deployment=name,
+                                            uid=str(meta.get("uid", "")), window=window, now=now)
+    except PrometheusError as exc:
+        notes.append(f"{namespace}/{name}: kube-state-metrics series could not be read, so pruned ReplicaSets are "
+                     f"not looked up: {exc}")
+        return []
+    present = {(rs.get("metadata") or {}).get("name") for rs in live}
+    return [r for r in records if r["metadata"]["name"] not in present]
+
+
+async def _rerolled(prometheus: PrometheusClient, namespace: str, wanted: Sequence[tuple[str, int]], *,
+                    window: float, now: float, notes: list[str]) -> dict[tuple[str, int], float]:
+    """(ReplicaSet, revision) → when kube-state-metrics first exported it so, for each of `wanted` it tells."""
+    found = {}
+    for name, revision in wanted:
+        try:
+            start = await revision_first_seen(prometheus, namespace=namespace, replica_set=name, revision=revision,
+                                              window=window, now=now)
+        except PrometheusError as exc:
+            notes.append(f"{namespace}/{name}: kube-state-metrics could not tell when it became revision {revision}: "
+                         f"{exc}")
+            continue
+        if start is not None:
+            found[name, revision] = start
+    return found
 
 
 async def _deployments(kube: KubeClient, targets: Sequence[tuple[str, str]]) -> list[Obj]:
@@ -183,25 +244,23 @@ def _states(deployment: Obj, replica_sets: Sequence[Obj], now: float) -> list[An
     return states
 
 
-def _rollout(deployment: Obj, replica_sets: Sequence[Obj], past: PastRollout, policy: RollbackPolicy) -> Rollout:
-    """The `Rollout` the daemon would have built when `past` started: its template, the ReplicaSets up to it."""
+def _rollout(deployment: Obj, replica_sets: Sequence[Obj], past: PastRollout,
+             policy: RollbackPolicy) -> tuple[Rollout, list[Obj]]:
+    """The `Rollout` the daemon would have built when `past` started (its template), and the ReplicaSets up to
+    it as they were then."""
     identity = RolloutId(past.namespace, past.deployment, past.revision, past.pod_template_hash)
     if past.replica_set is None:
         ctx = SignalContext(namespace=past.namespace, deployment=past.deployment, revision=past.revision,
                             pod_template_hash=past.pod_template_hash,
                             pod_prefix=f"{past.deployment}-{past.pod_template_hash}-", labels={},
                             rollout_started_at=past.started_at)
-        return Rollout(identity, policy, ctx, None, past.started_at)
+        return Rollout(identity, policy, ctx, None, past.started_at), []
     template = (past.replica_set.get("spec") or {}).get("template") or {}
     then = {**deployment, "spec": {**(deployment.get("spec") or {}), "template": template}}
-    earlier = [rs for rs in replica_sets if _revision(rs) <= past.revision]
+    # Each ReplicaSet as it was then: an undo has since renumbered a re-used one.
+    earlier = [as_revision(rs, max(before)) for rs in replica_sets
+               if (before := [r for r in revisions_of(rs) if r <= past.revision])]
     rollout = build_rollout(then, earlier, identity, policy, past.started_at)
     labels = ((template.get("metadata") or {}).get("labels") or {})
     assert labels.get(POD_TEMPLATE_HASH, past.pod_template_hash) == past.pod_template_hash
-    return rollout
-
-
-def _revision(rs: Obj) -> int:
-    from daemon.kube.rollout_state import revision_of
-
-    return revision_of(rs) or 0
+    return rollout, earlier

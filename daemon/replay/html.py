@@ -83,7 +83,8 @@ def render(replays: Sequence[Replay], *, notes: Sequence[str] = ()) -> str:
         r = replay.rollout
         when = f" at +{format_duration(replay.at - r.started_at)}" if replay.at is not None else ""
         body.append(f"<h2>{escape(r.id.namespace)}/{escape(r.id.name)} revision {r.id.revision}</h2>")
-        body.append(f"<p>{escape(', '.join(r.images))} — started {stamp(r.started_at)}, policy "
+        body.append(f"<p>{escape(', '.join(r.images))} — started {stamp(r.started_at)} (from "
+                    f"{escape(replay.source)}), policy "
                     f"{escape(r.policy.name)}</p>")
         body.append(f"<p class='{escape(replay.outcome.replace(' ', '-'))}'><b>{escape(replay.outcome)}</b>"
                     f"{escape(when)}{escape(f' by rule {replay.rule}' if replay.rule else '')}: "

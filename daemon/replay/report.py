@@ -30,7 +30,8 @@ def summary(replays: Sequence[Replay]) -> dict[str, int]:
 def _title(replay: Replay) -> str:
     r = replay.rollout
     images = f" ({', '.join(r.images)})" if r.images else ""
-    return f"{r.id.namespace}/{r.id.name} revision {r.id.revision}{images}, started {stamp(r.started_at)}"
+    source = f" (from {replay.source})" if replay.source else ""
+    return f"{r.id.namespace}/{r.id.name} revision {r.id.revision}{images}, started {stamp(r.started_at)}{source}"
 
 
 def as_text(replays: Sequence[Replay], *, notes: Sequence[str] = ()) -> str:
@@ -70,7 +71,7 @@ def _rollout_json(replay: Replay) -> dict[str, Any]:
     return {
         "namespace": r.id.namespace, "deployment": r.id.name, "revision": r.id.revision,
         "podTemplateHash": r.hash, "images": list(r.images), "policy": r.policy.name,
-        "startedAt": r.started_at, "outcome": replay.outcome, "at": replay.at,
+        "startedAt": r.started_at, "startedFrom": replay.source, "outcome": replay.outcome, "at": replay.at,
         "after": None if replay.at is None else replay.at - r.started_at,
         "rule": replay.rule, "message": replay.message, "replaced": replay.replaced,
         "notReplayable": dict(replay.not_replayable), "unknownRules": replay.unknown_rules,
