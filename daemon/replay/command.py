@@ -21,11 +21,11 @@ from typing import Any
 import aiohttp
 
 from daemon.kube.client import KubeClient, KubeError, api_path
-from daemon.kube.rollout_state import POD_TEMPLATE_HASH, RolloutId, owned_replica_sets
+from daemon.kube.rollout_state import POD_TEMPLATE_HASH, RolloutId, epoch, owned_replica_sets
 from daemon.kube.state import AnalysisState, StateError, read_state
 from daemon.measurement import SignalContext
 from daemon.replay.engine import Replay, Then, replay_rollout
-from daemon.replay.history import PastRollout, as_revision, epoch, find_rollouts, revisions_of, unrecorded_rerolls
+from daemon.replay.history import PastRollout, as_revision, find_rollouts, revisions_of, unrecorded_rerolls
 from daemon.replay.ksm import pruned_replica_sets, revision_first_seen
 from daemon.replay.report import as_json, as_text
 from daemon.rollout import Rollout, build_rollout

@@ -21,10 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any
 
-from daemon.kube.rollout_state import POD_TEMPLATE_HASH, revision_of
+from daemon.kube.rollout_state import POD_TEMPLATE_HASH, epoch, revision_of
 from daemon.kube.state import AnalysisState
 from daemon.replay.ksm import KSM, from_ksm
 from daemon.rollout import REVISION_HISTORY
@@ -61,16 +60,6 @@ class PastRollout:
         """The container images of the revision ("" when the ReplicaSet is gone)."""
         spec = (((self.replica_set or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
         return tuple(str(c.get("image", "")) for c in spec.get("containers") or [])
-
-
-def epoch(timestamp: object) -> float | None:
-    """An RFC 3339 timestamp as epoch seconds, None when absent or unreadable."""
-    if not isinstance(timestamp, str) or not timestamp:
-        return None
-    try:
-        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _hash(rs: Obj) -> str:
