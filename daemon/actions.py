@@ -266,7 +266,9 @@ class Actions(Decisions):
             **(state.decision or {}), "action": "rollback_started", "rule": rule, "at": progress.at,
             "reason": progress.reason[:500]})
         try:
-            result = await self._writer.undo(ns, name, fence=fence, state=landed)
+            async with self.outbox.lock(ns, name):
+                result = await self._writer.undo(ns, name, fence=fence,
+                                                 state=replace(landed, outbox=self.outbox.entries(ns, name)))
         except RollbackFenced as exc:
             self._registry.abandoned(rollout)
             return await self._fenced(rollout, state, exc, verdict, evidence)

@@ -126,17 +126,18 @@ class Decisions:
         # rollout replaced this one. It leaves the outbox when delivered (or given up on and counted).
         durable = self._writer.may_write()
         if durable:
-            state = self.outbox.add(rollout.id.namespace, rollout.id.name, state, alert, approve=approve)
+            self.outbox.add(rollout.id.namespace, rollout.id.name, alert, approve=approve, reason=event_reason,
+                            warning=event_type == "Warning")
             await self.save(rollout, state)
         self._alerts.submit(alert)
         await self._writer.event(self._event_object(rollout), type_=event_type, reason=event_reason,
                                  message=f"{title}: {summary}")
         if durable:
-            # Usually delivered within moments: cleared by a second save now. Else a watcher clears it
-            # once it settles (and every later save drops it).
+            # Usually delivered within moments: cleared now (only the outbox is rewritten: a newer
+            # rollout may have saved its own state meanwhile). Else a watcher clears it once it settles.
             if await self._alerts.settled(alert, timeout=ANNOUNCE_WAIT if pages(kind) else QUICK_WAIT):
                 self.outbox.delivered(rollout.id.namespace, rollout.id.name, alert)
-                await self.save(rollout, state)
+                await self.outbox.flush(rollout.id.namespace, rollout.id.name)
             else:
                 self.outbox.watch(rollout.id.namespace, rollout.id.name, alert)
         return state
@@ -156,9 +157,10 @@ class Decisions:
         """Store the state annotation (never in dry-run or as a follower); failures are logged."""
         if not self._writer.may_write():
             return
-        state = self.outbox.prune(rollout.id.namespace, rollout.id.name, state)
+        ns, name = rollout.id.namespace, rollout.id.name
         try:
-            await self._writer.save_state(rollout.id.namespace, rollout.id.name, state)
+            async with self.outbox.lock(ns, name):  # the outbox's entries, as owed at the moment of writing
+                await self._writer.save_state(ns, name, replace(state, outbox=self.outbox.entries(ns, name)))
         except (KubeError, NotWriting) as exc:
             log.warning("could not store analysis state", namespace=rollout.id.namespace,
                         deployment=rollout.id.name, error=str(exc))

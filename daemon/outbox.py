@@ -4,16 +4,19 @@ The notification pipeline delivers from memory, retrying for minutes. A daemon k
 leader that loses its lease) used to lose what it still had to say — and when a newer deploy then
 replaced the rollout, no successor knew that anything was owed. So:
 
-1. `Decisions` saves each announcement as an `Owed` entry with its decision, before the alert is
-   submitted (`add`): whatever ends the process afterwards, the entry is there;
-2. once the alert settles — delivered, or given up on and counted — the entry goes: by the decider's
-   next save when that is within a few seconds (`delivered`, then `prune` at every save), else by
-   `watch`, which waits in the background and removes it from the Deployment's annotation (`_flush`,
-   a read-modify-write with a resourceVersion precondition, through the one writer);
-3. a newer rollout's state carries the entries on (`AnalysisState.for_new_rollout`);
-4. a successor — a restarted daemon, or a replica that became leader — re-sends every entry it finds
-   on first sight (`resend`). PagerDuty's dedup key makes a repeated page one incident; the message
-   says that it was sent again.
+1. `Decisions` adds each announcement as an `Owed` entry (`add`) and saves it with its decision,
+   before the alert is submitted: whatever ends the process afterwards, the entry is stored;
+2. this process's list of entries per Deployment is the one truth: every save of the state
+   annotation (`Decisions.save`, the undo's patch) writes it (`entries`), whichever rollout's flow
+   saves — so a newer rollout's save, or the previous one's last word, cannot drop another's entry;
+   saves of one Deployment are serialised (`lock`) so that an older body never lands last;
+3. once the alert settles — delivered, or given up on and counted — the entry leaves the list
+   (`delivered`); the decider's next save clears it, or `watch` does in the background (`_flush`: a
+   read-modify-write with a resourceVersion precondition, through the one writer);
+4. a successor — a restarted daemon, or a replica that became leader — adopts the stored entries on
+   first sight and sends each again (`resend`), with its Event (the decider may have died before
+   recording it). PagerDuty's dedup key makes a repeated page one incident; the message says that it
+   was sent again.
 
 The cost: a Slack message or page may arrive twice after a crash. Never: not at all.
 """
@@ -22,9 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
+from collections.abc import Coroutine, Mapping
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -39,8 +42,6 @@ log = structlog.get_logger("rollguard.outbox")
 
 SETTLE_TIMEOUT = 3600.0
 """Seconds a watcher waits for an alert to settle (the pipeline gives up long before: its deadline)."""
-REMEMBERED = 10_000
-"""Settled announcements remembered, so that every later save drops them."""
 FLUSH_ATTEMPTS = 3
 
 
@@ -50,13 +51,13 @@ class Settling(Protocol):
     async def settled(self, alert: Alert, *, timeout: float) -> bool: ...
 
 
-Key = tuple[str, str, int, str, str, str | None]
-"""Namespace, Deployment, and the entry's own key."""
+Deployment = tuple[str, str]
 
 
-def entry_for(alert: Alert, *, approve: bool) -> Owed:
+def entry_for(alert: Alert, *, approve: bool, reason: str, warning: bool) -> Owed:
     return Owed(kind=alert.kind.value, revision=alert.revision, hash=alert.pod_template_hash, at=alert.at,
-                title=alert.title, summary=alert.summary, rule=alert.rule, action=alert.action, approve=approve)
+                title=alert.title, summary=alert.summary, rule=alert.rule, action=alert.action, approve=approve,
+                reason=reason, warning=warning)
 
 
 def _key(alert: Alert) -> tuple[int, str, str, str | None]:
@@ -86,23 +87,38 @@ class Outbox:
         self._writer = writer
         self._alerts = alerts
         self._settle_timeout = settle_timeout
-        self._settled: OrderedDict[Key, None] = OrderedDict()
+        self._owed: dict[Deployment, tuple[Owed, ...]] = {}
+        self._locks: dict[Deployment, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def add(self, namespace: str, name: str, state: AnalysisState, alert: Alert, *,
-            approve: bool = False) -> AnalysisState:
-        """`state` with `alert` owed (to be saved before the alert is submitted)."""
-        kept, lost = with_entry(state.outbox, entry_for(alert, approve=approve))
+    def lock(self, namespace: str, name: str) -> asyncio.Lock:
+        """Held around every write of a Deployment's state annotation."""
+        return self._locks.setdefault((namespace, name), asyncio.Lock())
+
+    def entries(self, namespace: str, name: str) -> tuple[Owed, ...]:
+        """What the Deployment's state annotation must hold now."""
+        return self._owed.get((namespace, name), ())
+
+    def add(self, namespace: str, name: str, alert: Alert, *, approve: bool = False, reason: str = "Announced",
+            warning: bool = False) -> None:
+        """Owe `alert` (save the state before submitting it)."""
+        self._put(namespace, name, entry_for(alert, approve=approve, reason=reason, warning=warning))
+
+    def _put(self, namespace: str, name: str, entry: Owed) -> None:
+        kept, lost = with_entry(self.entries(namespace, name), entry)
+        self._owed[(namespace, name)] = kept
         for old in lost:
             log.error("outbox full; an undelivered announcement is dropped", namespace=namespace, deployment=name,
                       revision=old.revision, kind=old.kind, decided_at=old.at)
-        return replace(state, outbox=kept)
 
     def delivered(self, namespace: str, name: str, alert: Alert) -> None:
-        """`alert` settled: every later save drops its entry."""
-        self._settled[(namespace, name, *_key(alert))] = None
-        while len(self._settled) > REMEMBERED:
-            self._settled.popitem(last=False)
+        """`alert` settled: its entry goes (the next save of the state annotation drops it)."""
+        key = _key(alert)
+        kept = tuple(e for e in self.entries(namespace, name) if e.key != key)
+        if kept:
+            self._owed[(namespace, name)] = kept
+        else:
+            self._owed.pop((namespace, name), None)
 
     def watch(self, namespace: str, name: str, alert: Alert) -> None:
         """Clear `alert`'s entry from the stored state once it settles (a background task)."""
@@ -111,25 +127,33 @@ class Outbox:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def prune(self, namespace: str, name: str, state: AnalysisState) -> AnalysisState:
-        """`state` without the entries known to have settled."""
-        if not state.outbox:
-            return state
-        kept = tuple(e for e in state.outbox if (namespace, name, *e.key) not in self._settled)
-        return state if len(kept) == len(state.outbox) else replace(state, outbox=kept)
-
-    def resend(self, namespace: str, name: str, state: AnalysisState, *, policy: str | None) -> None:
-        """Send again every entry `state` holds (a successor's first sight of the Deployment)."""
-        if not self._writer.leading():
+    def resend(self, deployment: Mapping[str, Any], state: AnalysisState, *, policy: str | None) -> None:
+        """Adopt and send again every entry `state` (read from `deployment`) holds that this process does
+        not owe already: a successor's first sight of the Deployment."""
+        if not self._writer.leading() or not state.outbox:
             return
+        meta = deployment.get("metadata") or {}
+        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+        known = {e.key for e in self.entries(namespace, name)}
         for entry in state.outbox:
-            if (namespace, name, *entry.key) in self._settled:
+            if entry.key in known:
                 continue
+            self._put(namespace, name, entry)
             alert = alert_for(namespace, name, entry, policy=policy)
             log.warning("re-sending an announcement that was not delivered", namespace=namespace, deployment=name,
                         revision=entry.revision, kind=entry.kind, decided_at=entry.at)
             self._alerts.submit(alert)
+            self._spawn(self._writer.event(
+                {"kind": "Deployment", "apiVersion": "apps/v1",
+                 "metadata": {"namespace": namespace, "name": name, "uid": meta.get("uid")}},
+                type_="Warning" if entry.warning else "Normal", reason=entry.reason,
+                message=f"{entry.title}: {entry.summary}"), f"outbox-event:{namespace}/{name}")
             self.watch(namespace, name, alert)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def drain(self) -> None:
         """Wait for every watcher (tests, shutdown)."""
@@ -140,29 +164,34 @@ class Outbox:
         if not await self._alerts.settled(alert, timeout=self._settle_timeout):
             return  # not delivered (shut down first): the entry stays for a successor
         self.delivered(namespace, name, alert)
+        await self.flush(namespace, name)
+
+    async def flush(self, namespace: str, name: str) -> None:
+        """Store this process's entries for the Deployment (never raises: a later save stores them
+        anyway, and at worst a successor sends a delivered announcement once more)."""
         try:
-            await self._flush(namespace, name)
+            async with self.lock(namespace, name):
+                await self._flush(namespace, name)
         except (KubeError, NotWriting, StateError) as exc:
-            # A later save drops the entry anyway; at worst a successor sends it once more.
-            log.info("could not clear a delivered announcement from the outbox", namespace=namespace,
-                     deployment=name, kind=alert.kind.value, error=str(exc))
+            log.info("could not update the outbox", namespace=namespace, deployment=name, error=str(exc))
         except Exception as exc:  # e.g. the client closed at shutdown: the same harmless outcome, logged
-            log.warning("could not clear a delivered announcement from the outbox", namespace=namespace,
-                        deployment=name, kind=alert.kind.value, error=f"{type(exc).__name__}: {exc}")
+            log.warning("could not update the outbox", namespace=namespace, deployment=name,
+                        error=f"{type(exc).__name__}: {exc}")
 
     async def _flush(self, namespace: str, name: str) -> None:
-        """Remove settled entries from the stored state, without overwriting a concurrent save."""
+        """Write this process's entries into the stored state, without overwriting a concurrent save."""
         for _ in range(FLUSH_ATTEMPTS):
             if not self._writer.may_write():
                 return
             deployment = await self._kube.get(api_path("apps/v1", "deployments", namespace, name))
             state = read_state(deployment)
-            pruned = self.prune(namespace, name, state)
-            if pruned is state:
+            owed = self.entries(namespace, name)
+            if state.outbox == owed:
                 return
             version = str((deployment.get("metadata") or {}).get("resourceVersion") or "")
             try:
-                await self._writer.save_state(namespace, name, pruned, resource_version=version)
+                await self._writer.save_state(namespace, name, replace(state, outbox=owed),
+                                              resource_version=version)
                 return
             except KubeApiError as exc:
                 if exc.code != 409:

@@ -17,6 +17,7 @@ from daemon.notify.model import Alert, AlertKind
 from daemon.outbox import Outbox
 from daemon.writer import ClusterWriter
 from sim.faults import FaultRule, Faults
+from sim.resources import EVENTS
 from tests.simkit import deployment_manifest, sim_server
 from tests.test_notify_kit import make_alert
 
@@ -51,8 +52,9 @@ async def test_a_delivered_entry_is_cleared_and_a_concurrent_save_survives(tmp_p
         alerts = Alerts()
         outbox = Outbox(kube, writer, alerts)
         alert = make_alert(AlertKind.REVIEW_NEEDED, namespace="default", deployment="web")
-        state = outbox.add("default", "web", AnalysisState(revision=7, pod_template_hash="a", phase="review"),
-                           alert, approve=True)
+        outbox.add("default", "web", alert, approve=True, reason="ReviewRequested", warning=True)
+        state = AnalysisState(revision=7, pod_template_hash="a", phase="review",
+                              outbox=outbox.entries("default", "web"))
         await writer.save_state("default", "web", state)
         outbox.watch("default", "web", alert)
         assert [e["kind"] for e in (await stored(kube))["outbox"]] == ["review_needed"]  # type: ignore[union-attr]
@@ -69,8 +71,7 @@ async def test_a_delivered_entry_is_cleared_and_a_concurrent_save_survives(tmp_p
         assert body["phase"] == "rolling-back", "the concurrent save was overwritten"
         assert [r.code for r in cluster.audit if r.verb == "patch"][-2:] == [409, 200], \
             [(r.verb, r.code) for r in cluster.audit]
-        # Every later save drops it too, whatever the saver still holds.
-        assert outbox.prune("default", "web", state).outbox == ()
+        assert outbox.entries("default", "web") == ()
 
 
 async def test_an_entry_that_was_not_delivered_stays_and_only_a_leader_sends_it_again(tmp_path: Path) -> None:
@@ -82,14 +83,15 @@ async def test_an_entry_that_was_not_delivered_stays_and_only_a_leader_sends_it_
         outbox = Outbox(kube, writer, alerts)
         entry = Owed(kind="rollback_started", revision=7, hash="a", at=1_796_000_000.0,
                      title="Rolled back default/web from revision 7 to revision 6", summary="Trigger: error-rate",
-                     rule="error-rate", action="rollback")
+                     rule="error-rate", action="rollback", reason="RolledBack", warning=True)
         state = AnalysisState(revision=8, pod_template_hash="b", outbox=(entry,))
+        deployment = await kube.get(PATH)
 
-        outbox.resend("default", "web", state, policy="web-policy")
+        outbox.resend(deployment, state, policy="web-policy")
         assert alerts.submitted == [], "a follower sends nothing"
 
         leading = True
-        outbox.resend("default", "web", state, policy="web-policy")
+        outbox.resend(deployment, state, policy="web-policy")
         alerts.outcome.set_result(False)  # stopped before delivery
         await outbox.drain()
         (alert,) = alerts.submitted
@@ -98,5 +100,9 @@ async def test_an_entry_that_was_not_delivered_stays_and_only_a_leader_sends_it_
             "web-policy")
         assert alert.evidence[0].startswith(
             "Sent again: rollguard decided this at 2026-11-30T00:53:20Z and restarted"), alert.evidence
-
-        assert outbox.prune("default", "web", state).outbox == (entry,)
+        # Its Event too: the process that decided may have died before recording it.
+        (event,) = [e for e in cluster.store.list_objects(EVENTS, "default")[0] if e.get("reason") == "RolledBack"]
+        assert (event["type"], event["message"]) == (
+            "Warning", "Rolled back default/web from revision 7 to revision 6: Trigger: error-rate"), event
+        # Not delivered: still owed, and kept by every save.
+        assert outbox.entries("default", "web") == (entry,)

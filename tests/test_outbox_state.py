@@ -59,7 +59,8 @@ def test_a_state_without_an_outbox_is_written_as_before() -> None:
     ({"summary": 5}, "outbox[0]: summary must be a string of at most 600 characters"),
     ({"at": NOW + 3600}, "outbox[0]: at must be a finite time in epoch seconds, not in the future"),
     ({"revision": -1}, "outbox[0]: revision must be a revision number"),
-    ({"approve": "yes"}, "outbox[0]: approve must be true or false"),
+    ({"approve": "yes"}, "outbox[0]: approve and warning must be true or false"),
+    ({"reason": "Rolled back; rm -rf"}, "outbox[0]: reason must be an Event reason"),
 ])
 def test_a_forged_or_broken_entry_makes_the_whole_state_invalid(change: dict[str, object], message: str) -> None:
     item = {**entry().to_dict(), **change}

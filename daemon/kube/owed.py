@@ -8,7 +8,10 @@ owes. The JSON of one entry:
 
     {"kind": "review_needed", "revision": 7, "hash": "5d4f8c9b7", "at": 1700000123.0,
      "title": "...", "summary": "...", "rule": "error-rate" | null, "action": "review" | null,
-     "approve": true}
+     "approve": true, "reason": "ReviewRequested", "warning": true}
+
+`reason` and `warning` are its Kubernetes Event's: a successor records the Event again with the
+alert, since the process that decided may have died before it did.
 
 Everything in it is bounded, and it is read back as strictly as the rest of the annotation: the
 annotation is input anyone who may edit the Deployment can write.
@@ -17,6 +20,7 @@ annotation is input anyone who may edit the Deployment can write.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +33,9 @@ KINDS = ("rollout_started", "rollout_complete", "notify_matched", "review_needed
          "rollback_started", "rollback_completed", "rollback_failed", "recovered", "superseded",
          "review_closed", "analysis_error")
 """`daemon.notify.model.AlertKind` values (a test keeps the two in step; this module stays pure)."""
+
+
+_REASON = re.compile(r"[A-Za-z]{1,64}")
 
 
 class OwedError(ValueError):
@@ -50,6 +57,10 @@ class Owed:
     action: str | None = None
     approve: bool = False
     """A review: the re-sent alert carries the approve and deny commands again."""
+    reason: str = "Announced"
+    """The decision's Event reason (`RolledBack`, `ReviewRequested`, ...)."""
+    warning: bool = False
+    """Whether that Event is a Warning."""
 
     @property
     def key(self) -> tuple[int, str, str, str | None]:
@@ -59,7 +70,7 @@ class Owed:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "revision": self.revision, "hash": self.hash, "at": self.at,
                 "title": self.title[:MAX_TITLE], "summary": self.summary[:MAX_SUMMARY], "rule": self.rule,
-                "action": self.action, "approve": self.approve}
+                "action": self.action, "approve": self.approve, "reason": self.reason, "warning": self.warning}
 
     @classmethod
     def parse(cls, item: object, *, latest: float) -> Owed:
@@ -75,14 +86,17 @@ class Owed:
         at = item.get("at")
         if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at) or not 0 <= at <= latest:
             raise OwedError("at must be a finite time in epoch seconds, not in the future")
-        approve = item.get("approve", False)
-        if not isinstance(approve, bool):
-            raise OwedError("approve must be true or false")
+        approve, warning = item.get("approve", False), item.get("warning", False)
+        if not isinstance(approve, bool) or not isinstance(warning, bool):
+            raise OwedError("approve and warning must be true or false")
+        reason = item.get("reason", "Announced")
+        if not isinstance(reason, str) or not _REASON.fullmatch(reason):
+            raise OwedError("reason must be an Event reason (letters, at most 64)")
         return cls(kind=str(kind), revision=revision, hash=_text(item.get("hash"), "hash", 64, required=True) or "",
                    at=float(at), title=_text(item.get("title"), "title", MAX_TITLE, required=True) or "",
                    summary=_text(item.get("summary"), "summary", MAX_SUMMARY) or "",
                    rule=_text(item.get("rule"), "rule", MAX_NAME), action=_text(item.get("action"), "action", 32),
-                   approve=approve)
+                   approve=approve, reason=reason, warning=warning)
 
 
 def _text(value: object, name: str, limit: int, *, required: bool = False) -> str | None:
