@@ -81,7 +81,7 @@ class NotifyTuning:
     """How hard the notification pipeline tries (ROLLGUARD_NOTIFY_MAX_ATTEMPTS, _NOTIFY_DEADLINE,
     _NOTIFY_SEND_TIMEOUT, _NOTIFY_QUEUE_SIZE)."""
 
-    max_attempts: int = 6
+    max_attempts: int = 12
     """Delivery attempts per alert and notifier, the first included."""
     deadline: float = 300.0
     """Seconds after an alert was raised past which it is no longer retried (dead-lettered, counted)."""
@@ -253,7 +253,7 @@ def run_settings(
         write_margin=_number(env, "WRITE_MARGIN", 2, low=0, high=lease_duration / 2),
     )
     notify = NotifyTuning(
-        max_attempts=int(_number(env, "NOTIFY_MAX_ATTEMPTS", 6, low=1, high=100, whole=True)),
+        max_attempts=int(_number(env, "NOTIFY_MAX_ATTEMPTS", 12, low=1, high=100, whole=True)),
         deadline=_number(env, "NOTIFY_DEADLINE", 300, low=1, high=86400),
         send_timeout=_number(env, "NOTIFY_SEND_TIMEOUT", 30, low=1, high=600),
         queue_size=int(_number(env, "NOTIFY_QUEUE_SIZE", 1000, low=1, high=1_000_000, whole=True)),

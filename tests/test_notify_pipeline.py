@@ -441,3 +441,30 @@ async def test_alerts_cut_off_by_a_stop_are_never_settled() -> None:
     waits = [asyncio.create_task(pipeline.settled(a, timeout=5)) for a in (in_flight, queued)]
     await pipeline.stop(drain_timeout=0)
     assert [await w for w in waits] == [False, False]
+
+
+async def test_by_default_a_slack_outage_of_two_minutes_is_ridden_out() -> None:
+    """The defaults retry for about the whole deadline (5 minutes), not for the first half minute: an
+    announcement given up on is delivered to nobody."""
+    clock = FakeClock()
+    slack = Scripted("slack", Channel.SLACK, clock, script=None)
+    down_until = clock.now() + 120
+
+    async def send(alert: Alert) -> SendResult:
+        slack.calls.append((clock.now(), alert))
+        return SendResult.retry_later("HTTP 503") if clock.now() < down_until else SendResult.success()
+
+    slack.send = send  # type: ignore[method-assign]
+    registry = CollectorRegistry()
+    pipeline = NotificationPipeline([slack], clock=clock, metrics=PrometheusMetrics(registry), rng=random.Random(1))
+    await pipeline.start()
+    try:
+        alert = make_alert(AlertKind.ROLLBACK_STARTED)
+        pipeline.submit(alert)
+        while not await pipeline.settled(alert, timeout=0.01):
+            await eventually(lambda: bool(clock._sleepers), what="a backoff sleep")
+            await clock.advance(clock._sleepers[0][0] - clock.now())
+    finally:
+        await pipeline.stop()
+    assert sample(registry, "rollguard_notifications_sent_total", notifier="slack") == 1
+    assert clock.now() >= down_until

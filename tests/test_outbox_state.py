@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from daemon.kube.owed import KINDS, MAX_OWED, Owed, with_entry
+from daemon.kube.owed import KINDS, MAX_OWED, QUIET, Owed, with_entry
 from daemon.kube.state import STATE_ANNOTATION, AnalysisState, StateError, read_state, remembered_history
-from daemon.notify.model import AlertKind
+from daemon.notify.model import ROUTES, AlertKind, Channel
 
 NOW = 1_800_000_000.0
 
@@ -74,13 +74,19 @@ def test_an_outbox_longer_than_rollguard_writes_is_refused() -> None:
         read_state(annotated({"v": 2, "outbox": items}), now=NOW)
 
 
-def test_adding_replaces_the_same_announcement_and_drops_the_oldest_past_the_cap() -> None:
-    entries: tuple[Owed, ...] = ()
-    for revision in range(MAX_OWED):
+def test_adding_replaces_the_same_announcement_and_makes_room_from_slack_only_ones_first() -> None:
+    entries: tuple[Owed, ...] = (entry(kind="rollout_started", revision=100),)
+    for revision in range(MAX_OWED - 1):
         entries, lost = with_entry(entries, entry(revision=revision))
         assert lost == ()
     again, lost = with_entry(entries, entry(revision=3, summary="sent again"))
     assert (len(again), lost, again[-1].summary) == (MAX_OWED, (), "sent again")
     full, lost = with_entry(entries, entry(revision=99))
-    assert [e.revision for e in lost] == [0]
-    assert [e.revision for e in full] == [*range(1, MAX_OWED), 99]
+    assert [(e.kind, e.revision) for e in lost] == [("rollout_started", 100)], "the Slack-only entry goes first"
+    fuller, lost = with_entry(full, entry(revision=98))
+    assert [(e.kind, e.revision) for e in lost] == [("review_needed", 0)], "then the oldest"
+    assert [e.revision for e in fuller] == [*range(1, MAX_OWED - 1), 99, 98]
+
+
+def test_the_entries_dropped_first_are_the_ones_that_page_nobody() -> None:
+    assert set(QUIET) == {k.value for k in AlertKind if Channel.PAGERDUTY not in ROUTES[k]}

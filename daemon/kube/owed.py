@@ -24,8 +24,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-MAX_OWED = 8
-"""Entries kept; past it the oldest is dropped (logged and counted as lost by the outbox)."""
+MAX_OWED = 20
+"""Entries kept; past it one is dropped (logged by the outbox): the oldest Slack-only one, else the oldest."""
 MAX_TITLE = 200
 MAX_SUMMARY = 600
 MAX_NAME = 253
@@ -33,6 +33,8 @@ KINDS = ("rollout_started", "rollout_complete", "notify_matched", "review_needed
          "rollback_started", "rollback_completed", "rollback_failed", "recovered", "superseded",
          "review_closed", "analysis_error")
 """`daemon.notify.model.AlertKind` values (a test keeps the two in step; this module stays pure)."""
+QUIET = ("rollout_started", "rollout_complete", "notify_matched", "superseded")
+"""The kinds that page nobody by default: dropped first when the outbox is full."""
 
 
 _REASON = re.compile(r"[A-Za-z]{1,64}")
@@ -108,8 +110,12 @@ def _text(value: object, name: str, limit: int, *, required: bool = False) -> st
 
 
 def with_entry(entries: tuple[Owed, ...], entry: Owed) -> tuple[tuple[Owed, ...], tuple[Owed, ...]]:
-    """`entries` with `entry` added (replacing the same announcement), newest last, capped at
-    `MAX_OWED`; and the entries that fell off the front."""
-    kept = (*(e for e in entries if e.key != entry.key), entry)
-    cut = max(0, len(kept) - MAX_OWED)
-    return kept[cut:], kept[:cut]
+    """`entries` with `entry` added (replacing the same announcement), newest last, at most `MAX_OWED`;
+    and the entries dropped to make room — Slack-only ones first, oldest first."""
+    kept = [*(e for e in entries if e.key != entry.key), entry]
+    lost: list[Owed] = []
+    while len(kept) > MAX_OWED:
+        victim = next((e for e in kept if e.kind in QUIET), kept[0])
+        kept.remove(victim)
+        lost.append(victim)
+    return tuple(kept), tuple(lost)

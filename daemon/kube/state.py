@@ -49,8 +49,8 @@ from daemon.kube.owed import MAX_OWED, Owed, OwedError
 STATE_ANNOTATION = "rollguard.io/state"
 ROLLGUARD_PREFIX = "rollguard.io/"
 MAX_REMEMBERED = 20
-MAX_STATE_BYTES = 16 * 1024
-"""An annotation longer than this is not rollguard's (it writes a few hundred bytes)."""
+MAX_STATE_BYTES = 64 * 1024
+"""An annotation longer than this is not rollguard's (a few hundred bytes; up to ~30 KiB with a full outbox)."""
 MAX_RULE_TIMERS = 200
 MAX_ANNOUNCED = 32
 MAX_TEXT = 600

@@ -69,7 +69,7 @@ class PrometheusMetrics:
 class RetryPolicy:
     """When to try again. All durations in seconds."""
 
-    max_attempts: int = 6
+    max_attempts: int = 12
     """Attempts per alert per notifier, the first included."""
     deadline_seconds: float = 300.0
     """No attempt starts later than this after `submit()`; an alert about a rollout goes stale."""

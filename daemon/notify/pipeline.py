@@ -170,7 +170,7 @@ class NotificationPipeline:
         notifiers: Sequence[Notifier],
         *,
         clock: Clock | None = None,
-        max_attempts: int = 6,
+        max_attempts: int = 12,
         deadline_seconds: float = 300.0,
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
