@@ -27,6 +27,12 @@ PAGERDUTY_DOWN = Schedule(102, (Step("healthy", "backend:v1", env_for("healthy")
                                      (Fault("pagerduty-fail", 0.0, {"status": 503, "count": 1}),))))
 """The first page after v2's deploy (the rollback's) gets a 503: a retry delivers it."""
 DRY_RUN = Schedule(103, ROLLBACK.steps, dry_run=True)
+SLACK_DOWN_KILLED = Schedule(104, (Step("healthy", "backend:v1", env_for("healthy"), None),
+                                   Step("errors", "backend:v2", env_for("errors"), None,
+                                        (Fault("slack-fail", 0.0, {"status": 503, "count": 12}),
+                                         Fault("kill-at", 14.0, {"restart": 1.0})))))
+"""Slack is down through v2's rollback, and the daemon is killed while the rollback's message waits for
+its next retry: the successor must send it."""
 
 CASES = {
     "no-fencing": (NEWER, "I2", "overwrote template"),
@@ -34,6 +40,7 @@ CASES = {
     "no-notify-retry": (PAGERDUTY_DOWN, "I4", "was rolled back but no page says so"),
     "dry-run-ignored": (DRY_RUN, "I5", "writes in dry-run"),
     "secret-in-events": (ROLLBACK, "I6", "appears in Events and other API writes"),
+    "no-outbox": (SLACK_DOWN_KILLED, "I4", "RolledBack for revision 2 was never posted to Slack"),
 }
 
 

@@ -287,7 +287,9 @@ async def test_a_failing_notifier_never_delays_another() -> None:
         for kind in (AlertKind.ROLLOUT_FAILED, AlertKind.ROLLBACK_STARTED, AlertKind.ROLLBACK_COMPLETED):
             pipeline.submit(make_alert(kind))
         await eventually(lambda: len(slack.calls) == 3, what="slack to get all three while pagerduty backs off")
-        assert len(slow.calls) == 1
+        # Each page had its first attempt at once; none waits behind another's backoff.
+        await eventually(lambda: len(slow.calls) == 3, what="pagerduty to try each page once")
+        assert {t for t, _ in slow.calls} == {clock.now()}
     finally:
         await pipeline.stop(drain_timeout=0)
 
@@ -468,3 +470,34 @@ async def test_by_default_a_slack_outage_of_two_minutes_is_ridden_out() -> None:
         await pipeline.stop()
     assert sample(registry, "rollguard_notifications_sent_total", notifier="slack") == 1
     assert clock.now() >= down_until
+
+
+async def test_an_alert_waiting_for_its_retry_does_not_hold_the_ones_behind_it() -> None:
+    """Slack refusing the rollout's first message must not keep its rollback message waiting."""
+    clock = FakeClock()
+    slack = Scripted("slack", Channel.SLACK, clock, script=None)
+    t0 = clock.now()
+
+    async def send(alert: Alert) -> SendResult:
+        slack.calls.append((clock.now(), alert))
+        if alert.kind is AlertKind.ROLLOUT_STARTED and clock.now() < t0 + 100:
+            return SendResult.retry_later("HTTP 503")
+        return SendResult.success()
+
+    slack.send = send  # type: ignore[method-assign]
+    pipeline = NotificationPipeline([slack], clock=clock, rng=random.Random(1))
+    await pipeline.start()
+    try:
+        started, rolled_back = make_alert(AlertKind.ROLLOUT_STARTED), make_alert(AlertKind.ROLLBACK_STARTED)
+        pipeline.submit(started)
+        pipeline.submit(rolled_back)
+        assert await pipeline.settled(rolled_back, timeout=2), "the rollback message waited behind a retry"
+        assert clock.now() == t0
+        assert not await pipeline.settled(started, timeout=0.05)
+        while not await pipeline.settled(started, timeout=0.01):
+            await eventually(lambda: bool(clock._sleepers), what="a backoff sleep")
+            await clock.advance(clock._sleepers[0][0] - clock.now())
+    finally:
+        await pipeline.stop()
+    assert [a.kind for _, a in slack.calls].count(AlertKind.ROLLBACK_STARTED) == 1
+    assert slack.calls[-1][1].kind is AlertKind.ROLLOUT_STARTED

@@ -8,7 +8,8 @@
 Promises to the caller (the actions layer, in the middle of a rollback):
   * `submit()` is synchronous and returns at once: it never awaits, never raises. A full lane drops
     its *oldest* alert (logged, counted) — the newest is the one that describes the present.
-  * Each notifier has its own queue and task, so a slow or failing notifier never delays another.
+  * Each notifier has its own queue and task, so a slow or failing notifier never delays another; and
+    an alert waiting for its retry waits aside, so it never delays the alerts behind it.
   * Retries use exponential backoff with jitter, honour Retry-After, and stop at `max_attempts` or
     when the next attempt would start after the alert's deadline (`deadline_seconds` after submit).
   * Every wait goes through the injected `Clock`, so tests drive backoff with `FakeClock.advance()`.
@@ -71,13 +72,19 @@ class _Pending:
 
 
 class _Lane:
-    """One notifier's bounded queue and the task that delivers from it, retrying per the policy."""
+    """One notifier's bounded queue and the task that delivers from it, retrying per the policy.
+
+    A failed attempt does not hold the lane: the alert waits for its retry aside (`waiting`) while the
+    alerts behind it go out, so a page is never stuck behind a minor message that Slack keeps refusing."""
 
     def __init__(self, notifier: Notifier, *, owner: NotificationPipeline, capacity: int) -> None:
         self.notifier = notifier
         self._owner = owner
         self._capacity = capacity
         self.queue: deque[_Pending] = deque()
+        self.waiting: dict[asyncio.Task[None], _Pending] = {}
+        """Alerts between two attempts, by the task that brings each back when its backoff is over."""
+        self._failures: dict[int, int] = {}
         self._wakeup = asyncio.Event()
         self.idle = asyncio.Event()
         self.idle.set()
@@ -87,6 +94,7 @@ class _Lane:
         name = self.notifier.name
         if len(self.queue) >= self._capacity:
             dropped = self.queue.popleft()
+            self._failures.pop(id(dropped), None)
             dropped.finished()
             self._owner.metrics.dropped(name, "overflow")
             log.warning("notification queue full; dropped the oldest alert", notifier=name,
@@ -100,56 +108,78 @@ class _Lane:
     async def run(self) -> None:
         while True:
             while not self.queue:
-                self.idle.set()
+                if not self.waiting:
+                    self.idle.set()
                 self._wakeup.clear()
                 await self._wakeup.wait()
             self.idle.clear()
             pending = self.queue.popleft()
             self._owner.metrics.queued(self.notifier.name, len(self.queue))
             try:
-                await self._deliver(pending)
+                done = await self._deliver(pending)
             except asyncio.CancelledError:
                 pending.finished(abandoned=True)  # stopped mid-delivery: owed to a successor
                 raise
             except Exception as exc:  # the lane must outlive any bug in one delivery; the error is logged
                 log.error("notification lane error", notifier=self.notifier.name,
                           **self._owner.redacted_exception(exc))
-                pending.finished()
-            else:
+                done = True
+            if done:
+                self._failures.pop(id(pending), None)
                 pending.finished()
 
-    async def _deliver(self, pending: _Pending) -> None:
+    def abandon_waiting(self) -> list[_Pending]:
+        """Stop every retry wait (shutdown); the alerts they held."""
+        held = list(self.waiting.values())
+        for task in self.waiting:
+            task.cancel()
+        self.waiting.clear()
+        return held
+
+    def _retry_after(self, pending: _Pending, delay: float) -> None:
+        async def back() -> None:
+            await self._owner.clock.sleep(delay)
+            self.waiting.pop(task, None)
+            self.queue.appendleft(pending)  # its turn came long ago: ahead of the alerts that came since
+            self._wakeup.set()
+
+        task = asyncio.create_task(back(), name=f"notify-retry:{self.notifier.name}")
+        self.waiting[task] = pending
+
+    async def _deliver(self, pending: _Pending) -> bool:
+        """One attempt; True when the lane is done with the alert, False when a retry is scheduled."""
         owner, alert, name = self._owner, pending.alert, self.notifier.name
         policy = owner.policy
         deadline = pending.submitted_at + policy.deadline_seconds
         bound = log.bind(notifier=name, kind=alert.kind.value, rollout=alert.rollout_key, rule=alert.rule)
-        failures = 0
-        while True:
-            result = await self._attempt(alert)
-            if result.ok:
-                owner.metrics.sent(name)
-                bound.debug("notification sent", attempts=failures + 1)
-                return
-            failures += 1
-            error = owner.redactor.redact(result.error or "unknown error")
-            if not result.retry:
-                owner.metrics.failed(name, "rejected")
-                bound.warning("notification rejected; not retrying", error=error, attempts=failures)
-                return
-            if failures >= policy.max_attempts:
-                owner.metrics.failed(name, "attempts")
-                bound.warning("notification failed; out of attempts", error=error, attempts=failures)
-                return
-            delay = policy.delay(failures, retry_after=result.retry_after, rng=owner.rng)
-            if owner.clock.now() + delay > deadline:
-                owner.metrics.failed(name, "deadline")
-                bound.warning("notification failed; next retry would miss its deadline", error=error,
-                              attempts=failures, retry_in=round(delay, 3), deadline_seconds=policy.deadline_seconds)
-                return
-            owner.metrics.retried(name)
-            bound.info("notification failed; retrying", error=error, attempt=failures, retry_in=round(delay, 3),
-                       retry_after=result.retry_after)
-            await owner.clock.sleep(delay)
+        failures = self._failures.get(id(pending), 0)
+        result = await self._attempt(alert)
+        if result.ok:
+            owner.metrics.sent(name)
+            bound.debug("notification sent", attempts=failures + 1)
+            return True
+        failures += 1
+        error = owner.redactor.redact(result.error or "unknown error")
+        if not result.retry:
+            owner.metrics.failed(name, "rejected")
+            bound.warning("notification rejected; not retrying", error=error, attempts=failures)
+            return True
+        if failures >= policy.max_attempts:
+            owner.metrics.failed(name, "attempts")
+            bound.warning("notification failed; out of attempts", error=error, attempts=failures)
+            return True
+        delay = policy.delay(failures, retry_after=result.retry_after, rng=owner.rng)
+        if owner.clock.now() + delay > deadline:
+            owner.metrics.failed(name, "deadline")
+            bound.warning("notification failed; next retry would miss its deadline", error=error,
+                          attempts=failures, retry_in=round(delay, 3), deadline_seconds=policy.deadline_seconds)
+            return True
+        owner.metrics.retried(name)
+        bound.info("notification failed; retrying", error=error, attempt=failures, retry_in=round(delay, 3),
+                   retry_after=result.retry_after)
+        self._failures[id(pending)] = failures
+        self._retry_after(pending, delay)
+        return False
 
     async def _attempt(self, alert: Alert) -> SendResult:
         owner = self._owner
@@ -332,7 +362,7 @@ class NotificationPipeline:
 
         Only meaningful after `start()`: before it, queued alerts wait and so does this.
         """
-        while not all(lane.idle.is_set() and not lane.queue for lane in self._lanes.values()):
+        while not all(lane.idle.is_set() and not lane.queue and not lane.waiting for lane in self._lanes.values()):
             await asyncio.gather(*(lane.idle.wait() for lane in list(self._lanes.values())))
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
@@ -353,7 +383,7 @@ class NotificationPipeline:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for lane in self._lanes.values():
-            for dropped in lane.queue:
+            for dropped in [*lane.queue, *lane.abandon_waiting()]:
                 dropped.finished(abandoned=True)
                 self.metrics.dropped(lane.notifier.name, "shutdown")
             lane.queue.clear()

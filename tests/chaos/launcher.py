@@ -96,6 +96,16 @@ def _secret_in_events() -> None:
     original = _swap(kube_client.KubeClient, "create", leaky)
 
 
+def _no_outbox() -> None:
+    """A successor never sends what its predecessor still owed (the outbox is written, never read)."""
+    from daemon.outbox import Outbox
+
+    def forget(self: Any, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    _swap(Outbox, "resend", forget)
+
+
 PATCHES: dict[str, Callable[[], None]] = {
     "none": lambda: None,
     "no-fencing": _no_fencing,
@@ -103,6 +113,7 @@ PATCHES: dict[str, Callable[[], None]] = {
     "no-notify-retry": _no_notify_retry,
     "dry-run-ignored": lambda: None,  # an argument rewrite, below
     "secret-in-events": _secret_in_events,
+    "no-outbox": _no_outbox,
 }
 VARIANTS = tuple(PATCHES)
 
