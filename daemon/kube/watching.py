@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,10 @@ Obj = dict[str, Any]
 Handler = Callable[[str, Obj], Awaitable[None]]
 
 log = structlog.get_logger("rollguard.watch")
+
+PAGE_SIZE = 100
+"""Objects per page of a list. A page is decoded in one go, holding the event loop: 500 real-shaped
+Deployments (~2 MB of JSON) held it ~50 ms, which `/healthz` and the analyses wait through."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ class Informer:
                     if event.get("type") == "BOOKMARK":
                         resource_version = rv or resource_version
                         continue
-                    await self._apply(str(event.get("type")), obj, handler)
+                    await self._apply(str(event.get("type")), compact(_without_managed_fields([obj])[0]), handler)
                     resource_version = rv or resource_version
             except ResourceExpired as exc:
                 log.info("watch expired, re-listing", resource=self.plural, namespace=namespace, reason=exc.message)
@@ -138,8 +143,9 @@ class Informer:
                 await self._apply("MODIFIED", item, handler)
         return str((listing.get("metadata") or {}).get("resourceVersion") or "0")
 
-    async def _list(self, path: str, params: dict[str, str], *, page_size: int = 500) -> Obj:
-        """`KubeClient.list`, page by page, dropping each page's managedFields before the next page is read.
+    async def _list(self, path: str, params: dict[str, str], *, page_size: int = PAGE_SIZE) -> Obj:
+        """`KubeClient.list`, page by page, dropping each page's managedFields (and sharing its strings)
+        before the next page is read.
 
         Dropped per page rather than after the whole list, the memory they took is re-used by the next
         page instead of being left as holes in the heap (10,000 real-shaped Deployments + ReplicaSets:
@@ -147,12 +153,15 @@ class Informer:
         """
         query: dict[str, Any] = {**params, "limit": page_size}
         first = await self._client.get(path, query)
-        items: list[Obj] = _without_managed_fields(first.get("items") or [])
+        items: list[Obj] = share_strings(_without_managed_fields(first.get("items") or []))
         token = (first.get("metadata") or {}).get("continue")
         while token:
+            # Decoding a page holds the event loop (~0.1 ms per real-shaped object): let `/healthz`,
+            # the leader lease and the analyses in between.
+            await asyncio.sleep(0)
             query["continue"] = token
             page = await self._client.get(path, query)
-            items.extend(_without_managed_fields(page.get("items") or []))
+            items.extend(share_strings(_without_managed_fields(page.get("items") or [])))
             token = (page.get("metadata") or {}).get("continue")
         first["items"] = items
         first.setdefault("metadata", {}).pop("continue", None)
@@ -175,6 +184,52 @@ class Informer:
             log.warning("unexpected watch event", resource=self.plural, type=kind)
             return
         await handler(kind, obj)
+
+
+_INTERNED_MAX = 256
+"""Strings up to this length (characters) are interned in cached objects; longer ones are rarely shared."""
+_intern = sys.intern
+
+
+def share_strings(value: Any) -> Any:
+    """`value` (decoded JSON: dicts, lists, scalars) with its short string values interned, in place.
+
+    Each decoded object holds its own copy of every repeated value ("apps/v1", "RollingUpdate",
+    "IfNotPresent", the image, the Deployment's name in its labels, selector and template); interned,
+    one copy serves every cached object (10,000 real-shaped Deployments: 6.9 → 4.5 kB each). Equal
+    before and after: only which string object holds each value changes, and strings are immutable.
+    Keys are left alone: one `json.loads` already shares the keys of every object it decodes."""
+    if type(value) is dict:
+        for key, item in value.items():
+            kind = type(item)
+            if kind is str:
+                if len(item) <= _INTERNED_MAX:
+                    value[key] = _intern(item)
+            elif kind is dict or kind is list:
+                share_strings(item)
+    elif type(value) is list:
+        for index, item in enumerate(value):
+            kind = type(item)
+            if kind is str:
+                if len(item) <= _INTERNED_MAX:
+                    value[index] = _intern(item)
+            elif kind is dict or kind is list:
+                share_strings(item)
+    return value
+
+
+def compact(value: Any) -> Any:
+    """A copy of decoded JSON with its keys and short strings interned (equal to `value`, smaller).
+
+    For objects decoded one at a time (watch events), whose keys no other object shares."""
+    kind = type(value)
+    if kind is str:
+        return _intern(value) if len(value) <= _INTERNED_MAX else value
+    if kind is dict:
+        return {_intern(k) if type(k) is str else k: compact(v) for k, v in value.items()}
+    if kind is list:
+        return [compact(v) for v in value]
+    return value
 
 
 def _without_managed_fields(items: list[Obj]) -> list[Obj]:
