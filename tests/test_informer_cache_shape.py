@@ -1,17 +1,20 @@
 """The informer's cache holds every field the API server sent (less `managedFields`), with the strings
-that repeat across objects stored once: listed objects and watched ones alike."""
+that repeat across objects stored once: listed objects and watched ones alike. A big list is read with
+Python's cyclic collector paused, and what it built is then frozen out of the collector's way."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import copy
+import gc
 import json
 from pathlib import Path
 from typing import Any
 
+from bench.common import create_deployments
 from daemon.kube.client import KubeClient, api_path
-from daemon.kube.watching import Informer, compact, share_strings
+from daemon.kube.watching import COLLECTOR, PAGE_SIZE, CollectorPause, Informer, compact, share_strings
 from tests.simkit import deployment_manifest, sim_server
 from tests.waiting import eventually
 
@@ -92,6 +95,51 @@ async def test_the_cache_holds_what_the_server_sent_less_managed_fields(tmp_path
             image = [o["spec"]["template"]["spec"]["containers"][0]["image"] for o in (listed, watched)]
             assert image[0] is image[1]
         finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def test_the_collector_pause_nests_and_freezes_once_released() -> None:
+    pause = CollectorPause()
+    assert gc.isenabled()
+    try:
+        pause.hold()
+        pause.hold()
+        assert not gc.isenabled(), "held: no collection while a big list is read"
+        pause.release()
+        assert not gc.isenabled(), "still held by the other list"
+        assert pause.freezes == 0
+        pause.release()
+        assert gc.isenabled(), "released by the last holder: the collector runs again"
+        assert pause.freezes == 1
+        assert gc.get_freeze_count() > 0, "what the lists built is out of the collector's way"
+    finally:
+        gc.unfreeze()
+        gc.enable()
+
+
+async def test_a_big_list_is_read_without_collections_and_then_frozen(tmp_path: Path) -> None:
+    async with sim_server(tmp_path) as cluster, await KubeClient.connect(cluster.kubeconfig) as kube:
+        count = PAGE_SIZE + 10  # two pages
+        create_deployments(cluster.store, "big", [f"web-{i:04d}" for i in range(count)])
+        informer = Informer(kube, group_version="apps/v1", plural="deployments")
+        collector_on: list[bool] = []
+
+        async def handler(_kind: str, _obj: dict[str, Any]) -> None:
+            collector_on.append(gc.isenabled())
+
+        frozen_before = COLLECTOR.freezes
+        task = asyncio.create_task(informer.run(handler))
+        try:
+            await asyncio.wait_for(informer.synced.wait(), 30)
+            assert len(collector_on) == count
+            assert not any(collector_on), "the collector must not run while the list is handed over"
+            assert gc.isenabled(), "the collector runs again after the list"
+            assert COLLECTOR.freezes == frozen_before + 1
+            assert gc.get_freeze_count() >= count, "the cached objects are frozen"
+        finally:
+            gc.unfreeze()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
