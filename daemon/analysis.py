@@ -62,7 +62,7 @@ from daemon.rules.evaluate import EvaluationState, RuleResult, RuleStatus, Verdi
 from daemon.rules.model import Action, BaselineMode, Unavailable
 from daemon.signals.factory import ProviderKind
 from daemon.view.history import AnalysisHistory
-from daemon.view.schema import Running, analysis_item
+from daemon.view.schema import Running, analysis_item, gauges_item
 
 log = structlog.get_logger("rollguard.analysis")
 
@@ -135,9 +135,11 @@ class Analysis:
 
     def detail(self, *, with_history: bool = True) -> dict[str, Any]:
         """This analysis as an item of `/api/v2/analyses` (`daemon.view.schema`), now."""
-        return analysis_item(Running(self.rollout, self.state, self.history, self.last_verdict, self.evaluations,
-                                     self.completed_at, self.ended_at), now=self._clock.now(),
-                             with_history=with_history)
+        return analysis_item(self._running(), now=self._clock.now(), with_history=with_history)
+
+    def _running(self) -> Running:
+        return Running(self.rollout, self.state, self.history, self.last_verdict, self.evaluations,
+                       self.completed_at, self.ended_at)
 
     async def run(self) -> None:
         self.ended_at = None
@@ -373,7 +375,8 @@ class Analysis:
     def _publish(self) -> None:
         """The per-Deployment gauges of `/metrics`, after each evaluation."""
         if self._metrics is not None:
-            self._metrics.observe_analysis(*self.rollout.key, detail=self.detail(with_history=False))
+            self._metrics.observe_analysis(*self.rollout.key,
+                                           detail=gauges_item(self._running(), now=self._clock.now()))
 
     def _log_evaluation(self, verdict: Verdict, measurements: Mapping[str, Measurement],
                         baselines: Mapping[str, Measurement]) -> None:

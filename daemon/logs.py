@@ -83,12 +83,14 @@ def configure_logging(settings: LogSettings, *, stream: TextIO | None = None,
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
             scrub_processor,
             *([redact] if redact is not None else []),
+            # The level and the time are added after scrubbing: they are the daemon's own words, and
+            # scrubbing costs per value (an evaluation line is logged for every tick of every analysis).
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -69,7 +69,10 @@ async def measure_safely(name: str, coro: Coroutine[Any, Any, Measurement], *, t
     """One provider's reading, bounded in time; whatever it raises is that signal's ERROR, never the
     end of the analysis (a workload's answer can be hostile by definition)."""
     try:
-        return await asyncio.wait_for(coro, timeout)
+        # `asyncio.timeout` bounds the reading in the caller's task; `wait_for` would start a task per
+        # reading, which at thousands of readings a second is a good part of a tick's cost.
+        async with asyncio.timeout(timeout):
+            return await coro
     except TimeoutError:
         return Measurement(Phase.ERROR, None, f"{name}: no answer within {timeout:g}s")
     except asyncio.CancelledError:

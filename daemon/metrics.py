@@ -10,9 +10,20 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass(frozen=True)
+class _Children:
+    """The labelled series of one live analysis: its state, and its gauges by signal and by rule name."""
+
+    state: Gauge
+    signals: dict[str, Gauge]
+    rules: dict[str, Gauge]
+
 
 ANALYSIS_STATES = {"analysing": 1, "review": 2, "rolling-back": 3, "failed": 4}
 """Value of `rollguard_analysis_state` for each lifecycle stage an analysis can be live in."""
@@ -54,27 +65,38 @@ class Metrics:
             "rollguard_rule_pending_seconds",
             "Seconds each rule's condition of a live analysis has been true (0: not pending).",
             ["namespace", "deployment", "rule"], registry=r)
-        self._per_deployment: dict[tuple[str, str], tuple[set[str], set[str]]] = {}
+        # The labelled children of each live analysis' series, by signal and by rule: `.labels()` looks
+        # the child up under a lock, and this runs after every evaluation of every analysis.
+        self._per_deployment: dict[tuple[str, str], _Children] = {}
 
     def observe_analysis(self, namespace: str, deployment: str, *, detail: Mapping[str, Any]) -> None:
         """Set the per-Deployment series from an item of `/api/v2/analyses` (`daemon.view.schema`)."""
-        signals, rules = self._per_deployment.setdefault((namespace, deployment), (set(), set()))
-        self.analysis_state.labels(namespace, deployment).set(ANALYSIS_STATES.get(str(detail.get("state")), 0))
+        children = self._per_deployment.get((namespace, deployment))
+        if children is None:
+            children = self._per_deployment[(namespace, deployment)] = _Children(
+                self.analysis_state.labels(namespace, deployment), {}, {})
+        children.state.set(ANALYSIS_STATES.get(str(detail.get("state")), 0))
         for signal in detail.get("signals") or []:
             value = signal.get("value")
             number = float(value) if isinstance(value, int | float) else math.nan
-            self.signal_value.labels(namespace, deployment, signal["name"]).set(number)
-            signals.add(signal["name"])
+            name = signal["name"]
+            child = children.signals.get(name)
+            if child is None:
+                child = children.signals[name] = self.signal_value.labels(namespace, deployment, name)
+            child.set(number)
         for rule in detail.get("rules") or []:
-            self.rule_pending_seconds.labels(namespace, deployment, rule["name"]).set(rule.get("pendingSeconds") or 0)
-            rules.add(rule["name"])
+            name = rule["name"]
+            child = children.rules.get(name)
+            if child is None:
+                child = children.rules[name] = self.rule_pending_seconds.labels(namespace, deployment, name)
+            child.set(rule.get("pendingSeconds") or 0)
 
     def forget_analysis(self, namespace: str, deployment: str) -> None:
         """Remove the per-Deployment series of an analysis that ended."""
-        signals, rules = self._per_deployment.pop((namespace, deployment), (set(), set()))
-        for signal in signals:
+        children = self._per_deployment.pop((namespace, deployment), None)
+        for signal in children.signals if children is not None else ():
             self.signal_value.remove(namespace, deployment, signal)
-        for rule in rules:
+        for rule in children.rules if children is not None else ():
             self.rule_pending_seconds.remove(namespace, deployment, rule)
         with contextlib.suppress(KeyError):  # never set when the analysis was cancelled before it began
             self.analysis_state.remove(namespace, deployment)

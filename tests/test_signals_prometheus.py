@@ -324,3 +324,30 @@ async def test_the_coalescer_on_its_own() -> None:
     assert await asyncio.gather(*(coalescer.run("k", fetch) for _ in range(5))) == [1] * 5
     assert coalescer.in_flight == 0
     assert await coalescer.run("k", fetch) == 2, "without reuse, a finished answer is not handed out again"
+
+
+async def test_each_revision_gets_its_own_rendered_query_however_often_it_is_measured(
+        api: tuple[FakePrometheusApi, str]) -> None:
+    """A provider keeps each revision's rendered query (rendering is most of a tick's cost): measured again,
+    a revision asks the same query; another revision asks its own; a context that cannot be rendered
+    stays an error and is never mistaken for another's query."""
+    fake, url = api
+    clock = FakeClock(start=1_764_151_200.0)
+    async with aiohttp.ClientSession() as session:
+        provider = PrometheusProvider(PrometheusSignal('up{team="{{labels.team}}",pod=~"{{podPrefix}}.*"}'),
+                                      client=PrometheusClient(url, session, clock=clock))
+        unlabelled = await provider.measure(context())
+        teams = [{"app": "backend", "team": "shop"}, {"app": "backend", "team": "pay"}]
+        for _ in range(2):
+            for hash_, labels in (("new222", teams[0]), ("new333", teams[1]), ("new222", teams[0])):
+                ctx = SignalContext(namespace="staging", deployment="backend", revision=2, pod_template_hash=hash_,
+                                    pod_prefix=f"backend-{hash_}-", labels=labels, rollout_started_at=0.0)
+                assert (await provider.measure(ctx)).phase is Phase.OK
+            await clock.advance(1)
+        again = await provider.measure(context())
+    assert unlabelled.phase is Phase.ERROR
+    assert again == unlabelled, "a template error is not remembered as a query"
+    assert sorted(fake.requests) == [('up{team="pay",pod=~"backend-new333-.*"}', "1764151200.000"),
+                                     ('up{team="pay",pod=~"backend-new333-.*"}', "1764151201.000"),
+                                     ('up{team="shop",pod=~"backend-new222-.*"}', "1764151200.000"),
+                                     ('up{team="shop",pod=~"backend-new222-.*"}', "1764151201.000")]

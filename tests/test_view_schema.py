@@ -8,14 +8,15 @@ from typing import Any
 import pytest
 
 from daemon.kube.state import STATE_ANNOTATION, AnalysisState
-from daemon.measurement import Measurement, Phase
+from daemon.measurement import Measurement, Phase, SignalContext
+from daemon.rollout import Rollout, RolloutId
 from daemon.rules.evaluate import EvaluationState, evaluate
 from daemon.rules.loader import load_rules
 from daemon.rules.model import RollbackPolicy
 from daemon.view.collect import v1_views, v2_document
 from daemon.view.history import AnalysisHistory
 from daemon.view.render import render, sparkline
-from daemon.view.schema import analysis_list
+from daemon.view.schema import Running, analysis_item, analysis_list, gauges_item
 from daemon.view.text import rfc3339, show_rule, thresholds
 from tests.e2ekit import RULES
 
@@ -129,3 +130,29 @@ def test_history_marks_pending_and_fired_moments(policy: RollbackPolicy) -> None
     marks = [(m.at - T0, m.event) for m in history.marks if m.rule == "error-rate-over-5pct"]
     assert marks == [(1.0, "pending"), (4.0, "fired")]
     assert [p.value for p in history.signals["error_rate"]] == [0.01, 0.12, 0.12, 0.12, 0.12]
+
+
+def test_the_gauges_item_is_the_view_item_less_what_the_metrics_do_not_read(policy: RollbackPolicy) -> None:
+    """The per-Deployment metrics are set after every evaluation from `gauges_item`, a cheap part of
+    `analysis_item`: it must agree with it field for field, whatever the rules' state."""
+    ctx = SignalContext("staging", "backend", 4, "h4", "backend-h4-", {"app": "backend"}, T0)
+    rollout = Rollout(RolloutId("staging", "backend", 4, "h4"), policy, ctx, None, T0)
+    history = AnalysisHistory()
+    state = EvaluationState()
+    seen = []
+    ticks = [readings(0.01), readings(0.12), readings(None, prometheus_down=True), readings(0.12), readings(0.12)]
+    for tick, measured in enumerate([None, *ticks]):
+        verdict = None
+        if measured is not None:
+            verdict, state = evaluate(policy, measured, {}, state, T0 + tick)
+            history.record(T0 + tick, measured, verdict)
+        for ended_at in (None, T0 + tick + 0.25):
+            run = Running(rollout, AnalysisState(revision=4, phase="analysing"), history, verdict, tick, None, ended_at)
+            item = analysis_item(run, now=T0 + tick + 0.5, with_history=False)
+            expected = {"state": item["state"],
+                        "signals": [{"name": s["name"], "value": s["value"]} for s in item["signals"]],
+                        "rules": [{"name": r["name"], "pendingSeconds": r["pendingSeconds"]} for r in item["rules"]]}
+            assert gauges_item(run, now=T0 + tick + 0.5) == expected, f"tick {tick}, ended {ended_at}"
+            seen.append(expected)
+    assert any(r["pendingSeconds"] for e in seen for r in e["rules"]), "a pending rule was compared"
+    assert any(s["value"] is None for e in seen for s in e["signals"]), "a missing reading was compared"

@@ -17,7 +17,9 @@ when cancelled.
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +33,11 @@ Obj = dict[str, Any]
 Handler = Callable[[str, Obj], Awaitable[None]]
 
 log = structlog.get_logger("rollguard.watch")
+
+PAGE_SIZE = 250
+"""Objects per page of a list. A page is decoded in one go, holding the event loop: 500 real-shaped
+Deployments (~2 MB of JSON) held it ~50 ms, which `/healthz` and the analyses wait through; smaller
+pages cost the API server more requests."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,7 @@ class Informer:
                     if event.get("type") == "BOOKMARK":
                         resource_version = rv or resource_version
                         continue
-                    await self._apply(str(event.get("type")), obj, handler)
+                    await self._apply(str(event.get("type")), compact(_without_managed_fields([obj])[0]), handler)
                     resource_version = rv or resource_version
             except ResourceExpired as exc:
                 log.info("watch expired, re-listing", resource=self.plural, namespace=namespace, reason=exc.message)
@@ -125,21 +132,27 @@ class Informer:
 
     async def _relist(self, path: str, params: dict[str, str], namespace: str | None, handler: Handler) -> str:
         """List, reconcile the cache with what the server has now, and return the list's resourceVersion."""
-        listing = await self._list(path, params)
-        fresh = {object_key(item): item for item in listing.get("items") or []}
-        stale = [key for key in self.cache if (namespace is None or key[0] == namespace) and key not in fresh]
-        for key in stale:
-            await self._apply("DELETED", self.cache[key], handler)
-        for key, item in fresh.items():
-            known = self.cache.get(key)
-            if known is None:
-                await self._apply("ADDED", item, handler)
-            elif (known.get("metadata") or {}).get("resourceVersion") != item["metadata"].get("resourceVersion"):
-                await self._apply("MODIFIED", item, handler)
-        return str((listing.get("metadata") or {}).get("resourceVersion") or "0")
+        listing, big = await self._list(path, params)
+        try:
+            fresh = {object_key(item): item for item in listing.get("items") or []}
+            stale = [key for key in self.cache if (namespace is None or key[0] == namespace) and key not in fresh]
+            for key in stale:
+                await self._apply("DELETED", self.cache[key], handler)
+            for key, item in fresh.items():
+                known = self.cache.get(key)
+                if known is None:
+                    await self._apply("ADDED", item, handler)
+                elif (known.get("metadata") or {}).get("resourceVersion") != item["metadata"].get("resourceVersion"):
+                    await self._apply("MODIFIED", item, handler)
+            return str((listing.get("metadata") or {}).get("resourceVersion") or "0")
+        finally:
+            if big:
+                COLLECTOR.release()
 
-    async def _list(self, path: str, params: dict[str, str], *, page_size: int = 500) -> Obj:
-        """`KubeClient.list`, page by page, dropping each page's managedFields before the next page is read.
+    async def _list(self, path: str, params: dict[str, str], *, page_size: int = PAGE_SIZE) -> tuple[Obj, bool]:
+        """`KubeClient.list`, page by page, dropping each page's managedFields (and sharing its strings)
+        before the next page is read; and whether the list was big (more than one page: `COLLECTOR` is
+        then held, and the caller releases it once the list is handed over).
 
         Dropped per page rather than after the whole list, the memory they took is re-used by the next
         page instead of being left as holes in the heap (10,000 real-shaped Deployments + ReplicaSets:
@@ -147,16 +160,27 @@ class Informer:
         """
         query: dict[str, Any] = {**params, "limit": page_size}
         first = await self._client.get(path, query)
-        items: list[Obj] = _without_managed_fields(first.get("items") or [])
+        items: list[Obj] = share_strings(_without_managed_fields(first.get("items") or []))
         token = (first.get("metadata") or {}).get("continue")
-        while token:
-            query["continue"] = token
-            page = await self._client.get(path, query)
-            items.extend(_without_managed_fields(page.get("items") or []))
-            token = (page.get("metadata") or {}).get("continue")
+        big = bool(token)
+        if big:
+            COLLECTOR.hold()
+        try:
+            while token:
+                # Decoding a page holds the event loop (~0.1 ms per real-shaped object): let `/healthz`,
+                # the leader lease and the analyses in between.
+                await asyncio.sleep(0)
+                query["continue"] = token
+                page = await self._client.get(path, query)
+                items.extend(share_strings(_without_managed_fields(page.get("items") or [])))
+                token = (page.get("metadata") or {}).get("continue")
+        except BaseException:
+            if big:
+                COLLECTOR.release()
+            raise
         first["items"] = items
         first.setdefault("metadata", {}).pop("continue", None)
-        return first
+        return first, big
 
     async def _apply(self, kind: str, obj: Obj, handler: Handler) -> None:
         key = object_key(obj)
@@ -175,6 +199,89 @@ class Informer:
             log.warning("unexpected watch event", resource=self.plural, type=kind)
             return
         await handler(kind, obj)
+
+
+class CollectorPause:
+    """Pauses Python's cyclic garbage collector while big lists are read, and then freezes what they built.
+
+    A full collection visits every tracked object: with 10,000 real-shaped Deployments and ReplicaSets
+    cached (~2 million dicts and lists) one takes ~0.5 s, during which the event loop stands still
+    (`/healthz` waited up to 575 ms at start; 63 ms with the collector off), and the heap's growth
+    during a big list sets off several. Cached objects are trees of JSON values (no reference cycles:
+    reference counting frees them when replaced), so once a big list is handed over everything alive
+    is moved to the collector's permanent generation (`gc.freeze`): later collections skip it. Reading
+    a list makes no cyclic garbage that freezing could keep alive (measured: 0 unreachable objects after
+    listing 1,000 Deployments with the collector off). Holders nest (two informers list at once); the
+    collector is restored as it was when the last one releases."""
+
+    def __init__(self) -> None:
+        self._holders = 0
+        self._was_enabled = False
+        self.freezes = 0
+        """How many times the last holder froze the heap (for tests)."""
+
+    def hold(self) -> None:
+        if self._holders == 0:
+            self._was_enabled = gc.isenabled()
+            gc.disable()
+        self._holders += 1
+
+    def release(self) -> None:
+        self._holders -= 1
+        if self._holders == 0:
+            gc.freeze()
+            self.freezes += 1
+            if self._was_enabled:
+                gc.enable()
+
+
+COLLECTOR = CollectorPause()
+"""The process' one pause (the collector is process-wide)."""
+
+_INTERNED_MAX = 256
+"""Strings up to this length (characters) are interned in cached objects; longer ones are rarely shared."""
+_intern = sys.intern
+
+
+def share_strings(value: Any) -> Any:
+    """`value` (decoded JSON: dicts, lists, scalars) with its short string values interned, in place.
+
+    Each decoded object holds its own copy of every repeated value ("apps/v1", "RollingUpdate",
+    "IfNotPresent", the image, the Deployment's name in its labels, selector and template); interned,
+    one copy serves every cached object (10,000 real-shaped Deployments: 6.9 → 4.5 kB each). Equal
+    before and after: only which string object holds each value changes, and strings are immutable.
+    Keys are left alone: one `json.loads` already shares the keys of every object it decodes."""
+    if type(value) is dict:
+        for key, item in value.items():
+            kind = type(item)
+            if kind is str:
+                if len(item) <= _INTERNED_MAX:
+                    value[key] = _intern(item)
+            elif kind is dict or kind is list:
+                share_strings(item)
+    elif type(value) is list:
+        for index, item in enumerate(value):
+            kind = type(item)
+            if kind is str:
+                if len(item) <= _INTERNED_MAX:
+                    value[index] = _intern(item)
+            elif kind is dict or kind is list:
+                share_strings(item)
+    return value
+
+
+def compact(value: Any) -> Any:
+    """A copy of decoded JSON with its keys and short strings interned (equal to `value`, smaller).
+
+    For objects decoded one at a time (watch events), whose keys no other object shares."""
+    kind = type(value)
+    if kind is str:
+        return _intern(value) if len(value) <= _INTERNED_MAX else value
+    if kind is dict:
+        return {_intern(k) if type(k) is str else k: compact(v) for k, v in value.items()}
+    if kind is list:
+        return [compact(v) for v in value]
+    return value
 
 
 def _without_managed_fields(items: list[Obj]) -> list[Obj]:

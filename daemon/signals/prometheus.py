@@ -68,6 +68,8 @@ __all__ = [
 ]
 
 _SERIES_IN_EVIDENCE = 3
+_RENDERED_MAX = 50_000
+"""Rendered queries a provider remembers (one per revision it measures); past it, it starts afresh."""
 
 
 def _labels_text(labels: Mapping[str, str]) -> str:
@@ -86,6 +88,10 @@ class PrometheusProvider:
     def __init__(self, spec: PrometheusSignal, *, client: PrometheusClient) -> None:
         self.spec = spec
         self._client = client
+        # The rendered query of each revision's template variables: rendering (parsing the template,
+        # escaping each value) costs more than the rest of a tick, and the variables do not change
+        # while a revision is analysed.
+        self._rendered: dict[tuple[tuple[str, str], ...], str] = {}
 
     async def measure(self, ctx: SignalContext) -> Measurement:
         """The query for `ctx`'s revision, now."""
@@ -108,7 +114,7 @@ class PrometheusProvider:
     async def _query_and_judge(self, ctx: SignalContext, *, at: float | None) -> Measurement:
         when = f" at {_stamp(at)}" if at is not None else ""
         try:
-            promql = render_promql(self.spec.query, ctx.template_variables())
+            promql = self._render(ctx)
         except TemplateError as exc:
             return Measurement(Phase.ERROR, None, one_line(f"cannot render the query: {exc}"))
         try:
@@ -116,6 +122,18 @@ class PrometheusProvider:
         except PrometheusError as exc:
             return Measurement(Phase.ERROR, None, str(exc))
         return _judge(result, when, live=at is None)
+
+    def _render(self, ctx: SignalContext) -> str:
+        """The query for `ctx`'s template variables, rendered once per distinct variables (errors are not kept)."""
+        variables = ctx.template_variables()
+        key = tuple(variables.items())
+        promql = self._rendered.get(key)
+        if promql is None:
+            promql = render_promql(self.spec.query, variables)
+            if len(self._rendered) >= _RENDERED_MAX:
+                self._rendered.clear()
+            self._rendered[key] = promql
+        return promql
 
 
 def _judge(result: QueryResult, when: str, *, live: bool) -> Measurement:

@@ -113,6 +113,27 @@ def analysis_item(run: Running, *, now: float, previous_images: Sequence[str] = 
     }
 
 
+def gauges_item(run: Running, *, now: float) -> dict[str, Any]:
+    """The part of `analysis_item` the per-Deployment metrics read (`state`, each signal's `name` and
+    `value`, each rule's `name` and `pendingSeconds`), equal to it field for field, at a fraction of its
+    cost: it is built after every evaluation of every analysis."""
+    policy, history = run.rollout.policy, run.history
+    signals = []
+    for name in policy.signals:
+        m = history.measurements.get(name)
+        signals.append({"name": name, "value": m.value if m is not None and m.phase in (Phase.OK, Phase.FAILED)
+                        else None})
+    results = {r.rule: r for r in run.verdict.rules} if run.verdict is not None else {}
+    at = now if run.ended_at is None else run.ended_at
+    rules = []
+    for rule in policy.rules:
+        shown = show_rule(rule, results.get(rule.name), now=at, signals=policy.signals,
+                          measurements=history.measurements)
+        rules.append({"name": rule.name,
+                      "pendingSeconds": None if shown.pending_seconds is None else round(shown.pending_seconds, 3)})
+    return {"state": run.state.phase, "signals": signals, "rules": rules}
+
+
 def decision_of(state: AnalysisState) -> dict[str, Any] | None:
     """The decision the state records (`verdict` of the schema), or None."""
     decision = state.decision or {}
