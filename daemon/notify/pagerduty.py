@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
+import importlib
 import math
 import ssl
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import pagerduty
-from httpx2 import Response
+if TYPE_CHECKING:
+    from httpx2 import Response
 
 from daemon.notify.model import (
     PAGERDUTY_ACTIONS,
@@ -52,15 +55,23 @@ class _HttpStatus(Exception):
         self.body = body
 
 
-class _EventsClient(pagerduty.EventsApiV2Client):
-    """EventsApiV2Client that reports every non-2xx response at once instead of retrying it."""
+@functools.cache
+def _library() -> tuple[ModuleType, type[Any]]:
+    """The PagerDuty client library and our client class, imported on first use: with httpx it weighs
+    about 15 MiB, which a daemon without a PagerDuty target should not carry."""
+    pagerduty = importlib.import_module("pagerduty")
 
-    timeout: float  # type: ignore[assignment]  # the base declares an int; httpx2 takes float seconds
+    class _EventsClient(pagerduty.EventsApiV2Client):  # type: ignore[name-defined,misc]
+        """EventsApiV2Client that reports every non-2xx response at once instead of retrying it."""
 
-    def postprocess(self, response: Response) -> None:
-        # Called for every response before the client's retry logic looks at the status.
-        if not response.is_success:
-            raise _HttpStatus(response.status_code, response.headers.get("Retry-After"), response.text[:300])
+        timeout: float  # the base declares an int; httpx2 takes float seconds
+
+        def postprocess(self, response: Response) -> None:
+            # Called for every response before the client's retry logic looks at the status.
+            if not response.is_success:
+                raise _HttpStatus(response.status_code, response.headers.get("Retry-After"), response.text[:300])
+
+    return pagerduty, _EventsClient
 
 
 def _json_value(value: Value) -> Value | str:
@@ -116,8 +127,9 @@ class PagerDutyNotifier:
         self._redactor = redactor
         redactor.add(routing_key)
         kwargs: dict[str, Any] = {} if ssl_context is None else {"verify": ssl_context}
+        pagerduty, events_client = _library()
         try:
-            client = _EventsClient(routing_key, base_url=base_url, **kwargs)
+            client = events_client(routing_key, base_url=base_url, **kwargs)
         except pagerduty.UrlError as exc:
             raise NotifyConfigError(f"pagerduty: base URL {base_url!r}: {redactor.redact(str(exc))}") from None
         client.max_network_attempts = 0
@@ -126,6 +138,7 @@ class PagerDutyNotifier:
         self._client = client
 
     async def send(self, alert: Alert) -> SendResult:
+        pagerduty, _ = _library()
         action = PAGERDUTY_ACTIONS.get(alert.kind)
         if action is None:
             # The matrix never routes these kinds here; refusing loudly beats paging for them.
