@@ -35,6 +35,10 @@ class AlertSink(Protocol):
 
     def submit(self, alert: Alert) -> bool: ...
 
+    def carries(self, alert: Alert) -> bool:
+        """Whether any notifier would be sent `alert` (none configured: nothing to owe)."""
+        ...
+
     async def settled(self, alert: Alert, *, timeout: float) -> bool:
         """Whether every notifier finished with `alert` within `timeout` seconds."""
         ...
@@ -124,7 +128,7 @@ class Decisions:
         # The outbox: the announcement is saved with its decision before anything is sent, so whatever
         # ends this process from here on, a successor finds it owed and sends it — even once a newer
         # rollout replaced this one. It leaves the outbox when delivered (or given up on and counted).
-        durable = self._writer.may_write()
+        durable = self._writer.may_write() and self._alerts.carries(alert)
         if durable:
             self.outbox.add(rollout.id.namespace, rollout.id.name, alert, approve=approve, reason=event_reason,
                             warning=event_type == "Warning")

@@ -501,3 +501,12 @@ async def test_an_alert_waiting_for_its_retry_does_not_hold_the_ones_behind_it()
         await pipeline.stop()
     assert [a.kind for _, a in slack.calls].count(AlertKind.ROLLBACK_STARTED) == 1
     assert slack.calls[-1][1].kind is AlertKind.ROLLOUT_STARTED
+
+
+def test_an_alert_no_notifier_is_routed_to_is_not_carried() -> None:
+    """What nobody would be sent is not owed: the outbox skips it (no state writes for nothing)."""
+    clock = FakeClock()
+    pagerduty_only = NotificationPipeline([Scripted("pagerduty", Channel.PAGERDUTY, clock)], clock=clock)
+    assert pagerduty_only.carries(make_alert(AlertKind.ROLLBACK_STARTED))
+    assert not pagerduty_only.carries(make_alert(AlertKind.ROLLOUT_STARTED))
+    assert not NotificationPipeline([], clock=clock).carries(make_alert(AlertKind.ROLLBACK_STARTED))

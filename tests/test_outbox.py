@@ -35,6 +35,9 @@ class Alerts:
         self.submitted.append(alert)
         return True
 
+    def carries(self, alert: Alert) -> bool:
+        return True
+
     async def settled(self, alert: Alert, *, timeout: float) -> bool:
         return await asyncio.shield(self.outcome)
 

@@ -272,11 +272,20 @@ class NotificationPipeline:
             "traceback": self.redactor.redact("".join(traceback.format_exception(exc))),
         }
 
-    def _submit(self, alert: Alert) -> bool:
+    def carries(self, alert: Alert) -> bool:
+        """Whether any notifier would be sent `alert` (False: no notifier is routed to it)."""
+        try:
+            return bool(self._lanes_for(alert))
+        except Exception:  # a routing problem shows at submit(); here, err on the side of owing it
+            return True
+
+    def _lanes_for(self, alert: Alert) -> list[_Lane]:
         if self._router is None:
-            lanes = [lane for lane in self._lanes.values() if is_routed(alert.kind, lane.notifier.channel)]
-        else:
-            lanes = [self._lane_for(n) for n in self._router.notifiers_for(alert)]
+            return [lane for lane in self._lanes.values() if is_routed(alert.kind, lane.notifier.channel)]
+        return [self._lane_for(n) for n in self._router.notifiers_for(alert)]
+
+    def _submit(self, alert: Alert) -> bool:
+        lanes = self._lanes_for(alert)
         if self._stopped:
             for lane in lanes:
                 self.metrics.dropped(lane.notifier.name, "stopped")
