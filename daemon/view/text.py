@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from daemon.kube.rollout_state import epoch
 from daemon.measurement import Measurement, Phase
 from daemon.rules.durations import format_duration
 from daemon.rules.evaluate import RuleResult, RuleStatus
@@ -27,12 +28,7 @@ def rfc3339(epoch: float | None) -> str | None:
 
 def parse_rfc3339(text: object) -> float | None:
     """The inverse of `rfc3339`: epoch seconds, or None for anything else."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    return epoch(text)
 
 
 def seconds_text(seconds: float) -> str:
