@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -127,9 +127,10 @@ class Outbox:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def resend(self, deployment: Mapping[str, Any], state: AnalysisState, *, policy: str | None) -> None:
+    async def resend(self, deployment: Mapping[str, Any], state: AnalysisState, *, policy: str | None) -> None:
         """Adopt and send again every entry `state` (read from `deployment`) holds that this process does
-        not owe already: a successor's first sight of the Deployment."""
+        not owe already: a successor's first sight of the Deployment. Its Event is recorded again before
+        this returns, so that it precedes whatever the successor decides next."""
         if not self._writer.leading() or not state.outbox:
             return
         meta = deployment.get("metadata") or {}
@@ -143,17 +144,14 @@ class Outbox:
             log.warning("re-sending an announcement that was not delivered", namespace=namespace, deployment=name,
                         revision=entry.revision, kind=entry.kind, decided_at=entry.at)
             self._alerts.submit(alert)
-            self._spawn(self._writer.event(
+            self.watch(namespace, name, alert)
+            # The decider may have stopped between saving the entry and recording its Event; a repeat
+            # of an Event is harmless, a decision without one is not (rollguard may not read Events).
+            await self._writer.event(
                 {"kind": "Deployment", "apiVersion": "apps/v1",
                  "metadata": {"namespace": namespace, "name": name, "uid": meta.get("uid")}},
                 type_="Warning" if entry.warning else "Normal", reason=entry.reason,
-                message=f"{entry.title}: {entry.summary}"), f"outbox-event:{namespace}/{name}")
-            self.watch(namespace, name, alert)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+                message=f"{entry.title}: {entry.summary}")
 
     async def drain(self) -> None:
         """Wait for every watcher (tests, shutdown)."""

@@ -144,7 +144,7 @@ class Reconciler:
             state = self._state(key, deployment, replica_sets, tracked)
             if first_sight:
                 # What a previous leader decided but may not have delivered: sent again first.
-                self._actions.outbox.resend(deployment, state, policy=policy.name if policy else None)
+                await self._actions.outbox.resend(deployment, state, policy=policy.name if policy else None)
                 await self._resume(key, tracked, deployment, replica_sets, policy, state)
             else:
                 await self._new_rollout(key, tracked, deployment, replica_sets, policy, state)

@@ -90,11 +90,11 @@ async def test_an_entry_that_was_not_delivered_stays_and_only_a_leader_sends_it_
         state = AnalysisState(revision=8, pod_template_hash="b", outbox=(entry,))
         deployment = await kube.get(PATH)
 
-        outbox.resend(deployment, state, policy="web-policy")
+        await outbox.resend(deployment, state, policy="web-policy")
         assert alerts.submitted == [], "a follower sends nothing"
 
         leading = True
-        outbox.resend(deployment, state, policy="web-policy")
+        await outbox.resend(deployment, state, policy="web-policy")
         alerts.outcome.set_result(False)  # stopped before delivery
         await outbox.drain()
         (alert,) = alerts.submitted
