@@ -60,6 +60,12 @@ def _revision_now(stack: ChaosStack) -> int:
     return int((obj["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", "0"))
 
 
+def _image_now(stack: ChaosStack) -> str:
+    obj = stack.cluster.store.peek(DEPLOYMENTS, "staging", "backend")
+    containers = ((((obj or {}).get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    return str(containers[0].get("image", "")) if containers else ""
+
+
 async def _wait(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -165,6 +171,11 @@ async def play(schedule: Schedule, workdir: Path, *, variant: str = "none") -> R
         player = Player(stack)
         deploys: list[DeployRecord] = []
         for i, step in enumerate(schedule.steps):
+            if step.kind == "reapply":
+                # Re-applying the live template is no rollout at all: when the previous step's rollback
+                # is late (a kill, a held rule), wait for it, or the next revision the harness sees —
+                # rollguard's own undo — would be taken for the re-apply.
+                await _wait(lambda s=step: _image_now(stack) != s.image, VERDICT_WAIT)
             before = _revision_now(stack)
             if step.kind == "errors+newer":
                 newer = f"{step.image}-newer"
