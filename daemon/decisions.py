@@ -129,13 +129,15 @@ class Decisions:
         # ends this process from here on, a successor finds it owed and sends it — even once a newer
         # rollout replaced this one. It leaves the outbox when delivered (or given up on and counted).
         durable = self._writer.may_write() and self._alerts.carries(alert)
+        event_name = None
         if durable:
-            self.outbox.add(rollout.id.namespace, rollout.id.name, alert, approve=approve, reason=event_reason,
-                            warning=event_type == "Warning")
+            entry = self.outbox.add(rollout.id.namespace, rollout.id.name, alert, approve=approve,
+                                    reason=event_reason, warning=event_type == "Warning")
+            event_name = entry.event_name(rollout.id.name)
             await self.save(rollout, state)
         self._alerts.submit(alert)
         await self._writer.event(self._event_object(rollout), type_=event_type, reason=event_reason,
-                                 message=f"{title}: {summary}")
+                                 message=f"{title}: {summary}", name=event_name)
         if durable:
             # Usually delivered within moments: cleared now (only the outbox is rewritten: a newer
             # rollout may have saved its own state meanwhile). Else a watcher clears it once it settles.

@@ -100,9 +100,11 @@ class Outbox:
         return self._owed.get((namespace, name), ())
 
     def add(self, namespace: str, name: str, alert: Alert, *, approve: bool = False, reason: str = "Announced",
-            warning: bool = False) -> None:
-        """Owe `alert` (save the state before submitting it)."""
-        self._put(namespace, name, entry_for(alert, approve=approve, reason=reason, warning=warning))
+            warning: bool = False) -> Owed:
+        """Owe `alert` (save the state before submitting it); the entry."""
+        entry = entry_for(alert, approve=approve, reason=reason, warning=warning)
+        self._put(namespace, name, entry)
+        return entry
 
     def _put(self, namespace: str, name: str, entry: Owed) -> None:
         kept, lost = with_entry(self.entries(namespace, name), entry)
@@ -145,13 +147,14 @@ class Outbox:
                         revision=entry.revision, kind=entry.kind, decided_at=entry.at)
             self._alerts.submit(alert)
             self.watch(namespace, name, alert)
-            # The decider may have stopped between saving the entry and recording its Event; a repeat
-            # of an Event is harmless, a decision without one is not (rollguard may not read Events).
+            # The decider may have stopped between saving the entry and recording its Event. The Event's
+            # name is the entry's own: recorded already, the API server refuses it (rollguard does not
+            # read Events back), and the audit trail keeps its order.
             await self._writer.event(
                 {"kind": "Deployment", "apiVersion": "apps/v1",
                  "metadata": {"namespace": namespace, "name": name, "uid": meta.get("uid")}},
                 type_="Warning" if entry.warning else "Normal", reason=entry.reason,
-                message=f"{entry.title}: {entry.summary}")
+                message=f"{entry.title}: {entry.summary}", name=entry.event_name(name))
 
     async def drain(self) -> None:
         """Wait for every watcher (tests, shutdown)."""

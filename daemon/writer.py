@@ -59,12 +59,14 @@ class ClusterWriter:
         if self._lease is not None and not self._lease(self.margin):
             raise NotWriting(f"not leading (or the lease ends within {self.margin:g}s): not writing {what}")
 
-    async def event(self, obj: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
-        """Record an Event (never raises: the audit trail must not block a rollback)."""
+    async def event(self, obj: Mapping[str, Any], *, type_: str, reason: str, message: str,
+                    name: str | None = None) -> None:
+        """Record an Event (never raises: the audit trail must not block a rollback). `name`: recorded at
+        most once under that name (an owed announcement's Event, which a successor may record again)."""
         if not self.may_write():
             log.info("not recording event", reason=reason, dry_run=self.dry_run, message=message)
             return
-        await self._events.record(obj, type_=type_, reason=reason, message=message)
+        await self._events.record(obj, type_=type_, reason=reason, message=message, name=name)
 
     async def save_state(self, namespace: str, name: str, state: AnalysisState, *,
                          resource_version: str | None = None) -> None:

@@ -109,3 +109,11 @@ async def test_an_entry_that_was_not_delivered_stays_and_only_a_leader_sends_it_
             "Warning", "Rolled back default/web from revision 7 to revision 6: Trigger: error-rate"), event
         # Not delivered: still owed, and kept by every save.
         assert outbox.entries("default", "web") == (entry,)
+        # A later successor sends it again, but the Event, named after the entry, is recorded once: the
+        # audit trail keeps the decision where it was.
+        later = Outbox(kube, writer, alerts)
+        await later.resend(deployment, state, policy="web-policy")
+        await later.drain()
+        assert len(alerts.submitted) == 2
+        assert [e["metadata"]["name"] for e in cluster.store.list_objects(EVENTS, "default")[0]
+                if e.get("reason") == "RolledBack"] == [entry.event_name("web")]

@@ -55,10 +55,13 @@ class EventRecorder:
         self._dry_run = dry_run
         self._seen: dict[tuple[str, str, str, str, str], tuple[str, int]] = {}
 
-    async def record(self, obj: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
-        """Record an Event about `obj` (a Deployment as returned by the API)."""
+    async def record(self, obj: Mapping[str, Any], *, type_: str, reason: str, message: str,
+                     name: str | None = None) -> None:
+        """Record an Event about `obj` (a Deployment as returned by the API). `name`: the Event's own
+        name, for an Event recorded at most once whoever records it (an existing one is left as it is)."""
         meta = obj.get("metadata") or {}
         namespace = str(meta.get("namespace") or "default")
+        chosen = name
         name = str(meta.get("name"))
         message = self._scrub(message)
         message = message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
@@ -76,7 +79,7 @@ class EventRecorder:
                                          content_type=MERGE_PATCH)
                 self._seen[key] = (event_name, count + 1)
                 return
-            event_name = f"{name}.{int(now * 1e9):x}"
+            event_name = chosen or f"{name}.{int(now * 1e9):x}"
             body = {
                 "apiVersion": "v1", "kind": "Event",
                 "metadata": {"name": event_name, "namespace": namespace},
@@ -89,7 +92,12 @@ class EventRecorder:
                 "firstTimestamp": _time(now), "lastTimestamp": _time(now), "count": 1,
                 "reportingComponent": self._component, "reportingInstance": self._instance,
             }
-            await self._create(namespace, body)
+            try:
+                await self._create(namespace, body)
+            except KubeApiError as exc:
+                if exc.code != 409 or chosen is None:
+                    raise
+                log.debug("event already recorded", namespace=namespace, deployment=name, reason=reason)
             if len(self._seen) > 10_000:
                 self._seen.clear()
             self._seen[key] = (event_name, 1)

@@ -19,6 +19,7 @@ annotation is input anyone who may edit the Deployment can write.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -68,6 +69,12 @@ class Owed:
     def key(self) -> tuple[int, str, str, str | None]:
         """What makes two entries the same announcement (the notification pipeline's dedup identity)."""
         return (self.revision, self.hash, self.kind, self.rule)
+
+    def event_name(self, deployment: str) -> str:
+        """The name of the entry's Event: the same for the decider and any successor, so that the Event
+        is recorded once (the API server refuses a second create of a name)."""
+        digest = hashlib.sha256(f"{self.revision}|{self.hash}|{self.kind}|{self.rule}|{self.at!r}".encode())
+        return f"{deployment}.rg{digest.hexdigest()[:16]}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "revision": self.revision, "hash": self.hash, "at": self.at,
