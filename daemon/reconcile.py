@@ -275,7 +275,11 @@ class Reconciler:
                     self._tasks.spawn(key, tracked, rollout, lambda: self._actions.failed(
                         rollout, state, f'deployment "{key[1]}" exceeded its progress deadline'), "failure")
                 else:
-                    self._tasks.start_analysis(key, tracked, rollout)
+                    # A template rollguard rolled back before stays capped at review after a restart too:
+                    # a human decides its rollback.
+                    reapplied = state.was_rolled_back(identity.pod_template_hash or "") is not None
+                    self._tasks.start_analysis(key, tracked, rollout,
+                                               max_action=Action.REVIEW if reapplied else Action.ROLLBACK)
             elif state.phase == Stage.ROLLING_BACK and state.rollback is not None:
                 # The undo had not landed (the bad template is still live): carry on from the saved step.
                 verdict = Verdict(Action.ROLLBACK, (), state.rollback.reason)

@@ -269,6 +269,27 @@ async def test_a_template_reapplied_while_no_replica_watched_is_still_reviewed(t
         assert image_of(stack) == "backend:v2", "a re-applied template is reviewed, not rolled back again"
 
 
+async def test_a_reapplied_template_under_review_stays_under_review_after_a_restart(tmp_path: Path) -> None:
+    """Fault schedule seed 103: the next process resumed the review's analysis without its cap and
+    rolled the re-applied template back again, though only a human decides that."""
+    async with lifecycle_stack(tmp_path, HEALTH) as stack:
+        await serving_v1(stack)
+        await deploy(stack, "backend:v2", **BAD)
+        await eventually(lambda: image_of(stack) == "backend:v1", timeout=60, stack=stack, what="the rollback")
+        await wait_event(stack, "RollbackCompleted", timeout=30)
+        await deploy(stack, "backend:v2", **BAD)
+        await eventually(lambda: event_reasons(stack).count("ReviewRequested") == 1, timeout=60, stack=stack,
+                         what="a review of the re-applied template")
+        await stack.stop_daemon(kill=True)
+        await stack.start_daemon()
+        # The failing health check would roll back within a few evaluations; none may.
+        deadline = asyncio.get_running_loop().time() + 10
+        while asyncio.get_running_loop().time() < deadline:
+            assert image_of(stack) == "backend:v2", "the re-applied template was rolled back without a human"
+            await asyncio.sleep(0.2)
+        assert event_reasons(stack).count("RolledBack") == 1, event_reasons(stack)
+
+
 async def test_a_rollback_whose_own_rollout_fails_pages(tmp_path: Path) -> None:
     """Finding 8: a rollback whose own rollout failed was only logged; the service may be down."""
     async with lifecycle_stack(tmp_path, HEALTH) as stack:
