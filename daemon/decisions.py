@@ -16,7 +16,7 @@ import structlog
 from daemon.approval import approve_command, deny_command
 from daemon.clock import Clock
 from daemon.gitops.lookup import GitOps
-from daemon.kube.client import KubeClient, KubeError
+from daemon.kube.client import KubeApiError, KubeClient, KubeError
 from daemon.kube.state import AnalysisState, RollbackProgress
 from daemon.lifecycle import Event, Stage, transition
 from daemon.metrics import Metrics
@@ -47,6 +47,9 @@ class AlertSink(Protocol):
 ANNOUNCE_WAIT = 3.0
 """Seconds a paging announcement waits for its delivery to clear it from the durable outbox
 (`daemon.outbox`) at once; one that has not settled by then is cleared when it does."""
+SAVE_RETRY_DELAYS = (0.5, 1.0, 2.0)
+"""Seconds between tries of a state save the API server refused for a moment (429, 5xx, unreachable):
+a decision whose state is not stored is one a successor does not know about."""
 QUICK_WAIT = 0.5
 """The same for a Slack-only announcement: the reconcile loop must not wait on a slow Slack."""
 
@@ -164,12 +167,22 @@ class Decisions:
         if not self._writer.may_write():
             return
         ns, name = rollout.id.namespace, rollout.id.name
-        try:
-            async with self.outbox.lock(ns, name):  # the outbox's entries, as owed at the moment of writing
-                await self._writer.save_state(ns, name, replace(state, outbox=self.outbox.entries(ns, name)))
-        except (KubeError, NotWriting) as exc:
-            log.warning("could not store analysis state", namespace=rollout.id.namespace,
-                        deployment=rollout.id.name, error=str(exc))
+        for delay in (*SAVE_RETRY_DELAYS, None):
+            try:
+                async with self.outbox.lock(ns, name):  # the outbox's entries, as owed at the moment of writing
+                    await self._writer.save_state(ns, name, replace(state, outbox=self.outbox.entries(ns, name)))
+                return
+            except KubeApiError as exc:
+                if delay is None or not (exc.code == 429 or exc.code >= 500):
+                    log.warning("could not store analysis state", namespace=ns, deployment=name, error=str(exc))
+                    return
+                log.info("analysis state not stored yet; trying again", namespace=ns, deployment=name,
+                         error=str(exc), retry_in=delay)
+            except (KubeError, NotWriting) as exc:
+                if delay is None or isinstance(exc, NotWriting):
+                    log.warning("could not store analysis state", namespace=ns, deployment=name, error=str(exc))
+                    return
+            await self._clock.sleep(delay)
 
     def _count(self, result: str) -> None:
         if self._metrics:
