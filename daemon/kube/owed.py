@@ -19,7 +19,6 @@ annotation is input anyone who may edit the Deployment can write.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -72,9 +71,9 @@ class Owed:
 
     def event_name(self, deployment: str) -> str:
         """The name of the entry's Event: the same for the decider and any successor, so that the Event
-        is recorded once (the API server refuses a second create of a name)."""
-        digest = hashlib.sha256(f"{self.revision}|{self.hash}|{self.kind}|{self.rule}|{self.at!r}".encode())
-        return f"{deployment}.rg{digest.hexdigest()[:16]}"
+        is recorded once (the API server refuses a second create of a name). Shaped as every Event's
+        name (`<object>.<hex nanoseconds>`), from the decision's time: names still sort by time."""
+        return f"{deployment}.{int(self.at * 1e9):x}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "revision": self.revision, "hash": self.hash, "at": self.at,
