@@ -81,6 +81,16 @@ def pagerduty_events(stack: Stack) -> list[dict[str, Any]]:
     return list(stack.pagerduty.events)
 
 
+async def wait_trigger(stack: Stack, *, timeout: float = 15) -> dict[str, Any]:
+    """The one PagerDuty trigger, once it arrives. A decision is saved (as owed) before it is sent, so a
+    state annotation that shows the verdict does not mean the page has landed yet."""
+    def triggers() -> list[dict[str, Any]]:
+        return [e for e in stack.pagerduty.events if e.get("event_action") == "trigger"]
+    await eventually(lambda: bool(triggers()), timeout=timeout, what="the PagerDuty trigger", stack=stack)
+    (trigger,) = triggers()
+    return trigger
+
+
 # ----- more helpers for the analysis and action scenarios -----
 
 SLOW_RULES = Path(__file__).parent / "data" / "e2e" / "rules-slow-for"

@@ -24,12 +24,12 @@ from tests.e2ekit import (
     deployment,
     eventually,
     image_of,
-    pagerduty_events,
     revision_of,
     serving_v1,
     state_is_for,
     state_of,
     wait_for_traffic,
+    wait_trigger,
 )
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(150)]
@@ -54,7 +54,7 @@ async def test_a_slow_build_behind_a_short_lived_revision_is_compared_with_the_l
         assert decision["rule"] == "latency-worse-than-50pct", decision
         assert "baseline.p95_latency=" in decision["reason"], decision
         assert "of revision 1, increase(p95_latency)=+" in decision["reason"], decision
-        (trigger,) = [e for e in pagerduty_events(stack) if e.get("event_action") == "trigger"]
+        trigger = await wait_trigger(stack)
         details = trigger["payload"]["custom_details"]
         assert 0.05 < details["baseline"]["p95_latency"] < 0.3, details
         assert details["values"]["p95_latency"] > 1.5 * details["baseline"]["p95_latency"], details
@@ -95,7 +95,7 @@ async def test_a_concurrent_baseline_catches_a_slower_revision_before_the_rollou
         baseline = analysis["baselines"]["p95_latency"]
         assert baseline["revision"] == 1, baseline
         assert re.match(r"revision 1, its [123] ready pods measured at the same time: ", baseline["message"]), baseline
-        (trigger,) = [e for e in pagerduty_events(stack) if e.get("event_action") == "trigger"]
+        trigger = await wait_trigger(stack)
         details = trigger["payload"]["custom_details"]
         assert 1.5 < details["values"]["p95_latency"] / details["baseline"]["p95_latency"] < 1.8, details
 

@@ -18,9 +18,18 @@ import aiohttp
 import pytest
 import yaml
 
-from sim.demo.run import REPO_RULES, Timing, demo_timing
+from sim.demo.script import REPO_RULES, Timing, demo_timing
 from sim.demo.stack import Stack, running_stack
-from tests.e2ekit import deploy, eventually, pagerduty_events, serving_v1, state_is_for, state_of, wait_for_traffic
+from tests.e2ekit import (
+    deploy,
+    eventually,
+    pagerduty_events,
+    serving_v1,
+    state_is_for,
+    state_of,
+    wait_for_traffic,
+    wait_trigger,
+)
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(150)]
 
@@ -68,7 +77,7 @@ async def test_a_clearly_slower_revision_is_worse_by_the_test(tmp_path: Path) ->
         decision = state_of(stack)["decision"]
         assert decision["rule"] == "slower-than-the-old-pods", decision
         assert "latency.worse=true" in decision["reason"], decision
-        (trigger,) = [e for e in pagerduty_events(stack) if e.get("event_action") == "trigger"]
+        trigger = await wait_trigger(stack)
         values = trigger["payload"]["custom_details"]["values"]
         assert values["latency.worse"] is True, values
         assert values["latency.p"] < 0.05, values

@@ -216,7 +216,8 @@ async def test_an_undo_whose_announcement_was_lost_in_a_crash_is_announced_after
         await eventually(lambda: "Rolled back staging/backend from revision 2" in all_slack_blocks_text(stack),
                          timeout=15, stack=stack, what="the lost 'rolled back' message")
         assert "health-down" in all_slack_blocks_text(stack), "the announcement says which rule decided"
-        assert any(e["event_action"] == "trigger" for e in pages(stack, 2)), stack.pagerduty.events
+        await eventually(lambda: any(e["event_action"] == "trigger" for e in pages(stack, 2)), timeout=15,
+                         stack=stack, what="the lost rollback page")
         assert image_of(stack) == "backend:v1"
 
 

@@ -28,4 +28,5 @@ async def test_the_incident_is_resolved_once_the_rollback_has_completed(tmp_path
         actions = [event["event_action"] for event in incident.events]
         assert actions == ["trigger", "trigger", "resolve"], actions  # rolled back, completed, recovered
         assert stack.pagerduty.open_incidents() == []
-        assert any("recovered" in text for text in slack_texts(stack)), slack_texts(stack)
+        await eventually(lambda: any("recovered" in text for text in slack_texts(stack)), timeout=15,
+                         what="Slack to hear the deployment recovered", stack=stack)

@@ -57,5 +57,6 @@ async def test_a_deploy_with_12pct_errors_is_rolled_back_and_people_are_told(tmp
         details = incident.events[0]["payload"]["custom_details"]
         assert details["rule"] == "error-rate-over-5pct", details
 
-        texts = "\n".join(slack_texts(stack))
-        assert "Rolled back staging/backend from revision 2 to revision 1" in texts, texts
+        await eventually(lambda: any("Rolled back staging/backend from revision 2 to revision 1" in t
+                                     for t in slack_texts(stack)), timeout=15,
+                         what="Slack to hear of the rollback", stack=stack)
