@@ -32,8 +32,8 @@ typecheck: $(STAMP)
 # schedules, which run processes of their own). Exit 5 (nothing selected) is not a failure, so
 # PYTEST_ARGS can narrow either pass.
 pytest: $(STAMP) prometheus chromium
-	$(BIN)/pytest -n 3 --dist loadfile -m "not serial" $(PYTEST_ARGS) || [ $$? -eq 5 ]
-	$(BIN)/pytest -m serial $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/pytest -n 3 --dist loadfile -m "not serial" --durations=15 $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/pytest -m serial --durations=10 $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test: lint typecheck pytest
 

@@ -168,7 +168,7 @@ class Analysis:
         eval_state = self._timers()
         if isinstance(self._measurer, Wakeable):
             self._wake = self._measurer.wakeup(self.rollout)
-        tick = max(first_tick, self._clock.now())
+        tick = planned = max(first_tick, self._clock.now())
         at = tick  # when this evaluation happens: the planned tick, or earlier when woken
         while True:
             if self._bake_over(at) and not self._rules_pending(at) and not self._cannot_tell():
@@ -197,7 +197,7 @@ class Analysis:
             self.last_verdict = verdict
             self._track_unjudged(verdict)
             self.last_values = summarise(measurements)
-            self._observe(measurements, verdict, started)
+            self._observe(measurements, verdict, started, late=self._clock.now() - planned if at >= tick else None)
             self._log_evaluation(verdict, measurements, baselines)
             self.history.record(at, measurements, verdict)
             if self._on_evaluation is not None:
@@ -205,9 +205,7 @@ class Analysis:
             if await self._act(verdict, eval_state, measurements):
                 return
             if at >= tick:  # an evaluation out of schedule keeps the planned tick
-                tick += timing.interval
-                if tick <= self._clock.now():  # a slow tick: skip missed ticks instead of bursting
-                    tick = self._clock.now()
+                tick, planned = self._next_tick(tick + timing.interval)
             self.history.next_at = tick
             self._publish()
             at = await self._wait(tick)
@@ -360,17 +358,25 @@ class Analysis:
             await self._decider.save(self.rollout, self.state)
         return False
 
-    def _observe(self, measurements: Mapping[str, Measurement], verdict: Verdict, started: float) -> None:
-        if self._metrics is None:
-            return
-        self._metrics.evaluations.inc()
-        self._metrics.verdicts.labels(action=verdict.action.value).inc()
-        self._metrics.evaluation_seconds.observe(time.perf_counter() - started)
-        for name, m in measurements.items():
-            if m.phase is Phase.ERROR:
-                spec = self.rollout.policy.signals.get(name)
-                provider = ProviderKind.of(spec).value if spec else "unknown"
-                self._metrics.provider_errors.labels(provider=provider).inc()
+    def _observe(self, measurements: Mapping[str, Measurement], verdict: Verdict, started: float,
+                 late: float | None) -> None:
+        if self._metrics is not None:
+            signals = self.rollout.policy.signals
+            self._metrics.evaluated(verdict.action.value, time.perf_counter() - started, late,
+                                    [ProviderKind.of(signals[n]).value if n in signals else "unknown"
+                                     for n, m in measurements.items() if m.phase is Phase.ERROR])
+
+    def _next_tick(self, tick: float) -> tuple[float, float]:
+        """When to evaluate next, and the planned tick that evaluation stands for. After a slow tick the
+        ticks already past are skipped (counted) instead of evaluated in a burst; the evaluation made at
+        once stands for the latest of them."""
+        now, interval = self._clock.now(), self.rollout.policy.analysis.interval
+        if tick > now:
+            return tick, tick
+        skipped = int((now - tick) // interval)
+        if skipped and self._metrics is not None:
+            self._metrics.ticks_skipped.inc(skipped)
+        return now, tick + skipped * interval
 
     def _publish(self) -> None:
         """The per-Deployment gauges of `/metrics`, after each evaluation."""

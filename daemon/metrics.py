@@ -48,6 +48,13 @@ class Metrics:
                                             "Time to gather signals and evaluate one analysis tick.",
                                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
                                             registry=r)
+        self.evaluation_lag = Histogram(
+            "rollguard_evaluation_lag_seconds",
+            "From an analysis tick's planned time to its verdict: how far behind schedule rollguard judges.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=r)
+        self.ticks_skipped = Counter("rollguard_ticks_skipped",
+                                     "Planned analysis ticks never evaluated because the one before ran late.",
+                                     registry=r)
         self.watch_relists = Counter("rollguard_watch_relists", "Re-lists forced by 410 Expired, by resource.",
                                      ["resource"], registry=r)
         self.is_leader = Gauge("rollguard_is_leader", "1 while this replica holds the leader lease.", registry=r)
@@ -68,6 +75,17 @@ class Metrics:
         # The labelled children of each live analysis' series, by signal and by rule: `.labels()` looks
         # the child up under a lock, and this runs after every evaluation of every analysis.
         self._per_deployment: dict[tuple[str, str], _Children] = {}
+
+    def evaluated(self, action: str, seconds: float, late: float | None, error_providers: list[str]) -> None:
+        """One evaluation: its verdict's action, how long it took, how late it was (seconds from its
+        planned tick to the verdict; None for one woken by pushed evidence), the providers in error."""
+        self.evaluations.inc()
+        self.verdicts.labels(action=action).inc()
+        self.evaluation_seconds.observe(seconds)
+        if late is not None:
+            self.evaluation_lag.observe(max(0.0, late))
+        for provider in error_providers:
+            self.provider_errors.labels(provider=provider).inc()
 
     def observe_analysis(self, namespace: str, deployment: str, *, detail: Mapping[str, Any]) -> None:
         """Set the per-Deployment series from an item of `/api/v2/analyses` (`daemon.view.schema`)."""
