@@ -145,6 +145,7 @@ async def _measure(session: aiohttp.ClientSession, cluster: Any, daemon: DaemonP
     await asyncio.sleep(max(0.0, max(first_ticks.values()) - time.time()) + warmup_intervals * interval)
     window = window_intervals * interval
     saved_before = await _daemon_metric(session, daemon, "rollguard_prometheus_queries_saved_total")
+    skipped_before = await _daemon_metric(session, daemon, "rollguard_ticks_skipped_total")
     queries_before = await prometheus_query_requests(session, cluster.prometheus_url)
     wall_before = time.time()
     cpu_before = daemon.sample()
@@ -153,6 +154,7 @@ async def _measure(session: aiohttp.ClientSession, cluster: Any, daemon: DaemonP
     wall_after = time.time()
     queries_after = await prometheus_query_requests(session, cluster.prometheus_url)
     saved_after = await _daemon_metric(session, daemon, "rollguard_prometheus_queries_saved_total")
+    skipped_after = await _daemon_metric(session, daemon, "rollguard_ticks_skipped_total")
     await asyncio.sleep(interval)  # the evaluations of the window's last ticks land in the log
     ticks = tick_figures(daemon.log_lines(), first_ticks, since=wall_before, until=wall_after, interval=interval)
     prom_qps = (queries_after - queries_before) / window
@@ -170,6 +172,9 @@ async def _measure(session: aiohttp.ClientSession, cluster: Any, daemon: DaemonP
         "expected_evaluations": round(count * window / interval),
         "prom_qps": round(prom_qps, 2), "shapes": SHAPES, "uncoalesced_qps": round(count * SHAPES / interval, 1),
         "queries_saved_per_s": round((saved_after - saved_before) / window, 1),
+        # What the daemon itself counted (`/metrics`): ticks it skipped after a slow one. The log-based
+        # `missed_ticks` also counts analyses that had no evaluation at all in the window.
+        "ticks_skipped_by_daemon": round(skipped_after - skipped_before),
         "targets": {"lag_p95_s": TARGET_LAG_P95_S, "cpu_pct": TARGET_CPU_PCT, "prom_qps_max": 2 * SHAPES,
                     "missed_ticks": 0},
     }
