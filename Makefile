@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo bench chaos prometheus chromium lock clean
+.PHONY: test lint typecheck pytest demo bench bench-image-deps chaos prometheus chromium lock clean
 
 # Reinstalls only when the project metadata or the pinned versions change.
 $(STAMP): pyproject.toml constraints.txt
@@ -43,6 +43,15 @@ demo: $(STAMP) prometheus
 bench: $(STAMP) prometheus
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# The daemon with only the image's dependencies (no test tools), for memory figures that match the
+# image: make bench-image-deps && make bench BENCH_ARGS="--only scale --daemon .venv-image/bin/rollguard"
+bench-image-deps: .venv-image/.installed
+.venv-image/.installed: pyproject.toml constraints.txt $(shell find daemon -name '*.py')
+	@test -x .venv-image/bin/python || $(PYTHON) -m venv .venv-image
+	.venv-image/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt .
+	rm -rf build
+	@touch $@
+
 # Seeded fault schedules against rollguard, checked against its invariants (docs/reliability.md).
 # `make chaos SEEDS=1 SEED=1234` replays one seed; four schedules run side by side.
 SEEDS ?= 200
@@ -59,4 +68,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-image .mypy_cache .ruff_cache .pytest_cache

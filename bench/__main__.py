@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import alert_push, analyses, detection, mass, rollback_cost, rules_cost, scale, sim_scale
+from bench import alert_push, analyses, common, detection, mass, rollback_cost, rules_cost, scale, sim_scale
 from bench.common import logging_to, machine
 
 SCENARIOS = ("rules_cost", "rollback_cost", "detection", "alert_push", "scale", "analyses", "sim_scale", "mass_rollout")
@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="mass_rollout: without ROLLGUARD_SPREAD_FIRST_TICK (every first tick at once)")
     parser.add_argument("--mass-no-batch", action="store_true",
                         help="mass_rollout: with ROLLGUARD_PROMETHEUS_BATCH=false (one request per query)")
+    parser.add_argument("--daemon", type=Path, metavar="PATH",
+                        help="the `rollguard` executable the daemon scenarios start (default: this venv's). "
+                             "`make bench-image-deps` makes .venv-image/bin/rollguard: the daemon with only "
+                             "the image's dependencies, none of the test tools'")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the JSON result to PATH")
     return parser
 
@@ -227,6 +231,11 @@ def table(results: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.daemon is not None:
+        if not args.daemon.is_file():
+            print(f"bench: --daemon {args.daemon}: no such file", file=sys.stderr)
+            return 2
+        common.ROLLGUARD = args.daemon.absolute()
     with logging_to(sys.stderr, fmt="console", level="warning"):
         return _run(args, argv)
 
@@ -234,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     command = shlex.join([".venv/bin/python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     report: dict[str, Any] = {"command": command, "started": datetime.now(UTC).isoformat(timespec="seconds"),
-                              "machine": machine(), "results": {}}
+                              "machine": machine(), "daemon": str(common.ROLLGUARD), "results": {}}
     jobs = _jobs(args)
     failed = False
     for name in SCENARIOS:
