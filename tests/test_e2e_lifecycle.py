@@ -266,7 +266,8 @@ async def test_a_template_reapplied_while_no_replica_watched_is_still_reviewed(t
         await stack.start_daemon()
         await eventually(lambda: event_reasons(stack).count("ReviewRequested") == 1, timeout=60, stack=stack,
                          what="a review of the re-applied template")
-        assert any(e["event_action"] == "trigger" for e in pages(stack, 4)), stack.pagerduty.events
+        await eventually(lambda: any(e["event_action"] == "trigger" for e in pages(stack, 4)), timeout=15,
+                         stack=stack, what="the review's page")
         assert image_of(stack) == "backend:v2", "a re-applied template is reviewed, not rolled back again"
 
 
