@@ -59,6 +59,9 @@ class WebhookAnswer:
     retry_after: str | None
 
 
+_Raw = tuple[int, bytes | None, str | None]
+
+
 class _Session:
     """One aiohttp session, made on first use; `timeout` is seconds per call, connect to last byte."""
 
@@ -67,9 +70,8 @@ class _Session:
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._session: aiohttp.ClientSession | None = None
 
-    async def post(self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> tuple[int, bytes | None,
-                                                                                                 str | None]:
-        """(status, body or None when it exceeded `MAX_ANSWER_BYTES`, Retry-After)."""
+    async def post(self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> _Raw:
+        """(status, body or None when it exceeded `MAX_ANSWER_BYTES`, Retry-After header)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         # NaN has no JSON form; refusing it (ValueError) beats sending a body Slack rejects.
