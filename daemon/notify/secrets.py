@@ -4,7 +4,7 @@ A `Redactor` knows the configured secret values and also recognises secrets by s
 Slack webhook paths, 32-character PagerDuty routing keys), so a token that was never configured
 (say, pasted into a rule file) is still scrubbed. Every error message, log line and exception text
 that leaves a notifier goes through one. `Redactor.structlog_processor` plugs it into structlog and
-`Redactor.logging_filter()` into the stdlib loggers that slack-sdk, pagerduty and httpx2 write to.
+`Redactor.logging_filter()` into the stdlib loggers that pagerduty and httpx2 write to.
 
 Variables (each also as `<NAME>_FILE`, a path whose content is the secret, as a mounted Kubernetes
 Secret provides it):
@@ -113,12 +113,12 @@ class Redactor:
 
 
 def redacting_logger(name: str, redactor: Redactor, *, level: int = logging.INFO) -> logging.Logger:
-    """A stdlib logger to hand to a client library (slack-sdk, pagerduty) that scrubs every record.
+    """A stdlib logger to hand to a client library (pagerduty) that scrubs every record.
 
     It is not registered with `logging.getLogger` (so it is garbage-collected with its notifier and
     filters never pile up on a shared logger) but propagates to the `rollguard.notify` logger, so
     records still reach the handlers the process configured. The level defaults to INFO because
-    slack-sdk builds DEBUG messages containing request bodies and URLs whenever the level allows.
+    client libraries build DEBUG messages containing request bodies and URLs whenever the level allows.
     """
     logger = logging.Logger(name, level)
     logger.parent = logging.getLogger("rollguard.notify")

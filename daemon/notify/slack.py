@@ -1,6 +1,6 @@
 """Slack notifiers: bot-token mode (one thread per rollout) and incoming-webhook mode (no threads).
 
-Bot-token mode (`SlackNotifier`, slack-sdk `AsyncWebClient`):
+Bot-token mode (`SlackNotifier`, Web API through `daemon.notify.slack_api.SlackWebClient`):
   * the first alert of a rollout posts the root message (chat.postMessage, blocks + text fallback)
     and remembers its channel ID and `ts`;
   * every later alert of that rollout is a reply in the thread (`thread_ts`), and the root is
@@ -11,12 +11,13 @@ Bot-token mode (`SlackNotifier`, slack-sdk `AsyncWebClient`):
   by default; a store that outlives the process (the Deployment's annotation) keeps a rollout in one
   thread across restarts.
 
-Webhook mode (`SlackWebhookNotifier`, `AsyncWebhookClient`): one message per alert. Incoming webhooks
+Webhook mode (`SlackWebhookNotifier`, `SlackWebhookClient`): one message per alert. Incoming webhooks
 cannot thread or edit, which is why bot-token mode is the recommended one.
 
-Both disable slack-sdk's own retry handlers: the pipeline owns retrying (with backoff under one
-deadline), and two retry loops would multiply attempts. Errors are classified with
-`daemon.notify.model.classify_status` and redacted before they leave.
+Neither client retries: the pipeline owns retrying (with backoff under one deadline). Errors are
+classified here, with `daemon.notify.model.classify_status` for HTTP statuses, `_RETRYABLE_ERRORS`
+for Slack's transient error codes and `transport_failure` when nothing was answered, and redacted
+(the token, the webhook URL and its path) before they leave.
 """
 
 from __future__ import annotations
@@ -31,9 +32,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from daemon.notify.model import (
     KIND_LABELS,
@@ -48,7 +46,8 @@ from daemon.notify.model import (
     parse_retry_after,
     transport_failure,
 )
-from daemon.notify.secrets import Redactor, redacting_logger
+from daemon.notify.secrets import Redactor
+from daemon.notify.slack_api import SlackCallError, SlackWebClient, SlackWebhookClient
 
 __all__ = ["InMemoryThreadStore", "SlackNotifier", "SlackWebhookNotifier", "ThreadStore"]
 
@@ -178,18 +177,16 @@ class _Thread:
     opened by an earlier process (the store keeps only where the root is)."""
 
 
-def _classify_api_error(exc: SlackApiError, redactor: Redactor) -> SendResult:
-    response = exc.response
-    status = int(getattr(response, "status_code", 0) or 0)
-    data = getattr(response, "data", None)
-    code = str(data.get("error", "unknown_error")) if isinstance(data, dict) else "unknown_error"
-    method = urllib.parse.urlsplit(str(getattr(response, "api_url", ""))).path.rsplit("/", 1)[-1] or "api"
-    headers = getattr(response, "headers", None) or {}
-    retry_after = parse_retry_after(headers.get("Retry-After"))
-    message = redactor.redact(f"slack {method} failed: HTTP {status}, error {code}")
-    if status != 200:
-        return classify_status(status, error=message, retry_after=retry_after)
-    if code in _RETRYABLE_ERRORS:
+def _classify_call_error(exc: SlackCallError, redactor: Redactor) -> SendResult:
+    message = redactor.redact(f"slack {exc.method} failed: HTTP {exc.status}, {exc.detail}")
+    retry_after = parse_retry_after(exc.retry_after)
+    if exc.status != 200:
+        return classify_status(exc.status, error=message, retry_after=retry_after)
+    if exc.code is None:
+        # A 200 whose body is not Slack's JSON: something in between mangled the answer (a proxy, a
+        # cut connection). Whether the call took effect is unknown; a repeated message beats a lost one.
+        return SendResult.retry_later(message)
+    if exc.code in _RETRYABLE_ERRORS:
         return SendResult.retry_later(message, retry_after=retry_after)
     return SendResult.give_up(message)
 
@@ -218,71 +215,54 @@ class SlackNotifier:
         root messages are recorded (default: in memory, `max_threads` of them); `name`: the metrics
         and log label (unique per pipeline)."""
         self.name = name
-        self._token = token
         self._target = channel
         self._redactor = redactor
         redactor.add(token)
-        self._base_url = base_url
-        self._timeout = timeout
-        self._ssl = ssl_context
+        self._client = SlackWebClient(token=token, base_url=base_url, timeout=timeout, ssl_context=ssl_context)
         self._max_threads = max_threads
         self._store: ThreadStore = thread_store if thread_store is not None else InMemoryThreadStore(max_threads)
         self._first: OrderedDict[str, Alert] = OrderedDict()
         # Replies already posted whose root update failed: a retry must not post them again.
         self._replied: OrderedDict[tuple[str, AlertKind, str | None, float], None] = OrderedDict()
-        self._session: aiohttp.ClientSession | None = None
-        self._client: AsyncWebClient | None = None
-        self._logger = redacting_logger("rollguard.notify.slack.sdk", redactor)
-
-    def _web_client(self) -> AsyncWebClient:
-        # Created on first use: an aiohttp session belongs to the running event loop.
-        if self._client is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout))
-            self._client = AsyncWebClient(
-                token=self._token,
-                base_url=self._base_url,
-                timeout=math.ceil(self._timeout),
-                ssl=self._ssl,
-                session=self._session,
-                logger=self._logger,
-                retry_handlers=[],
-            )
-        return self._client
 
     async def send(self, alert: Alert) -> SendResult:
         try:
             await self._deliver(alert)
-        except SlackApiError as exc:
-            return _classify_api_error(exc, self._redactor)
+        except SlackCallError as exc:
+            return _classify_call_error(exc, self._redactor)
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError, OSError) as exc:
             return transport_failure(self._redactor.redact(f"slack: {self._redactor.describe(exc)}"))
-        except (SlackClientError, aiohttp.ClientError, ValueError) as exc:
+        except (aiohttp.ClientError, ValueError) as exc:
             return SendResult.give_up(self._redactor.redact(f"slack: {self._redactor.describe(exc)}"))
         return SendResult.success()
 
     async def _deliver(self, alert: Alert) -> None:
-        client = self._web_client()
+        client = self._client
         thread = self._thread(alert.rollout_key)
         if thread is None:
-            response = await client.chat_postMessage(
-                channel=self._target, text=root_text(alert), blocks=root_blocks(alert),
-                unfurl_links=False, unfurl_media=False,
-            )
-            self._store.put(alert.rollout_key, str(response["channel"]), str(response["ts"]))
+            answer = await client.call("chat.postMessage", {
+                "channel": self._target, "text": root_text(alert), "blocks": root_blocks(alert),
+                "unfurl_links": False, "unfurl_media": False,
+            })
+            channel, ts = answer.get("channel"), answer.get("ts")
+            if not isinstance(channel, str) or not isinstance(ts, str):
+                raise ValueError(f"chat.postMessage answered ok without a channel and ts: {channel!r}, {ts!r}")
+            self._store.put(alert.rollout_key, channel, ts)
             self._remember_first(alert)
             return
         step = (alert.rollout_key, alert.kind, alert.rule, alert.at)
         if step not in self._replied:
-            await client.chat_postMessage(
-                channel=thread.channel, thread_ts=thread.ts, text=fallback_text(alert), blocks=alert_blocks(alert),
-                unfurl_links=False, unfurl_media=False,
-            )
+            await client.call("chat.postMessage", {
+                "channel": thread.channel, "thread_ts": thread.ts, "text": fallback_text(alert),
+                "blocks": alert_blocks(alert), "unfurl_links": False, "unfurl_media": False,
+            })
             self._replied[step] = None
             while len(self._replied) > self._max_threads:
                 self._replied.popitem(last=False)
-        await client.chat_update(
-            channel=thread.channel, ts=thread.ts, text=root_text(alert), blocks=root_blocks(alert, first=thread.first)
-        )
+        await client.call("chat.update", {
+            "channel": thread.channel, "ts": thread.ts, "text": root_text(alert),
+            "blocks": root_blocks(alert, first=thread.first),
+        })
         self._replied.pop(step, None)
 
     def _thread(self, rollout_key: str) -> _Thread | None:
@@ -300,10 +280,7 @@ class SlackNotifier:
             self._first.popitem(last=False)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        self._session = None
-        self._client = None
+        await self._client.aclose()
 
 
 class SlackWebhookNotifier:
@@ -324,51 +301,30 @@ class SlackWebhookNotifier:
         """`url`: the webhook URL (a secret: its path authorises posting); `timeout`: seconds per call;
         `name`: the metrics and log label (unique per pipeline)."""
         self.name = name
-        self._url = url
         self._redactor = redactor
         redactor.add(url)
         # The path alone (as error messages sometimes show it) is the secret too.
         path = urllib.parse.urlsplit(url).path
         redactor.add(path)
         redactor.add(path.rsplit("/", 1)[-1])
-        self._timeout = timeout
-        self._ssl = ssl_context
-        self._session: aiohttp.ClientSession | None = None
-        self._client: AsyncWebhookClient | None = None
-        self._logger = redacting_logger("rollguard.notify.slack.webhook", redactor)
-
-    def _webhook_client(self) -> AsyncWebhookClient:
-        if self._client is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout))
-            self._client = AsyncWebhookClient(
-                url=self._url,
-                timeout=math.ceil(self._timeout),
-                ssl=self._ssl,
-                session=self._session,
-                logger=self._logger,
-                retry_handlers=[],
-            )
-        return self._client
+        self._client = SlackWebhookClient(url=url, timeout=timeout, ssl_context=ssl_context)
 
     async def send(self, alert: Alert) -> SendResult:
         try:
-            response = await self._webhook_client().send(
-                text=fallback_text(alert), blocks=alert_blocks(alert), unfurl_links=False, unfurl_media=False
-            )
+            answer = await self._client.send({
+                "text": fallback_text(alert), "blocks": alert_blocks(alert),
+                "unfurl_links": False, "unfurl_media": False,
+            })
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError, OSError) as exc:
             return transport_failure(self._redactor.redact(f"slack webhook: {self._redactor.describe(exc)}"))
-        except (SlackClientError, aiohttp.ClientError, ValueError) as exc:
+        except (aiohttp.ClientError, ValueError) as exc:
             return SendResult.give_up(self._redactor.redact(f"slack webhook: {self._redactor.describe(exc)}"))
-        body = (response.body or "").strip()[:200]
-        headers = response.headers or {}
+        body = answer.text.strip()[:200]
         return classify_status(
-            response.status_code,
-            error=self._redactor.redact(f"slack webhook failed: HTTP {response.status_code}, {body or 'no body'}"),
-            retry_after=parse_retry_after(headers.get("Retry-After")),
+            answer.status,
+            error=self._redactor.redact(f"slack webhook failed: HTTP {answer.status}, {body or 'no body'}"),
+            retry_after=parse_retry_after(answer.retry_after),
         )
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        self._session = None
-        self._client = None
+        await self._client.aclose()

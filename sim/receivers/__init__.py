@@ -1,7 +1,7 @@
 """Local stand-ins for Slack and PagerDuty: real HTTP servers that check what notifiers send.
 
-They exist so tests and `rollguard demo` exercise the real client libraries (slack-sdk, pagerduty)
-over real sockets ("fake the network, not your own code"). Each receiver validates requests
+They exist so tests and `rollguard demo` exercise the real clients (rollguard's own Slack client,
+the pagerduty library) over real sockets ("fake the network, not your own code"). Each receiver validates requests
 against the vendor's documented format, answers the way the vendor does (including its error
 shapes), records everything in `.received`, and can be told to fail the next requests
 (`fail_next`, `stall_next`) to exercise retries and timeouts.

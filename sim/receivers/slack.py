@@ -1,6 +1,6 @@
 """A local Slack: the Web API subset rollguard uses, plus an incoming webhook.
 
-Endpoints (as slack-sdk calls them; JSON or form bodies, token in `Authorization: Bearer` or `token`):
+Endpoints (as Slack serves them; JSON or form bodies, token in `Authorization: Bearer` or `token`):
     POST /api/auth.test          who am I
     POST /api/chat.postMessage   channel + text/blocks (+ thread_ts) → {"ok", "channel", "ts", "message"}
     POST /api/chat.update        channel ID + ts + text/blocks → {"ok", "channel", "ts", "text", "message"}
@@ -177,7 +177,7 @@ class SlackReceiver(LocalReceiver):
 
     @property
     def url(self) -> str:
-        """The Web API base URL, for `AsyncWebClient(base_url=...)`."""
+        """The Web API base URL, for `SlackNotifier(base_url=...)`."""
         return f"{self.origin}/api/"
 
     @property
