@@ -571,7 +571,7 @@ class ApiServer:
             raise _bad_request("continue key is not valid: incorrect encoded start resourceVersion "
                                "(version meta.k8s.io/v1)") from None
         try:
-            self.store.events_since(None, list_rv)
+            self.store.ensure_resumable(list_rv)
         except ApiError:
             raise ApiError(410, "Expired", "The provided continue parameter is too old to display a consistent list "
                            "result. You can start a new list without the continue parameter, or use the continue "

@@ -315,11 +315,16 @@ class Store:
 
     def events_since(self, rt: ResourceType | None, resource_version: int) -> list[WatchEvent]:
         """Events after `resource_version` still in history; `ApiError` 410 when some were dropped."""
-        if resource_version < self._oldest_resumable - 1:
-            raise expired(resource_version, self._oldest_resumable)
+        self.ensure_resumable(resource_version)
         bucket = rt.bucket if rt is not None else None
         return [e for e in self._history
                 if e.resource_version > resource_version and (bucket is None or e.bucket == bucket)]
+
+    def ensure_resumable(self, resource_version: int) -> None:
+        """`ApiError` 410 when events after `resource_version` were dropped from history (O(1): a list's
+        continue is checked with it at every page, without copying the history)."""
+        if resource_version < self._oldest_resumable - 1:
+            raise expired(resource_version, self._oldest_resumable)
 
     def subscribe(self, rt: ResourceType | None = None) -> Subscription:
         """A queue that receives every future event of `rt` (all types when None)."""

@@ -19,7 +19,7 @@ import pytest
 
 from daemon.clock import FakeClock
 from sim.resources import CONFIGMAPS, NAMESPACES, ResourceType
-from sim.store import Store
+from sim.store import ApiError, Store
 from tests.simkit import KUBECTL_BINARIES, run_kubectl, sim_server
 
 NAMESPACES_USED = ("alpha", "beta", "gamma")
@@ -139,3 +139,19 @@ async def test_kubectl_chunked_get_equals_an_unchunked_one(kubectl: Path, tmp_pa
                 columns = "-o=custom-columns=NS:.metadata.namespace,NAME:.metadata.name"
                 assert await get(*scope, *selection, "--chunk-size=3", columns) == \
                     await get(*scope, *selection, "--chunk-size=0", columns)
+
+
+def test_a_continue_is_checked_against_the_history_without_reading_it() -> None:
+    store = Store(FakeClock(), history_size=3)
+    _seed(store, 0, rng=random.Random(2))
+    first = store.resource_version
+    store.ensure_resumable(first)
+    for index in range(3):
+        store.create(CONFIGMAPS, {"metadata": {"name": f"cm-{index}"}}, namespace="alpha")
+    store.ensure_resumable(first)  # the three events after it are all still in history
+    store.create(CONFIGMAPS, {"metadata": {"name": "cm-3"}}, namespace="alpha")
+    with pytest.raises(ApiError) as raised:
+        store.ensure_resumable(first)
+    assert (raised.value.code, raised.value.message) == (410, f"too old resource version: {first} ({first + 2})")
+    with pytest.raises(ApiError):
+        store.events_since(None, first)
