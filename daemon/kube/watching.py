@@ -17,6 +17,7 @@ when cancelled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import random
 import sys
@@ -151,8 +152,8 @@ class Informer:
 
     async def _list(self, path: str, params: dict[str, str], *, page_size: int = PAGE_SIZE) -> tuple[Obj, bool]:
         """`KubeClient.list`, page by page, dropping each page's managedFields (and sharing its strings)
-        before the next page is read; and whether the list was big (more than one page: `COLLECTOR` is
-        then held, and the caller releases it once the list is handed over).
+        before the next page is decoded (it is already asked for); and whether the list was big (more than
+        one page: `COLLECTOR` is then held, and the caller releases it once the list is handed over).
 
         Dropped per page rather than after the whole list, the memory they took is re-used by the next
         page instead of being left as holes in the heap (10,000 real-shaped Deployments + ReplicaSets:
@@ -160,21 +161,33 @@ class Informer:
         """
         query: dict[str, Any] = {**params, "limit": page_size}
         first = await self._client.get(path, query)
-        items: list[Obj] = share_strings(_without_managed_fields(first.get("items") or []))
         token = (first.get("metadata") or {}).get("continue")
         big = bool(token)
         if big:
             COLLECTOR.hold()
+        items: list[Obj] = []
+        page = first
+        ahead: asyncio.Task[Obj] | None = None
         try:
-            while token:
-                # Decoding a page holds the event loop (~0.1 ms per real-shaped object): let `/healthz`,
-                # the leader lease and the analyses in between.
-                await asyncio.sleep(0)
-                query["continue"] = token
-                page = await self._client.get(path, query)
+            while True:
+                if token:
+                    # The next page is asked for before this one is trimmed, so the API server prepares it
+                    # meanwhile; awaiting it lets `/healthz`, the lease and the analyses in between pages
+                    # (decoding one holds the event loop, ~0.1 ms per real-shaped object).
+                    ahead = asyncio.create_task(self._client.get(path, {**query, "continue": token}),
+                                                name=f"list-{self.plural}-page")
+                    await asyncio.sleep(0)
                 items.extend(share_strings(_without_managed_fields(page.get("items") or [])))
+                if ahead is None:
+                    break
+                page = await ahead
+                ahead = None
                 token = (page.get("metadata") or {}).get("continue")
         except BaseException:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
             if big:
                 COLLECTOR.release()
             raise
