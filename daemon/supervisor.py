@@ -20,7 +20,7 @@ import structlog
 from daemon.clock import Clock
 from daemon.kube.client import KubeClient
 from daemon.kube.rollout_state import owned_replica_sets
-from daemon.kube.watching import Informer
+from daemon.kube.watching import Informer, PodSpecPool
 from daemon.metrics import Metrics
 from daemon.reconcile import Reconciler
 from daemon.view.collect import v1_views, v2_document
@@ -54,10 +54,11 @@ class Supervisor:
         self._clock = clock
         self._leadership = leadership
         relisted = (lambda plural: metrics.watch_relists.labels(resource=plural).inc()) if metrics else None
+        pod_specs = PodSpecPool()  # a Deployment and its current ReplicaSet hold one copy of their pod spec
         self.deployments = Informer(kube, group_version="apps/v1", plural="deployments", namespaces=namespaces,
-                                    clock=clock, on_relist=relisted)
+                                    clock=clock, on_relist=relisted, pod_specs=pod_specs)
         self.replicasets = Informer(kube, group_version="apps/v1", plural="replicasets", namespaces=namespaces,
-                                    clock=clock, on_relist=relisted)
+                                    clock=clock, on_relist=relisted, pod_specs=pod_specs)
         self._rs_by_owner: dict[str, set[Key]] = {}
         self._dirty: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()

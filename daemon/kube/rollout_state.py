@@ -43,7 +43,7 @@ class RevisionMismatch(ValueError):
         self.running = running
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RolloutStatus:
     """One evaluation of a Deployment's rollout."""
 
@@ -59,7 +59,7 @@ class RolloutStatus:
     """Name of the ReplicaSet of the current template, when `replica_sets` were given and one matches."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RolloutId:
     """Which revision of which Deployment is being rolled out."""
 

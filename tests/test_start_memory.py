@@ -1,0 +1,122 @@
+"""A Deployment and its current ReplicaSet hold one copy of their pod spec in the informers' caches.
+
+The cached objects stay equal to what the API server sends (less managedFields): only which equal dict
+holds the pod spec changes. Listed and watched objects alike; a new template is not shared with the
+old ReplicaSets; a deleted Deployment's spec is forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from daemon.kube.client import KubeClient, api_path
+from daemon.kube.watching import Informer, PodSpecPool
+from sim.resources import DEPLOYMENTS, REPLICASETS
+from sim.store import Store, copy_json
+from sim.strategies import apply_defaults
+from tests.simkit import deployment_manifest, sim_server
+from tests.waiting import eventually
+
+NS = "default"
+
+
+def _deployment(store: Store, name: str, image: str) -> dict[str, Any]:
+    manifest = deployment_manifest(name, image=image, replicas=0)
+    apply_defaults(DEPLOYMENTS, manifest)
+    return store.create(DEPLOYMENTS, manifest, namespace=NS)
+
+
+def _replica_set(store: Store, deployment: dict[str, Any], hash_: str) -> dict[str, Any]:
+    template = copy_json(deployment["spec"]["template"])
+    template["metadata"]["labels"]["pod-template-hash"] = hash_
+    owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment["metadata"]["name"],
+             "uid": deployment["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+    rs: dict[str, Any] = {"metadata": {"name": f"{deployment['metadata']['name']}-{hash_}",
+                                       "labels": template["metadata"]["labels"], "ownerReferences": [owner]},
+                          "spec": {"replicas": 0, "selector": {"matchLabels": template["metadata"]["labels"]},
+                                   "template": template}}
+    apply_defaults(REPLICASETS, rs)
+    return store.create(REPLICASETS, rs, namespace=NS)
+
+
+def _pod_spec(informer: Informer, name: str) -> Any:
+    return informer.cache[(NS, name)]["spec"]["template"]["spec"]
+
+
+@contextlib.asynccontextmanager
+async def _informers(kube: KubeClient, pool: PodSpecPool) -> AsyncIterator[tuple[Informer, Informer]]:
+    deployments = Informer(kube, group_version="apps/v1", plural="deployments", pod_specs=pool)
+    replicasets = Informer(kube, group_version="apps/v1", plural="replicasets", pod_specs=pool)
+
+    async def nothing(_kind: str, _obj: dict[str, Any]) -> None:
+        pass
+
+    tasks = [asyncio.create_task(deployments.run(nothing)), asyncio.create_task(replicasets.run(nothing))]
+    try:
+        await asyncio.wait_for(asyncio.gather(deployments.synced.wait(), replicasets.synced.wait()), 10)
+        yield deployments, replicasets
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _assert_cache_is_the_server(kube: KubeClient, informer: Informer, plural: str) -> None:
+    served = (await kube.get(api_path("apps/v1", plural)))["items"]
+    for item in served:
+        item["metadata"].pop("managedFields", None)
+    expected = {(i["metadata"]["namespace"], i["metadata"]["name"]): i for i in served}
+    assert informer.cache == expected, f"the {plural} cache differs from what the server sends"
+
+
+async def test_a_deployment_and_its_replicaset_share_one_pod_spec(tmp_path: Path) -> None:
+    async with sim_server(tmp_path) as cluster, await KubeClient.connect(cluster.kubeconfig) as kube:
+        store = cluster.store
+        web = _deployment(store, "web", "shop/web:1.0")
+        _replica_set(store, web, "aaa")
+        api = _deployment(store, "api", "shop/api:1.0")
+        pool = PodSpecPool()
+        async with _informers(kube, pool) as (deployments, replicasets):
+            assert _pod_spec(replicasets, "web-aaa") is _pod_spec(deployments, "web"), "listed: one copy"
+            await _assert_cache_is_the_server(kube, deployments, "deployments")
+            await _assert_cache_is_the_server(kube, replicasets, "replicasets")
+
+            # A watched ReplicaSet shares its Deployment's spec too.
+            _replica_set(store, api, "bbb")
+            await eventually(lambda: (NS, "api-bbb") in replicasets.cache, timeout=10, what="api-bbb cached")
+            assert _pod_spec(replicasets, "api-bbb") is _pod_spec(deployments, "api")
+
+            # A new template: the new ReplicaSet shares the new spec; the old one keeps its own.
+            changed = store.get(DEPLOYMENTS, NS, "web")
+            changed["spec"]["template"]["spec"]["containers"][0]["image"] = "shop/web:2.0"
+            web2 = store.replace(DEPLOYMENTS, changed, namespace=NS, name="web")
+            await eventually(lambda: _pod_spec(deployments, "web")["containers"][0]["image"] == "shop/web:2.0",
+                             timeout=10, what="the new template cached")
+            _replica_set(store, web2, "ccc")
+            await eventually(lambda: (NS, "web-ccc") in replicasets.cache, timeout=10, what="web-ccc cached")
+            assert _pod_spec(replicasets, "web-ccc") is _pod_spec(deployments, "web")
+            assert _pod_spec(replicasets, "web-aaa")["containers"][0]["image"] == "shop/web:1.0"
+            await _assert_cache_is_the_server(kube, deployments, "deployments")
+            await _assert_cache_is_the_server(kube, replicasets, "replicasets")
+
+            assert len(pool) == 2
+            store.delete(DEPLOYMENTS, NS, "api")
+            await eventually(lambda: (NS, "api") not in deployments.cache, timeout=10, what="api deleted")
+            assert len(pool) == 1, "a deleted Deployment's pod spec is forgotten"
+
+
+async def test_a_replicaset_listed_first_lends_its_spec_to_its_deployment(tmp_path: Path) -> None:
+    async with sim_server(tmp_path) as cluster, await KubeClient.connect(cluster.kubeconfig) as kube:
+        web = _deployment(cluster.store, "web", "shop/web:1.0")
+        _replica_set(cluster.store, web, "aaa")
+        pool = PodSpecPool()
+        replicasets = Informer(kube, group_version="apps/v1", plural="replicasets", pod_specs=pool)
+        listed, _ = await replicasets._list(api_path("apps/v1", "replicasets"), {})
+        deployments = Informer(kube, group_version="apps/v1", plural="deployments", pod_specs=pool)
+        listed_deployments, _ = await deployments._list(api_path("apps/v1", "deployments"), {})
+        assert listed_deployments["items"][0]["spec"]["template"]["spec"] is listed["items"][0]["spec"]["template"][
+            "spec"]
