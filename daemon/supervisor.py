@@ -59,7 +59,8 @@ class Supervisor:
                                     clock=clock, on_relist=relisted, pod_specs=pod_specs)
         self.replicasets = Informer(kube, group_version="apps/v1", plural="replicasets", namespaces=namespaces,
                                     clock=clock, on_relist=relisted, pod_specs=pod_specs)
-        self._rs_by_owner: dict[str, set[Key]] = {}
+        self._rs_by_owner: dict[str, list[Key]] = {}
+        """The ReplicaSets of each Deployment (by uid): a list, a few keys each (a set costs 4x the memory)."""
         self._dirty: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
         self._events = 0
@@ -116,11 +117,12 @@ class Supervisor:
         key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
         for ref in meta.get("ownerReferences") or []:
             if ref.get("controller") and ref.get("kind") == "Deployment":
-                owners = self._rs_by_owner.setdefault(str(ref.get("uid")), set())
+                owners = self._rs_by_owner.setdefault(str(ref.get("uid")), [])
                 if kind == "DELETED":
-                    owners.discard(key)
-                else:
-                    owners.add(key)
+                    if key in owners:
+                        owners.remove(key)
+                elif key not in owners:
+                    owners.append(key)
                 self._enqueue((key[0], str(ref.get("name"))))
 
     async def _share_the_loop(self) -> None:
@@ -184,6 +186,6 @@ class Supervisor:
         if deployment is None:
             return []
         uid = str((deployment.get("metadata") or {}).get("uid"))
-        keys = self._rs_by_owner.get(uid, set())
+        keys = self._rs_by_owner.get(uid, [])
         items = [self.replicasets.cache[k] for k in keys if k in self.replicasets.cache]
         return [dict(rs) for rs in owned_replica_sets(deployment, items)]

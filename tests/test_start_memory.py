@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from daemon.kube.client import KubeClient, api_path
-from daemon.kube.watching import Informer, PodSpecPool
+from daemon.kube.watching import LAST_APPLIED, Informer, PodSpecPool
 from sim.resources import DEPLOYMENTS, REPLICASETS
 from sim.store import Store, copy_json
 from sim.strategies import apply_defaults
@@ -120,3 +121,46 @@ async def test_a_replicaset_listed_first_lends_its_spec_to_its_deployment(tmp_pa
         listed_deployments, _ = await deployments._list(api_path("apps/v1", "deployments"), {})
         assert listed_deployments["items"][0]["spec"]["template"]["spec"] is listed["items"][0]["spec"]["template"][
             "spec"]
+
+
+async def test_the_kubectl_apply_copy_of_the_manifest_is_not_cached(tmp_path: Path) -> None:
+    async with sim_server(tmp_path) as cluster, await KubeClient.connect(cluster.kubeconfig) as kube:
+        manifest = deployment_manifest("web", replicas=0)
+        manifest["metadata"]["annotations"] = {LAST_APPLIED: json.dumps(manifest), "team": "shop"}
+        await kube.create(api_path("apps/v1", "deployments", NS), manifest)
+        pool = PodSpecPool()
+        async with _informers(kube, pool) as (deployments, _):
+            served = await kube.get(api_path("apps/v1", "deployments", NS, "web"))
+            assert LAST_APPLIED in served["metadata"]["annotations"], "the server keeps it"
+            served["metadata"].pop("managedFields", None)
+            del served["metadata"]["annotations"][LAST_APPLIED]
+            assert deployments.cache[(NS, "web")] == served, "all else is cached as served"
+
+            # A watched change likewise.
+            manifest["metadata"]["annotations"]["team"] = "checkout"
+            await kube.patch(api_path("apps/v1", "deployments", NS, "web"),
+                             {"metadata": {"annotations": manifest["metadata"]["annotations"]}})
+            await eventually(lambda: deployments.cache[(NS, "web")]["metadata"]["annotations"].get("team")
+                             == "checkout", timeout=10, what="the patched annotations cached")
+            served = await kube.get(api_path("apps/v1", "deployments", NS, "web"))
+            served["metadata"].pop("managedFields", None)
+            del served["metadata"]["annotations"][LAST_APPLIED]
+            assert deployments.cache[(NS, "web")] == served
+
+
+def test_nothing_reads_the_kubectl_apply_annotation_from_the_cache() -> None:
+    """The annotation is dropped from cached objects. Only the undo keeps it (an undo leaves the Deployment's
+    own copy on the server), and the undo plans from the Deployment read from the server, not the cache."""
+    daemon_dir = Path(__file__).resolve().parent.parent / "daemon"
+    sources = {str(path.relative_to(daemon_dir)): path.read_text() for path in daemon_dir.rglob("*.py")}
+    naming = sorted(name for name, text in sources.items() if "last-applied" in text or "kubectl.kubernetes.io" in text)
+    assert naming == ["kube/rollback.py", "kube/watching.py"]
+    planners = sorted(name for name, text in sources.items() if "plan_undo(" in text.replace("def plan_undo(", ""))
+    assert planners == ["actions.py", "kube/rollback.py"]
+    for name in planners:
+        lines = sources[name].splitlines()
+        calls = [n for n, line in enumerate(lines) if "plan_undo(deployment" in line and "def " not in line]
+        assert calls, name
+        for call in calls:
+            assert any("deployment, replica_sets = await read_for_undo(" in line for line in lines[call - 4:call]), \
+                f"{name}:{call + 1}: plans an undo from a Deployment not read from the server just before"

@@ -113,7 +113,7 @@ class Informer:
                         resource_version = rv or resource_version
                         continue
                     await self._apply(str(event.get("type")),
-                                      self._share_pod_specs([compact(_without_managed_fields([obj])[0])])[0], handler)
+                                      self._share_pod_specs([compact(_trimmed([obj])[0])])[0], handler)
                     resource_version = rv or resource_version
             except ResourceExpired as exc:
                 log.info("watch expired, re-listing", resource=self.plural, namespace=namespace, reason=exc.message)
@@ -181,7 +181,7 @@ class Informer:
                     ahead = asyncio.create_task(self._client.get(path, {**query, "continue": token}),
                                                 name=f"list-{self.plural}-page")
                     await asyncio.sleep(0)
-                items.extend(self._share_pod_specs(share_strings(_without_managed_fields(page.get("items") or []))))
+                items.extend(self._share_pod_specs(share_strings(_trimmed(page.get("items") or []))))
                 if ahead is None:
                     break
                 page = await ahead
@@ -211,7 +211,7 @@ class Informer:
 
     async def _apply(self, kind: str, obj: Obj, handler: Handler) -> None:
         key = object_key(obj)
-        _without_managed_fields([obj])
+        _trimmed([obj])
         if kind == "DELETED":
             self.cache.pop(key, None)
             if self._pod_specs is not None and self.plural == "deployments":
@@ -357,9 +357,21 @@ def compact(value: Any) -> Any:
     return value
 
 
-def _without_managed_fields(items: list[Obj]) -> list[Obj]:
-    """Drop `metadata.managedFields` in place: nothing in rollguard reads them, and on a real API server
-    they are often the largest part of a Deployment or ReplicaSet."""
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+"""`kubectl apply`'s copy of the whole manifest as JSON, on every applied Deployment: a long string of its own
+(~0.4-2 kB), which nothing in rollguard reads."""
+
+
+def _trimmed(items: list[Obj]) -> list[Obj]:
+    """Drop, in place, what rollguard never reads and a real API server puts on most objects: their
+    `metadata.managedFields` (often the largest part of a Deployment or ReplicaSet) and the
+    `kubectl apply` annotation. rollguard reads only its own annotations and the controller's revision
+    ones by name, and writes with merge patches of its own keys, never a cached object back
+    (tests/test_start_memory.py)."""
     for item in items:
-        (item.get("metadata") or {}).pop("managedFields", None)
+        meta = item.get("metadata") or {}
+        meta.pop("managedFields", None)
+        annotations = meta.get("annotations")
+        if type(annotations) is dict:
+            annotations.pop(LAST_APPLIED, None)
     return items
