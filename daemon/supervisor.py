@@ -20,7 +20,8 @@ import structlog
 from daemon.clock import Clock
 from daemon.kube.client import KubeClient
 from daemon.kube.rollout_state import owned_replica_sets
-from daemon.kube.watching import Informer, PodSpecPool
+from daemon.kube.sharing import CommonValues, PodSpecPool
+from daemon.kube.watching import Informer
 from daemon.metrics import Metrics
 from daemon.reconcile import Reconciler
 from daemon.view.collect import v1_views, v2_document
@@ -54,11 +55,13 @@ class Supervisor:
         self._clock = clock
         self._leadership = leadership
         relisted = (lambda plural: metrics.watch_relists.labels(resource=plural).inc()) if metrics else None
-        pod_specs = PodSpecPool()  # a Deployment and its current ReplicaSet hold one copy of their pod spec
+        # Equal parts of cached objects held once: a Deployment's pod spec and its current ReplicaSet's,
+        # and small parts that recur across objects (daemon.kube.sharing).
+        pod_specs, common = PodSpecPool(), CommonValues()
         self.deployments = Informer(kube, group_version="apps/v1", plural="deployments", namespaces=namespaces,
-                                    clock=clock, on_relist=relisted, pod_specs=pod_specs)
+                                    clock=clock, on_relist=relisted, pod_specs=pod_specs, common=common)
         self.replicasets = Informer(kube, group_version="apps/v1", plural="replicasets", namespaces=namespaces,
-                                    clock=clock, on_relist=relisted, pod_specs=pod_specs)
+                                    clock=clock, on_relist=relisted, pod_specs=pod_specs, common=common)
         self._rs_by_owner: dict[str, list[Key]] = {}
         """The ReplicaSets of each Deployment (by uid): a list, a few keys each (a set costs 4x the memory)."""
         self._dirty: asyncio.Queue[Key] = asyncio.Queue()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.kube.client import KubeClient, api_path
+from daemon.kube.sharing import CommonValues
 from daemon.kube.watching import LAST_APPLIED, Informer, PodSpecPool
 from sim.resources import DEPLOYMENTS, REPLICASETS
 from sim.store import Store, copy_json
@@ -39,7 +40,8 @@ def _replica_set(store: Store, deployment: dict[str, Any], hash_: str) -> dict[s
     rs: dict[str, Any] = {"metadata": {"name": f"{deployment['metadata']['name']}-{hash_}",
                                        "labels": template["metadata"]["labels"], "ownerReferences": [owner]},
                           "spec": {"replicas": 0, "selector": {"matchLabels": template["metadata"]["labels"]},
-                                   "template": template}}
+                                   "template": template},
+                          "status": {"replicas": 0, "observedGeneration": 1}}
     apply_defaults(REPLICASETS, rs)
     return store.create(REPLICASETS, rs, namespace=NS)
 
@@ -49,9 +51,10 @@ def _pod_spec(informer: Informer, name: str) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def _informers(kube: KubeClient, pool: PodSpecPool) -> AsyncIterator[tuple[Informer, Informer]]:
-    deployments = Informer(kube, group_version="apps/v1", plural="deployments", pod_specs=pool)
-    replicasets = Informer(kube, group_version="apps/v1", plural="replicasets", pod_specs=pool)
+async def _informers(kube: KubeClient, pool: PodSpecPool,
+                     common: CommonValues | None = None) -> AsyncIterator[tuple[Informer, Informer]]:
+    deployments = Informer(kube, group_version="apps/v1", plural="deployments", pod_specs=pool, common=common)
+    replicasets = Informer(kube, group_version="apps/v1", plural="replicasets", pod_specs=pool, common=common)
 
     async def nothing(_kind: str, _obj: dict[str, Any]) -> None:
         pass
@@ -154,7 +157,7 @@ def test_nothing_reads_the_kubectl_apply_annotation_from_the_cache() -> None:
     daemon_dir = Path(__file__).resolve().parent.parent / "daemon"
     sources = {str(path.relative_to(daemon_dir)): path.read_text() for path in daemon_dir.rglob("*.py")}
     naming = sorted(name for name, text in sources.items() if "last-applied" in text or "kubectl.kubernetes.io" in text)
-    assert naming == ["kube/rollback.py", "kube/watching.py"]
+    assert naming == ["kube/rollback.py", "kube/sharing.py"]
     planners = sorted(name for name, text in sources.items() if "plan_undo(" in text.replace("def plan_undo(", ""))
     assert planners == ["actions.py", "kube/rollback.py"]
     for name in planners:
@@ -164,3 +167,44 @@ def test_nothing_reads_the_kubectl_apply_annotation_from_the_cache() -> None:
         for call in calls:
             assert any("deployment, replica_sets = await read_for_undo(" in line for line in lines[call - 4:call]), \
                 f"{name}:{call + 1}: plans an undo from a Deployment not read from the server just before"
+
+
+async def test_recurring_parts_of_objects_are_held_once(tmp_path: Path) -> None:
+    async with sim_server(tmp_path) as cluster, await KubeClient.connect(cluster.kubeconfig) as kube:
+        store = cluster.store
+        web, api = _deployment(store, "web", "shop/web:1.0"), _deployment(store, "api", "shop/api:1.0")
+        _replica_set(store, web, "aaa")
+        _replica_set(store, api, "bbb")
+        async with _informers(kube, PodSpecPool(), CommonValues()) as (deployments, replicasets):
+            one, two = deployments.cache[(NS, "web")], deployments.cache[(NS, "api")]
+            assert one["spec"]["strategy"] == {"type": "RollingUpdate",
+                                               "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
+            assert one["spec"]["strategy"] is two["spec"]["strategy"]
+            containers = [d["spec"]["template"]["spec"]["containers"][0] for d in (one, two)]
+            assert containers[0]["resources"] is containers[1]["resources"]
+            assert containers[0] is not containers[1], "the containers differ (their images)"
+            rs_one, rs_two = replicasets.cache[(NS, "web-aaa")], replicasets.cache[(NS, "api-bbb")]
+            assert rs_one["status"] is rs_two["status"]
+            await _assert_cache_is_the_server(kube, deployments, "deployments")
+            await _assert_cache_is_the_server(kube, replicasets, "replicasets")
+
+
+def test_common_values_keep_types_and_order_apart_and_are_bounded() -> None:
+    values = CommonValues(limit=5)
+    kinds = [{"n": 1}, {"n": True}, {"n": 1.0}, {"n": "1"}]
+    assert [values.shared(v) is v for v in kinds] == [True] * 4, "1, True, 1.0 and '1' are different values"
+    again = [values.shared({"n": 1}), values.shared({"n": True}), values.shared({"n": 1.0}), values.shared({"n": "1"})]
+    assert all(a is k for a, k in zip(again, kinds, strict=True))
+    ordered, reversed_ = {"a": 1, "b": 2}, {"b": 2, "a": 1}
+    assert values.shared(ordered) is ordered
+    assert values.shared(reversed_) is reversed_, "equal dicts in another order keep their own order"
+    assert len(values) == 5
+    late = {"c": 3}
+    assert values.shared(late) is late
+    assert values.shared({"c": 3}) is not late, "full: nothing more is kept"
+    deep = {"a": {"b": {"c": {"d": 1}}}}
+    big = {str(i): i for i in range(9)}
+    fresh = CommonValues()
+    assert fresh.shared(deep) is deep
+    assert fresh.shared(big) is big
+    assert len(fresh) == 0, "too deep or big: not kept"

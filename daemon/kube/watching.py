@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import gc
 import random
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,19 @@ import structlog
 
 from daemon.clock import Clock, SystemClock
 from daemon.kube.client import KubeApiError, KubeClient, KubeError, ResourceExpired, api_path
+from daemon.kube.sharing import (
+    LAST_APPLIED,
+    CommonValues,
+    PodSpecPool,
+    compact,
+    deployment_of,
+    share_common,
+    share_strings,
+    trimmed,
+)
+
+__all__ = ["LAST_APPLIED", "PAGE_SIZE", "Backoff", "CollectorPause", "Informer", "PodSpecPool", "compact",
+           "share_strings"]
 
 Obj = dict[str, Any]
 Handler = Callable[[str, Obj], Awaitable[None]]
@@ -64,9 +76,11 @@ class Informer:
                  namespaces: tuple[str, ...] = (), label_selector: str | None = None,
                  clock: Clock | None = None, backoff: Backoff | None = None,
                  watch_timeout: int = 300, on_relist: Callable[[str], None] | None = None,
-                 pod_specs: PodSpecPool | None = None) -> None:
+                 pod_specs: PodSpecPool | None = None, common: CommonValues | None = None) -> None:
         self._client = client
         self._pod_specs = pod_specs
+        self._common = common
+        """Where recurring small parts of objects are held once (None: not shared)."""
         """Where Deployments and ReplicaSets share their equal pod specs (None: not shared)."""
         self._group_version = group_version
         self.plural = plural
@@ -113,7 +127,7 @@ class Informer:
                         resource_version = rv or resource_version
                         continue
                     await self._apply(str(event.get("type")),
-                                      self._share_pod_specs([compact(_trimmed([obj])[0])])[0], handler)
+                                      self._shared([compact(trimmed([obj])[0])])[0], handler)
                     resource_version = rv or resource_version
             except ResourceExpired as exc:
                 log.info("watch expired, re-listing", resource=self.plural, namespace=namespace, reason=exc.message)
@@ -181,7 +195,7 @@ class Informer:
                     ahead = asyncio.create_task(self._client.get(path, {**query, "continue": token}),
                                                 name=f"list-{self.plural}-page")
                     await asyncio.sleep(0)
-                items.extend(self._share_pod_specs(share_strings(_trimmed(page.get("items") or []))))
+                items.extend(self._shared(share_strings(trimmed(page.get("items") or []))))
                 if ahead is None:
                     break
                 page = await ahead
@@ -199,19 +213,21 @@ class Informer:
         first.setdefault("metadata", {}).pop("continue", None)
         return first, big
 
-    def _share_pod_specs(self, items: list[Obj]) -> list[Obj]:
+    def _shared(self, items: list[Obj]) -> list[Obj]:
+        """`items` (just decoded) holding their recurring parts and pod specs once (`daemon.kube.sharing`)."""
+        deployments = self.plural == "deployments"
+        if self._common is not None:
+            for item in items:
+                share_common(item, self._common, is_deployment=deployments)
         if self._pod_specs is not None:
             for item in items:
-                if self.plural == "deployments":
-                    self._pod_specs.share(item, deployment=str((item.get("metadata") or {}).get("name", "")),
-                                          is_deployment=True)
-                else:
-                    self._pod_specs.share(item, deployment=_deployment_of(item), is_deployment=False)
+                owner = str((item.get("metadata") or {}).get("name", "")) if deployments else deployment_of(item)
+                self._pod_specs.share(item, deployment=owner, is_deployment=deployments)
         return items
 
     async def _apply(self, kind: str, obj: Obj, handler: Handler) -> None:
         key = object_key(obj)
-        _trimmed([obj])
+        trimmed([obj])
         if kind == "DELETED":
             self.cache.pop(key, None)
             if self._pod_specs is not None and self.plural == "deployments":
@@ -228,50 +244,6 @@ class Informer:
             log.warning("unexpected watch event", resource=self.plural, type=kind)
             return
         await handler(kind, obj)
-
-
-class PodSpecPool:
-    """The pod spec (`spec.template.spec`) of each Deployment, for its ReplicaSets to share when theirs is equal.
-
-    A Deployment's current ReplicaSet carries the same pod spec as the Deployment (only the template's
-    labels differ, by pod-template-hash): cached apart, every container, port and setting is held twice.
-    An object whose pod spec equals (`==`) the one remembered for its Deployment gets that very dict
-    instead of its own; the Deployment's own spec is remembered (a ReplicaSet's only until its Deployment
-    is seen). Values are unchanged — only which equal dict holds them — so every reader sees what the API
-    server sent; cached objects are never changed in place (a change is a new object from the server).
-    10,000 real-shaped Deployments and ReplicaSets: ~2 kB less per pair (bench/RESULTS.md)."""
-
-    def __init__(self) -> None:
-        self._specs: dict[tuple[str, str], Obj] = {}
-
-    def __len__(self) -> int:
-        return len(self._specs)
-
-    def share(self, obj: Obj, *, deployment: str | None, is_deployment: bool) -> None:
-        """Give `obj` (the Deployment named `deployment`, or one of its ReplicaSets) the remembered equal
-        pod spec, or remember its own (a Deployment's always, a ReplicaSet's when none is)."""
-        template = (obj.get("spec") or {}).get("template")
-        spec = template.get("spec") if type(template) is dict else None
-        if not deployment or type(spec) is not dict:
-            return
-        key = (str((obj.get("metadata") or {}).get("namespace", "")), deployment)
-        known = self._specs.get(key)
-        if known is not None and known is not spec and known == spec:
-            template["spec"] = known  # type: ignore[index]
-        elif known is None or is_deployment:
-            self._specs[key] = spec
-
-    def forget(self, deployment: tuple[str, str]) -> None:
-        """Drop what is remembered for a deleted Deployment (namespace, name)."""
-        self._specs.pop(deployment, None)
-
-
-def _deployment_of(replica_set: Obj) -> str | None:
-    """The name of the Deployment controlling `replica_set`, if any."""
-    for ref in (replica_set.get("metadata") or {}).get("ownerReferences") or ():
-        if ref.get("controller") and ref.get("kind") == "Deployment":
-            return str(ref.get("name", ""))
-    return None
 
 
 class CollectorPause:
@@ -310,68 +282,3 @@ class CollectorPause:
 
 COLLECTOR = CollectorPause()
 """The process' one pause (the collector is process-wide)."""
-
-_INTERNED_MAX = 256
-"""Strings up to this length (characters) are interned in cached objects; longer ones are rarely shared."""
-_intern = sys.intern
-
-
-def share_strings(value: Any) -> Any:
-    """`value` (decoded JSON: dicts, lists, scalars) with its short string values interned, in place.
-
-    Each decoded object holds its own copy of every repeated value ("apps/v1", "RollingUpdate",
-    "IfNotPresent", the image, the Deployment's name in its labels, selector and template); interned,
-    one copy serves every cached object (10,000 real-shaped Deployments: 6.9 → 4.5 kB each). Equal
-    before and after: only which string object holds each value changes, and strings are immutable.
-    Keys are left alone: one `json.loads` already shares the keys of every object it decodes."""
-    if type(value) is dict:
-        for key, item in value.items():
-            kind = type(item)
-            if kind is str:
-                if len(item) <= _INTERNED_MAX:
-                    value[key] = _intern(item)
-            elif kind is dict or kind is list:
-                share_strings(item)
-    elif type(value) is list:
-        for index, item in enumerate(value):
-            kind = type(item)
-            if kind is str:
-                if len(item) <= _INTERNED_MAX:
-                    value[index] = _intern(item)
-            elif kind is dict or kind is list:
-                share_strings(item)
-    return value
-
-
-def compact(value: Any) -> Any:
-    """A copy of decoded JSON with its keys and short strings interned (equal to `value`, smaller).
-
-    For objects decoded one at a time (watch events), whose keys no other object shares."""
-    kind = type(value)
-    if kind is str:
-        return _intern(value) if len(value) <= _INTERNED_MAX else value
-    if kind is dict:
-        return {_intern(k) if type(k) is str else k: compact(v) for k, v in value.items()}
-    if kind is list:
-        return [compact(v) for v in value]
-    return value
-
-
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
-"""`kubectl apply`'s copy of the whole manifest as JSON, on every applied Deployment: a long string of its own
-(~0.4-2 kB), which nothing in rollguard reads."""
-
-
-def _trimmed(items: list[Obj]) -> list[Obj]:
-    """Drop, in place, what rollguard never reads and a real API server puts on most objects: their
-    `metadata.managedFields` (often the largest part of a Deployment or ReplicaSet) and the
-    `kubectl apply` annotation. rollguard reads only its own annotations and the controller's revision
-    ones by name, and writes with merge patches of its own keys, never a cached object back
-    (tests/test_start_memory.py)."""
-    for item in items:
-        meta = item.get("metadata") or {}
-        meta.pop("managedFields", None)
-        annotations = meta.get("annotations")
-        if type(annotations) is dict:
-            annotations.pop(LAST_APPLIED, None)
-    return items
