@@ -111,6 +111,9 @@ async def test_a_deployment_and_its_replicaset_share_one_pod_spec(tmp_path: Path
             store.delete(DEPLOYMENTS, NS, "api")
             await eventually(lambda: (NS, "api") not in deployments.cache, timeout=10, what="api deleted")
             assert len(pool) == 1, "a deleted Deployment's pod spec is forgotten"
+            store.delete(REPLICASETS, NS, "api-bbb")  # its ReplicaSet goes after it, as the garbage collector does
+            await eventually(lambda: (NS, "api-bbb") not in replicasets.cache, timeout=10, what="api-bbb deleted")
+            assert len(pool) == 1, "nothing is remembered from a deleted ReplicaSet"
 
 
 async def test_a_replicaset_listed_first_lends_its_spec_to_its_deployment(tmp_path: Path) -> None:

@@ -126,8 +126,10 @@ class Informer:
                     if event.get("type") == "BOOKMARK":
                         resource_version = rv or resource_version
                         continue
-                    await self._apply(str(event.get("type")),
-                                      self._shared([compact(trimmed([obj])[0])])[0], handler)
+                    kind = str(event.get("type"))
+                    obj = compact(trimmed([obj])[0])
+                    # A deleted object leaves the cache: nothing to share, and nothing to remember for later.
+                    await self._apply(kind, obj if kind == "DELETED" else self._shared([obj])[0], handler)
                     resource_version = rv or resource_version
             except ResourceExpired as exc:
                 log.info("watch expired, re-listing", resource=self.plural, namespace=namespace, reason=exc.message)
