@@ -10,6 +10,8 @@ Deployments are spread over namespaces of `PER_NAMESPACE`, which changes nothing
 * `ready_s`: spawn → `/readyz` answers 200 (first list of Deployments and ReplicaSets done);
 * `settled_s`: spawn → the daemon's CPU drops under 5% over a 1 s window (the initial reconcile of every
   key is over; `/readyz` turns 200 before it);
+* `ready_cpu_s`: the daemon's CPU seconds (utime+stime, /proc) from spawn to ready — steadier than
+  `ready_s` on a loaded machine; `startup_cpu_s` likewise up to the end of the settle window;
 * `rss_mib` after the idle window, `peak_rss_mib` (VmHWM) over the whole run;
 * `idle_cpu_pct`: utime+stime over `idle_seconds` of an unchanging cluster, % of one core.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -39,6 +42,7 @@ from bench.common import (
     cpu_share,
     create_object,
     log_tail,
+    proc_sample,
     running_daemon,
     wait_http_ok,
     wait_settled,
@@ -221,6 +225,19 @@ async def _settle(daemon: DaemonProcess, *, threshold: float = 0.05, window: flo
     return float("nan")
 
 
+async def _process_quiet(pid: int, *, threshold: float = 0.1, window: float = 1.0, timeout: float) -> None:
+    """Wait until process `pid` used less than `threshold` of a core over one `window` (seconds)."""
+    deadline = time.monotonic() + timeout
+    before = proc_sample(pid)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(window)
+        after = proc_sample(pid)
+        if cpu_share(before, after) < threshold:
+            return
+        before = after
+    raise TimeoutError(f"the simulated cluster was still busy after {timeout:g} s")
+
+
 async def measure_size(cluster: Any, session: aiohttp.ClientSession, *, workdir: Path, rules: Path, size: int,
                        idle_seconds: float) -> dict[str, Any]:
     # No rollout happens in this scenario, so nothing is ever queried; a daemon refuses a Prometheus
@@ -248,6 +265,7 @@ async def measure_size(cluster: Any, session: aiohttp.ClientSession, *, workdir:
             "deployments": size, "replicasets": size,
             "ready_s": round(ready_at - daemon.spawned_at, 2),
             "settled_s": round(settled, 2),
+            "ready_cpu_s": round(at_ready.cpu_seconds, 2),
             "rss_at_ready_mib": round(at_ready.rss_mib, 1),
             "rss_mib": round(after.rss_mib, 1),
             "peak_rss_mib": round(after.hwm_mib, 1),
@@ -280,6 +298,10 @@ async def run(*, sizes: list[int], idle_seconds: float = 20.0, replicas: int = 0
                 if real_objects:
                     add_replicaset_managed_fields(cluster.store, namespaces)
                     await wait_settled(cluster.store, namespaces=namespaces, expected=size, timeout=60)
+                # Replacing every ReplicaSet above re-queues every Deployment in the simulated controllers,
+                # which sync (without writing) for tens of seconds after the status has settled: the
+                # daemon starts on a quiet cluster, not against controllers busy in the same process.
+                await _process_quiet(os.getpid(), timeout=120)
                 fill_s = time.monotonic() - fill_started
                 row = await measure_size(cluster, session, workdir=work, rules=rules, size=size,
                                          idle_seconds=idle_seconds)

@@ -20,6 +20,7 @@ import structlog
 from daemon.clock import Clock
 from daemon.kube.client import KubeClient
 from daemon.kube.rollout_state import owned_replica_sets
+from daemon.kube.sharing import CommonValues, PodSpecPool
 from daemon.kube.watching import Informer
 from daemon.metrics import Metrics
 from daemon.reconcile import Reconciler
@@ -54,11 +55,15 @@ class Supervisor:
         self._clock = clock
         self._leadership = leadership
         relisted = (lambda plural: metrics.watch_relists.labels(resource=plural).inc()) if metrics else None
+        # Equal parts of cached objects held once: a Deployment's pod spec and its current ReplicaSet's,
+        # and small parts that recur across objects (daemon.kube.sharing).
+        pod_specs, common = PodSpecPool(), CommonValues()
         self.deployments = Informer(kube, group_version="apps/v1", plural="deployments", namespaces=namespaces,
-                                    clock=clock, on_relist=relisted)
+                                    clock=clock, on_relist=relisted, pod_specs=pod_specs, common=common)
         self.replicasets = Informer(kube, group_version="apps/v1", plural="replicasets", namespaces=namespaces,
-                                    clock=clock, on_relist=relisted)
-        self._rs_by_owner: dict[str, set[Key]] = {}
+                                    clock=clock, on_relist=relisted, pod_specs=pod_specs, common=common)
+        self._rs_by_owner: dict[str, list[Key]] = {}
+        """The ReplicaSets of each Deployment (by uid): a list, a few keys each (a set costs 4x the memory)."""
         self._dirty: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
         self._events = 0
@@ -115,11 +120,12 @@ class Supervisor:
         key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
         for ref in meta.get("ownerReferences") or []:
             if ref.get("controller") and ref.get("kind") == "Deployment":
-                owners = self._rs_by_owner.setdefault(str(ref.get("uid")), set())
+                owners = self._rs_by_owner.setdefault(str(ref.get("uid")), [])
                 if kind == "DELETED":
-                    owners.discard(key)
-                else:
-                    owners.add(key)
+                    if key in owners:
+                        owners.remove(key)
+                elif key not in owners:
+                    owners.append(key)
                 self._enqueue((key[0], str(ref.get("name"))))
 
     async def _share_the_loop(self) -> None:
@@ -183,6 +189,6 @@ class Supervisor:
         if deployment is None:
             return []
         uid = str((deployment.get("metadata") or {}).get("uid"))
-        keys = self._rs_by_owner.get(uid, set())
+        keys = self._rs_by_owner.get(uid, [])
         items = [self.replicasets.cache[k] for k in keys if k in self.replicasets.cache]
         return [dict(rs) for rs in owned_replica_sets(deployment, items)]

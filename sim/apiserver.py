@@ -538,17 +538,12 @@ class ApiServer:
         start_key: tuple[str, str] | None = None
         if token:
             list_rv, start_key = self._decode_continue(token)
-        objects, _ = self.store.list_objects(_storage_rt(rt), target.namespace or None, None)
-        if start_key is not None:
-            objects = [o for o in objects if (str(o["metadata"].get("namespace", "")), str(o["metadata"]["name"]))
-                       > start_key]
-        if predicate is not None:
-            objects = [o for o in objects if predicate(o)]
+        # A page is read from the store's key order from the continue key on, as a real API server
+        # reads it from etcd: O(page), not O(list) per page (10,000 objects are 40 pages of 250).
+        objects, remaining, more = self.store.list_page(_storage_rt(rt), target.namespace or None,
+                                                        after=start_key, limit=limit, predicate=predicate)
         next_token = ""
-        remaining = 0
-        if limit and len(objects) > limit:
-            remaining = len(objects) - limit
-            objects = objects[:limit]
+        if more:
             last = objects[-1]["metadata"]
             next_token = _encode_continue(list_rv, str(last.get("namespace", "")), str(last["name"]))
         accept = request.headers.get("Accept", "")
@@ -576,7 +571,7 @@ class ApiServer:
             raise _bad_request("continue key is not valid: incorrect encoded start resourceVersion "
                                "(version meta.k8s.io/v1)") from None
         try:
-            self.store.events_since(None, list_rv)
+            self.store.ensure_resumable(list_rv)
         except ApiError:
             raise ApiError(410, "Expired", "The provided continue parameter is too old to display a consistent list "
                            "result. You can start a new list without the continue parameter, or use the continue "

@@ -11,12 +11,16 @@ resourceVersion, and `generation: 1` on create for kinds that have one.
 Objects are plain JSON-like dicts. `get()` returns a private copy the caller may change;
 `list()` returns the stored objects themselves, which callers must treat as read-only.
 
+Keys are also kept sorted (per bucket, and per bucket and namespace), as etcd keeps them: a list page
+(`list_page`) starts at its continue key by bisection and costs the page, not the whole list.
+
 Exceptions: `ApiError` (code, reason, message) — rendered by the API server as a `Status` object.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -130,6 +134,10 @@ class Store:
         # The same objects by bucket → namespace → name: a namespaced list (what every controller sync
         # does) costs the size of that namespace, not of the whole cluster.
         self._by_namespace: dict[str, dict[str, dict[str, Obj]]] = {}
+        # The keys of `_objects` in order, by bucket, and the names of `_by_namespace` in order, by bucket
+        # and namespace: a page is found by bisection instead of sorting and scanning the whole list.
+        self._sorted_keys: dict[str, list[tuple[str, str]]] = {}
+        self._sorted_names: dict[str, dict[str, list[str]]] = {}
         self._history: deque[WatchEvent] = deque(maxlen=history_size)
         self._subscriptions: list[Subscription] = []
         self._listeners: list[Callable[[WatchEvent], None]] = []
@@ -157,13 +165,49 @@ class Store:
     def list_objects(self, rt: ResourceType, namespace: str | None = None,
              predicate: Callable[[Obj], bool] | None = None) -> tuple[list[Obj], int]:
         """Stored objects (read-only!) sorted by namespace and name, and the list resourceVersion."""
+        objects, _, _ = self.list_page(rt, namespace, predicate=predicate)
+        return objects, self._rv
+
+    def list_page(self, rt: ResourceType, namespace: str | None = None, *, after: tuple[str, str] | None = None,
+                  limit: int | None = None, predicate: Callable[[Obj], bool] | None = None,
+                  ) -> tuple[list[Obj], int, bool]:
+        """One page of a list: the stored objects (read-only!) after the key `after` (namespace, name), in
+        key order, that `predicate` accepts, at most `limit` of them (all when None or 0).
+
+        Returns the page, how many stored objects come after it (counted without `predicate`: what the
+        API server reports as `remainingItemCount`, only meaningful without a selector) and whether at
+        least one more accepted object follows (the list continues). Costs O(log n) to find the start,
+        then the objects read until the page is full (one more, to know whether the list continues).
+        """
+        objects: dict[str, Obj]
+        keys: list[str] | list[tuple[str, str]]
+        start: int
         if namespace is not None:
-            in_namespace = self._by_namespace.get(rt.bucket, {}).get(namespace, {})
-            return [obj for _, obj in sorted(in_namespace.items(), key=lambda kv: kv[0])
-                    if predicate is None or predicate(obj)], self._rv
-        items = [obj for _, obj in sorted(self._bucket(rt).items(), key=lambda kv: kv[0])
-                 if predicate is None or predicate(obj)]
-        return items, self._rv
+            objects = self._by_namespace.get(rt.bucket, {}).get(namespace, {})
+            keys = self._sorted_names.get(rt.bucket, {}).get(namespace, [])
+            if after is None or after[0] < namespace:
+                start = 0
+            elif after[0] > namespace:
+                start = len(keys)
+            else:
+                start = bisect.bisect_right(keys, after[1])
+            lookup: Callable[[Any], Obj] = objects.__getitem__
+        else:
+            keys = self._sorted_keys.get(rt.bucket, [])
+            start = 0 if after is None else bisect.bisect_right(keys, after)
+            lookup = self._bucket(rt).__getitem__
+        page: list[Obj] = []
+        index = start
+        end = len(keys)
+        while index < end:
+            obj = lookup(keys[index])
+            index += 1
+            if predicate is not None and not predicate(obj):
+                continue
+            if limit and len(page) == limit:
+                return page, end - index + 1, True
+            page.append(obj)
+        return page, 0, False
 
     def iter_objects(self, rt: ResourceType) -> Iterator[Obj]:
         """Every stored object of a type, unordered (read-only)."""
@@ -255,6 +299,7 @@ class Store:
         del in_namespace[name]
         if not in_namespace:
             del self._by_namespace[rt.bucket][ns]
+        self._unindex(rt.bucket, (ns, name))
         self._rv += 1
         obj = copy_json(obj)
         obj["metadata"]["resourceVersion"] = str(self._rv)
@@ -270,11 +315,16 @@ class Store:
 
     def events_since(self, rt: ResourceType | None, resource_version: int) -> list[WatchEvent]:
         """Events after `resource_version` still in history; `ApiError` 410 when some were dropped."""
-        if resource_version < self._oldest_resumable - 1:
-            raise expired(resource_version, self._oldest_resumable)
+        self.ensure_resumable(resource_version)
         bucket = rt.bucket if rt is not None else None
         return [e for e in self._history
                 if e.resource_version > resource_version and (bucket is None or e.bucket == bucket)]
+
+    def ensure_resumable(self, resource_version: int) -> None:
+        """`ApiError` 410 when events after `resource_version` were dropped from history (O(1): a list's
+        continue is checked with it at every page, without copying the history)."""
+        if resource_version < self._oldest_resumable - 1:
+            raise expired(resource_version, self._oldest_resumable)
 
     def subscribe(self, rt: ResourceType | None = None) -> Subscription:
         """A queue that receives every future event of `rt` (all types when None)."""
@@ -313,9 +363,25 @@ class Store:
     def _commit(self, kind: str, rt: ResourceType, key: tuple[str, str], obj: Obj) -> None:
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
-        self._bucket(rt)[key] = obj
+        bucket = self._bucket(rt)
+        if key not in bucket:
+            self._index(rt.bucket, key)
+        bucket[key] = obj
         self._by_namespace.setdefault(rt.bucket, {}).setdefault(key[0], {})[key[1]] = obj
         self._publish(WatchEvent(kind, rt.bucket, copy_json(obj), self._rv))
+
+    def _index(self, bucket: str, key: tuple[str, str]) -> None:
+        bisect.insort(self._sorted_keys.setdefault(bucket, []), key)
+        bisect.insort(self._sorted_names.setdefault(bucket, {}).setdefault(key[0], []), key[1])
+
+    def _unindex(self, bucket: str, key: tuple[str, str]) -> None:
+        keys = self._sorted_keys[bucket]
+        del keys[bisect.bisect_left(keys, key)]
+        by_namespace = self._sorted_names[bucket]
+        names = by_namespace[key[0]]
+        del names[bisect.bisect_left(names, key[1])]
+        if not names:
+            del by_namespace[key[0]]
 
     def _publish(self, event: WatchEvent) -> None:
         if len(self._history) == self._history.maxlen:

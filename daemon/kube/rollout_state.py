@@ -43,7 +43,7 @@ class RevisionMismatch(ValueError):
         self.running = running
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RolloutStatus:
     """One evaluation of a Deployment's rollout."""
 
@@ -59,7 +59,7 @@ class RolloutStatus:
     """Name of the ReplicaSet of the current template, when `replica_sets` were given and one matches."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RolloutId:
     """Which revision of which Deployment is being rolled out."""
 
@@ -200,11 +200,11 @@ def _new_replica_set(
 ) -> Mapping[str, Any] | None:
     """The owned ReplicaSet whose template equals the Deployment's ignoring pod-template-hash; the oldest
     (creationTimestamp, then name) when several do, as the controller picks it."""
-    template = _normalised_template((deployment.get("spec") or {}).get("template"))
+    template = (deployment.get("spec") or {}).get("template")
     matches = [
         rs
         for rs in owned_replica_sets(deployment, replica_sets)
-        if _normalised_template((rs.get("spec") or {}).get("template")) == template
+        if templates_equal((rs.get("spec") or {}).get("template"), template)
     ]
     if not matches:
         return None
@@ -218,8 +218,44 @@ def _new_replica_set(
 
 
 def templates_equal(a: object, b: object) -> bool:
-    """Whether two pod templates are the same version of the workload (ignoring pod-template-hash)."""
+    """Whether two pod templates are the same version of the workload (ignoring pod-template-hash).
+
+    Exactly `_normalised_template(a) == _normalised_template(b)`, decided cheaply when it can be: the
+    normalised form is `_drop_empty` of the hash-less form, so equal hash-less forms are equal templates;
+    and templates whose containers' images differ are different ones. Only what is left (the same images,
+    written differently) is normalised in full, which costs a copy of both templates (at start every
+    Deployment is compared with each of its ReplicaSets, twice per reconcile)."""
+    if not isinstance(a, Mapping) or not isinstance(b, Mapping):
+        return _normalised_template(a) == _normalised_template(b)
+    if _without_hash(a) == _without_hash(b):
+        return True
+    images_a, images_b = _images(a), _images(b)
+    if images_a is not None and images_b is not None and images_a != images_b:
+        return False
     return _normalised_template(a) == _normalised_template(b)
+
+
+def _without_hash(template: Mapping[str, Any]) -> dict[str, Any]:
+    """The template with its labels (always present, maybe empty) minus pod-template-hash: shallow copies."""
+    labels = dict(((template.get("metadata") or {}).get("labels")) or {})
+    labels.pop(POD_TEMPLATE_HASH, None)
+    return {**template, "metadata": {**(template.get("metadata") or {}), "labels": labels}}
+
+
+def _images(template: Mapping[str, Any]) -> tuple[str | None, ...] | None:
+    """Each container's image as normalising keeps it (an empty one is no image), or None when the
+    containers are not plain (a list of objects with string images): no conclusion is drawn then."""
+    spec = template.get("spec")
+    containers = spec.get("containers") if isinstance(spec, Mapping) else None
+    if not isinstance(containers, list):
+        return None
+    images: list[str | None] = []
+    for container in containers:
+        image = container.get("image") if isinstance(container, Mapping) else None
+        if not isinstance(container, Mapping) or not (image is None or isinstance(image, str)):
+            return None
+        images.append(image or None)
+    return tuple(images)
 
 
 def without_hash_label(template: Mapping[str, Any]) -> dict[str, Any]:
@@ -243,10 +279,7 @@ def _normalised_template(template: object) -> object:
     that semantically equal templates (nil vs empty, as Go compares them) compare equal."""
     if not isinstance(template, Mapping):
         return None
-    labels = dict(((template.get("metadata") or {}).get("labels")) or {})
-    labels.pop(POD_TEMPLATE_HASH, None)
-    metadata = {**(template.get("metadata") or {}), "labels": labels}
-    return _drop_empty({**template, "metadata": metadata})
+    return _drop_empty(_without_hash(template))
 
 
 def _drop_empty(value: object) -> object:

@@ -17,9 +17,9 @@ when cancelled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import random
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +28,19 @@ import structlog
 
 from daemon.clock import Clock, SystemClock
 from daemon.kube.client import KubeApiError, KubeClient, KubeError, ResourceExpired, api_path
+from daemon.kube.sharing import (
+    LAST_APPLIED,
+    CommonValues,
+    PodSpecPool,
+    compact,
+    deployment_of,
+    share_common,
+    share_strings,
+    trimmed,
+)
+
+__all__ = ["LAST_APPLIED", "PAGE_SIZE", "Backoff", "CollectorPause", "Informer", "PodSpecPool", "compact",
+           "share_strings"]
 
 Obj = dict[str, Any]
 Handler = Callable[[str, Obj], Awaitable[None]]
@@ -62,8 +75,13 @@ class Informer:
     def __init__(self, client: KubeClient, *, group_version: str, plural: str,
                  namespaces: tuple[str, ...] = (), label_selector: str | None = None,
                  clock: Clock | None = None, backoff: Backoff | None = None,
-                 watch_timeout: int = 300, on_relist: Callable[[str], None] | None = None) -> None:
+                 watch_timeout: int = 300, on_relist: Callable[[str], None] | None = None,
+                 pod_specs: PodSpecPool | None = None, common: CommonValues | None = None) -> None:
         self._client = client
+        self._pod_specs = pod_specs
+        self._common = common
+        """Where recurring small parts of objects are held once (None: not shared)."""
+        """Where Deployments and ReplicaSets share their equal pod specs (None: not shared)."""
         self._group_version = group_version
         self.plural = plural
         self._namespaces: tuple[str | None, ...] = namespaces or (None,)
@@ -108,7 +126,10 @@ class Informer:
                     if event.get("type") == "BOOKMARK":
                         resource_version = rv or resource_version
                         continue
-                    await self._apply(str(event.get("type")), compact(_without_managed_fields([obj])[0]), handler)
+                    kind = str(event.get("type"))
+                    obj = compact(trimmed([obj])[0])
+                    # A deleted object leaves the cache: nothing to share, and nothing to remember for later.
+                    await self._apply(kind, obj if kind == "DELETED" else self._shared([obj])[0], handler)
                     resource_version = rv or resource_version
             except ResourceExpired as exc:
                 log.info("watch expired, re-listing", resource=self.plural, namespace=namespace, reason=exc.message)
@@ -151,8 +172,8 @@ class Informer:
 
     async def _list(self, path: str, params: dict[str, str], *, page_size: int = PAGE_SIZE) -> tuple[Obj, bool]:
         """`KubeClient.list`, page by page, dropping each page's managedFields (and sharing its strings)
-        before the next page is read; and whether the list was big (more than one page: `COLLECTOR` is
-        then held, and the caller releases it once the list is handed over).
+        before the next page is decoded (it is already asked for); and whether the list was big (more than
+        one page: `COLLECTOR` is then held, and the caller releases it once the list is handed over).
 
         Dropped per page rather than after the whole list, the memory they took is re-used by the next
         page instead of being left as holes in the heap (10,000 real-shaped Deployments + ReplicaSets:
@@ -160,21 +181,33 @@ class Informer:
         """
         query: dict[str, Any] = {**params, "limit": page_size}
         first = await self._client.get(path, query)
-        items: list[Obj] = share_strings(_without_managed_fields(first.get("items") or []))
         token = (first.get("metadata") or {}).get("continue")
         big = bool(token)
         if big:
             COLLECTOR.hold()
+        items: list[Obj] = []
+        page = first
+        ahead: asyncio.Task[Obj] | None = None
         try:
-            while token:
-                # Decoding a page holds the event loop (~0.1 ms per real-shaped object): let `/healthz`,
-                # the leader lease and the analyses in between.
-                await asyncio.sleep(0)
-                query["continue"] = token
-                page = await self._client.get(path, query)
-                items.extend(share_strings(_without_managed_fields(page.get("items") or [])))
+            while True:
+                if token:
+                    # The next page is asked for before this one is trimmed, so the API server prepares it
+                    # meanwhile; awaiting it lets `/healthz`, the lease and the analyses in between pages
+                    # (decoding one holds the event loop, ~0.1 ms per real-shaped object).
+                    ahead = asyncio.create_task(self._client.get(path, {**query, "continue": token}),
+                                                name=f"list-{self.plural}-page")
+                    await asyncio.sleep(0)
+                items.extend(self._shared(share_strings(trimmed(page.get("items") or []))))
+                if ahead is None:
+                    break
+                page = await ahead
+                ahead = None
                 token = (page.get("metadata") or {}).get("continue")
         except BaseException:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
             if big:
                 COLLECTOR.release()
             raise
@@ -182,11 +215,25 @@ class Informer:
         first.setdefault("metadata", {}).pop("continue", None)
         return first, big
 
+    def _shared(self, items: list[Obj]) -> list[Obj]:
+        """`items` (just decoded) holding their recurring parts and pod specs once (`daemon.kube.sharing`)."""
+        deployments = self.plural == "deployments"
+        if self._common is not None:
+            for item in items:
+                share_common(item, self._common, is_deployment=deployments)
+        if self._pod_specs is not None:
+            for item in items:
+                owner = str((item.get("metadata") or {}).get("name", "")) if deployments else deployment_of(item)
+                self._pod_specs.share(item, deployment=owner, is_deployment=deployments)
+        return items
+
     async def _apply(self, kind: str, obj: Obj, handler: Handler) -> None:
         key = object_key(obj)
-        _without_managed_fields([obj])
+        trimmed([obj])
         if kind == "DELETED":
             self.cache.pop(key, None)
+            if self._pod_specs is not None and self.plural == "deployments":
+                self._pod_specs.forget(key)
         elif kind in ("ADDED", "MODIFIED"):
             known = self.cache.get(key)
             # A re-opened watch may repeat an object we already have; report each version once.
@@ -237,56 +284,3 @@ class CollectorPause:
 
 COLLECTOR = CollectorPause()
 """The process' one pause (the collector is process-wide)."""
-
-_INTERNED_MAX = 256
-"""Strings up to this length (characters) are interned in cached objects; longer ones are rarely shared."""
-_intern = sys.intern
-
-
-def share_strings(value: Any) -> Any:
-    """`value` (decoded JSON: dicts, lists, scalars) with its short string values interned, in place.
-
-    Each decoded object holds its own copy of every repeated value ("apps/v1", "RollingUpdate",
-    "IfNotPresent", the image, the Deployment's name in its labels, selector and template); interned,
-    one copy serves every cached object (10,000 real-shaped Deployments: 6.9 → 4.5 kB each). Equal
-    before and after: only which string object holds each value changes, and strings are immutable.
-    Keys are left alone: one `json.loads` already shares the keys of every object it decodes."""
-    if type(value) is dict:
-        for key, item in value.items():
-            kind = type(item)
-            if kind is str:
-                if len(item) <= _INTERNED_MAX:
-                    value[key] = _intern(item)
-            elif kind is dict or kind is list:
-                share_strings(item)
-    elif type(value) is list:
-        for index, item in enumerate(value):
-            kind = type(item)
-            if kind is str:
-                if len(item) <= _INTERNED_MAX:
-                    value[index] = _intern(item)
-            elif kind is dict or kind is list:
-                share_strings(item)
-    return value
-
-
-def compact(value: Any) -> Any:
-    """A copy of decoded JSON with its keys and short strings interned (equal to `value`, smaller).
-
-    For objects decoded one at a time (watch events), whose keys no other object shares."""
-    kind = type(value)
-    if kind is str:
-        return _intern(value) if len(value) <= _INTERNED_MAX else value
-    if kind is dict:
-        return {_intern(k) if type(k) is str else k: compact(v) for k, v in value.items()}
-    if kind is list:
-        return [compact(v) for v in value]
-    return value
-
-
-def _without_managed_fields(items: list[Obj]) -> list[Obj]:
-    """Drop `metadata.managedFields` in place: nothing in rollguard reads them, and on a real API server
-    they are often the largest part of a Deployment or ReplicaSet."""
-    for item in items:
-        (item.get("metadata") or {}).pop("managedFields", None)
-    return items
