@@ -145,6 +145,9 @@ class Actions(Decisions):
                         "a human decides the next one.")
         if self.settings.dry_run:
             self._count("dry-run")
+            # Remembered (in memory: nothing is written) as the undo would be, so that this template
+            # applied again is reviewed and the rollback cap counts, as they would be for real.
+            state = state.remember_rollback(pod_template_hash=rollout.hash, revision=rollout.id.revision, at=now)
             return await self._decide(
                 rollout, state, kind=AlertKind.ROLLBACK_STARTED, event_reason="RollbackDryRun", event_type="Warning",
                 title=f"Would roll back {ns}/{name} from revision {rollout.id.revision} (dry run)",

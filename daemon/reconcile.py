@@ -216,7 +216,8 @@ class Reconciler:
         fresh = state.for_new_rollout(identity.revision, rollout.hash, rollout.started_at)
         if tracked.kind is RolloutKind.REAPPLIED:
             previously = state.was_rolled_back(rollout.hash)
-            note = (f"This template was rolled back by rollguard before (revision "
+            done = "would have been rolled back (dry run)" if self._actions.settings.dry_run else "was rolled back"
+            note = (f"This template {done} by rollguard before (revision "
                     f"{previously.revision if previously else '?'}); it is analysed, but a human decides any "
                     "rollback.")
             owner = self._actions.gitops.owner(key)
