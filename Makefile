@@ -52,10 +52,12 @@ bench-image-deps: .venv-image/.installed
 	rm -rf build
 	@touch $@
 
-# Seeded fault schedules against rollguard, checked against its invariants (docs/reliability.md).
-# `make chaos SEEDS=1 SEED=1234` replays one seed; four schedules run side by side.
+# Seeded fault schedules against rollguard, checked against its invariants (docs/reliability.md),
+# then a SIGKILL after each write of one rollback. `make chaos SEEDS=1 SEED=1234 CHAOS_ARGS=` replays
+# one seed; four schedules run side by side.
 SEEDS ?= 200
 SEED ?= 1
+CHAOS_ARGS ?= --kill-points
 chaos: $(STAMP) prometheus
 	$(BIN)/python -m tests.chaos --first $(SEED) --seeds $(SEEDS) $(CHAOS_ARGS)
 

@@ -3,6 +3,7 @@
 `store`, `server` and `session`: a simulated object store on a fake clock, the simulated workload
 (every pod's HTTP/WebSocket endpoints and the in-cluster service proxy) serving it on loopback, and a
 plain aiohttp client — what the provider and service tests share (a module may define its own).
+`chaos_slice`: the fault schedules both chaos test modules assert on, played once.
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ import pytest
 from daemon.clock import FakeClock
 from sim.services import WorkloadServer
 from sim.store import Store
+from tests.chaos.report import Summary
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules marked `long` first (a stable sort: the order within each stays): pytest-xdist hands out
+    whole modules in this order, so the longest start at once instead of ending the run alone."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
 @pytest.fixture
@@ -33,6 +41,14 @@ async def server(store: Store) -> AsyncIterator[WorkloadServer]:
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as plain:
         yield plain
+
+
+@pytest.fixture(scope="session")
+def chaos_slice() -> dict[str, Summary]:
+    """The fault schedules of `make test` (`tests/chaos/slice.py`), played once per session."""
+    from tests.chaos.slice import play
+
+    return play()
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@
 The write points are enumerated from the API server's audit log of a clean run (every write the
 daemon made once the bad deploy landed), not by hand; then the same scenario is played once per
 point with the daemon SIGKILLed right after that write is applied and restarted a second later.
-Runs are played four at a time (one process each) in a module fixture; each test asserts one run.
+The runs are played with the variants' in one pool (`tests/chaos/slice.py`); each test asserts one run.
 
 Before the lifecycle rewrite these runs reproduced its findings (docs/reliability.md, "Before the
 lifecycle fix"); now every run must be clean (`KNOWN` is empty).
@@ -12,22 +12,14 @@ lifecycle fix"); now every run must be clean (`KNOWN` is empty).
 from __future__ import annotations
 
 import re
-from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
-from tests.chaos.report import SIDE_BY_SIDE, Summary, run_one
-from tests.chaos.schedule import generate, kill_point_schedule
+from tests.chaos.report import Summary
+from tests.chaos.slice import EXPECTED_POINTS, SEEDS
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.serial, pytest.mark.timeout(900)]
 
-EXPECTED_POINTS = 15
-"""Writes of the clean rollback: state (the start, its announcement owed in the outbox),
-AnalysisStarted, state x4 (the outbox cleared once delivered, the rule timers, the rollback's plan:
-step `job`), Job, RollbackJobSucceeded, undo (with its state), state (the announcement owed),
-RolledBack, state (delivered: cleared), state (completed, owed), RollbackCompleted, state (cleared).
-The number of state writes before the verdict varies with timing."""
-SEEDS = (5, 6)
 KNOWN: dict[str, re.Pattern[str]] = {}
 """Violation shapes accepted as known findings: none since the lifecycle rewrite (docs/reliability.md
 keeps the list of what the seeds and kill points found before it)."""
@@ -38,15 +30,8 @@ def unexplained(run: Summary) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def runs() -> dict[str, Summary]:
-    # The clean run enumerates the write points; the kill runs go alongside it, and the first test
-    # checks that the enumeration is the one they assumed.
-    jobs = [(kill_point_schedule(0), "none", "clean")]
-    jobs += [(kill_point_schedule(i), "none", f"kill-{i}") for i in range(1, EXPECTED_POINTS + 1)]
-    jobs += [(generate(seed), "none", f"seed-{seed}") for seed in SEEDS]
-    with ProcessPoolExecutor(max_workers=SIDE_BY_SIDE) as pool:
-        done = list(pool.map(run_one, *zip(*jobs, strict=True)))
-    return {s.label: s for s in done}
+def runs(chaos_slice: dict[str, Summary]) -> dict[str, Summary]:
+    return chaos_slice
 
 
 def test_the_clean_rollback_writes_in_the_documented_order_and_breaks_nothing(runs: dict[str, Summary]) -> None:

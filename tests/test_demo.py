@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.long, pytest.mark.prometheus, pytest.mark.timeout(420)]
 
 EXPECTED = {
     "backend:v1": "passed",

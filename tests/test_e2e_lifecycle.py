@@ -41,7 +41,7 @@ from tests.e2ekit import (
     wait_event,
 )
 
-pytestmark = [pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.long, pytest.mark.timeout(180)]
 
 DATA = Path(__file__).parent / "data" / "e2e"
 HEALTH = DATA / "rules-health"

@@ -31,7 +31,7 @@ from sim.gitops import APPLICATIONS, GITREPOSITORIES, KUSTOMIZATIONS, FakeGit, G
 from sim.resources import DEPLOYMENTS, EVENTS
 from tests.e2ekit import env, event_reasons, eventually, image_of, revision_of, rollguard_cli, rollout_status
 
-pytestmark = [pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.long, pytest.mark.timeout(120)]
 
 HEALTH_RULES = Path(__file__).parent / "data" / "e2e" / "rules-health" / "backend.yaml"
 REPO = "https://git.example/shop/deploy.git"

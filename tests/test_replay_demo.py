@@ -23,7 +23,7 @@ from sim.demo.script import FAST, REPO_RULES, demo_timing, steps
 from sim.demo.stack import Stack, running_stack
 from tests.e2ekit import rollguard_cli
 
-pytestmark = [pytest.mark.prometheus, pytest.mark.kubectl, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.long, pytest.mark.prometheus, pytest.mark.kubectl, pytest.mark.timeout(300)]
 
 DECIDING = {
     # The Event that says what the daemon did with a revision, as `kubectl get events` shows it.
