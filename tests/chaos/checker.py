@@ -283,16 +283,33 @@ def check_traces(obs: Observation) -> list[Violation]:
     decisions = sorted([*(e for e in evs if e.reason in PHASES),
                         *(Event(u.at, "RolledBack", "", u.analysed_revision) for u in undos(obs) if u.code < 300)],
                        key=lambda e: e.at)
-    if decisions:
-        last = decisions[-1]
-        raw = (obs.deployment.get("metadata", {}).get("annotations") or {}).get(STATE)
-        state = _json(raw or "") or {}
-        revision = (state.get("rollout") or {}).get("revision")
-        phase = state.get("phase")
-        if revision != last.revision or phase not in PHASES[last.reason]:
-            out.append(Violation("I4", f"the state annotation says revision {revision} phase {phase}, but the last "
-                                       f"decision was {last.reason} for revision {last.revision}"))
+    raw = (obs.deployment.get("metadata", {}).get("annotations") or {}).get(STATE)
+    contradiction = state_contradiction(decisions, _json(raw or "") or {})
+    if contradiction is not None:
+        out.append(contradiction)
     return out
+
+
+def state_contradiction(decisions: list[Event], state: dict[str, Any]) -> Violation | None:
+    """The state annotation must agree with the last decision on record (`decisions` in time order).
+
+    One decision may come after a newer rollout's own: a rollback already under way when a newer deploy
+    landed is not cancelled, and its fence then finds the newer revision live and says so
+    (`RollbackFenced`: "Rollback of … revision M not done: superseded by revision N: …"). Such a fence,
+    naming the revision the state is about, is not the last word on the Deployment; any other late
+    decision is."""
+    revision = (state.get("rollout") or {}).get("revision")
+    phase = state.get("phase")
+    relevant = [e for e in decisions if not (e.reason == "RollbackFenced" and isinstance(revision, int)
+                                             and e.revision < revision
+                                             and f"superseded by revision {revision}: " in e.message)]
+    if not relevant:
+        return None
+    last = relevant[-1]
+    if revision != last.revision or phase not in PHASES[last.reason]:
+        return Violation("I4", f"the state annotation says revision {revision} phase {phase}, but the last "
+                               f"decision was {last.reason} for revision {last.revision}")
+    return None
 
 
 def check_writers(obs: Observation) -> list[Violation]:
