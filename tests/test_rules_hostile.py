@@ -65,6 +65,12 @@ GENERATED: dict[str, tuple[Callable[[Path], None], str]] = {
 }
 
 
+REFUSED_WITHIN = 10.0
+"""Seconds: a guard against a file that makes the check run away (an unbounded alias expansion takes
+minutes and gigabytes), not a speed figure — starting the CLI alone takes about a second, and more on a
+loaded machine (a 2.0 s bound failed once at 2.1 s while other tests ran)."""
+
+
 def _check(path: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
     result = subprocess.run([str(ROLLGUARD), "check", path], cwd=cwd, capture_output=True, text=True,
@@ -81,7 +87,7 @@ def test_check_refuses_hostile_file(name: str) -> None:
     result, seconds = _check(f"hostile/{name}", DATA)
     assert (result.returncode, result.stderr.splitlines(), result.stdout) == (1, [EXPECTED[name]], "")
     assert "Traceback" not in result.stderr
-    assert seconds < 2.0, f"took {seconds:.1f}s"
+    assert seconds < REFUSED_WITHIN, f"took {seconds:.1f}s"
 
 
 @pytest.mark.parametrize("name", sorted(GENERATED))
@@ -93,7 +99,7 @@ def test_check_refuses_generated_hostile_file(name: str, tmp_path: Path) -> None
     expected = expected.format(path=path, size=path.stat().st_size)
     assert (result.returncode, result.stderr.splitlines()) == (1, [expected])
     assert "Traceback" not in result.stderr
-    assert seconds < 2.0, f"took {seconds:.1f}s"
+    assert seconds < REFUSED_WITHIN, f"took {seconds:.1f}s"
 
 
 def test_nested_quantifiers_without_backreference_match_in_linear_time() -> None:
