@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
@@ -27,9 +28,30 @@ from daemon.settings import LogSettings
 _SHAPES = Redactor()
 
 
+# Scrubbed texts, memoised: an evaluation line is logged for every tick of every analysis, and most of
+# its strings (rule names, verdicts, a provider's "no data") recur. Valid for one `SCRUBBER.generation`:
+# a secret learnt since (a notifier's key, a bearer token) voids every result. Bounded in entries and
+# in the length of what is kept.
+_MEMO: dict[str, str] = {}
+_MEMO_ENTRIES = 2048
+_MEMO_TEXT_CHARS = 400
+_memo_generation = -1
+
+
 def scrub(text: str) -> str:
     """`text` as it may be logged: registered secrets, URL secrets and secret-shaped strings removed."""
-    return _SHAPES.redact(SCRUBBER.scrub(text))
+    global _memo_generation
+    if _memo_generation != SCRUBBER.generation:
+        _MEMO.clear()
+        _memo_generation = SCRUBBER.generation
+    done = _MEMO.get(text)
+    if done is None:
+        done = _SHAPES.redact(SCRUBBER.scrub(text))
+        if len(text) <= _MEMO_TEXT_CHARS:
+            if len(_MEMO) >= _MEMO_ENTRIES:
+                _MEMO.clear()
+            _MEMO[text] = done
+    return done
 
 
 def _scrub_value(value: Any) -> Any:
@@ -51,6 +73,23 @@ def scrub_processor(_logger: Any, _method: str, event_dict: MutableMapping[str, 
     for key, value in list(event_dict.items()):
         event_dict[key] = _scrub_value(value)
     return event_dict
+
+
+class LineWriter:
+    """structlog's logger: each rendered line goes out in ONE write (`print` makes two, which an
+    unbuffered stream — `PYTHONUNBUFFERED`, as in the image — turns into two system calls), flushed."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            self._stream.write(message + "\n")
+            self._stream.flush()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
 
 
 class ScrubbingFilter(logging.Filter):
@@ -80,6 +119,7 @@ def configure_logging(settings: LogSettings, *, stream: TextIO | None = None,
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
+    writer = LineWriter(out)  # one for every logger: one lock per stream
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -94,7 +134,7 @@ def configure_logging(settings: LogSettings, *, stream: TextIO | None = None,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=lambda *_args: writer,
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=max(level, logging.WARNING), stream=out, force=True)

@@ -52,12 +52,21 @@ class Scrubber:
     def __init__(self) -> None:
         self._redactors: tuple[Callable[[str], str], ...] = ()
         self._lock = threading.Lock()
+        self.generation = 0
+        """Bumped whenever what is scrubbed may have grown: a text scrubbed under an older generation
+        (a memoised result, `daemon.logs`) must be scrubbed again."""
 
     def add(self, redactor: Callable[[str], str]) -> None:
         """Register one more text → text redactor (e.g. a notifier `Redactor.redact`); adding twice is a no-op."""
         with self._lock:
             if redactor not in self._redactors:
                 self._redactors = (*self._redactors, redactor)
+            self.generation += 1
+
+    def changed(self) -> None:
+        """A registered redactor has learnt another secret (`Redactor.add`): earlier results are void."""
+        with self._lock:
+            self.generation += 1
 
     def scrub(self, text: str) -> str:
         """`text` with URL secrets and every registered secret removed."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import structlog
@@ -15,6 +15,7 @@ from kubernetes_asyncio import client as k8s_client
 from daemon.kube.client import KubeClient
 from daemon.kube.events import EventRecorder
 from daemon.logs import configure_logging
+from daemon.notify.secrets import Redactor
 from daemon.redaction import SCRUBBER, Scrubber
 from daemon.rules.model import HttpSignal
 from daemon.settings import LogSettings
@@ -122,3 +123,51 @@ async def test_events_are_written_scrubbed() -> None:
         "smoke: GET http://backend/health?token=[REDACTED]: HTTP 503 (key routing-key-0123456789)",
     ]
     assert SCRUBBER.scrub("x?token=a") == "x?token=[REDACTED]"
+
+
+@pytest.fixture
+def restore_scrubber() -> Iterator[None]:
+    saved = SCRUBBER._redactors
+    yield
+    SCRUBBER._redactors = saved
+    SCRUBBER.changed()
+
+
+@pytest.mark.usefixtures("restore_logging", "restore_scrubber")
+def test_a_secret_learnt_later_is_scrubbed_from_a_text_logged_before() -> None:
+    """Scrubbed texts are memoised (an evaluation line per tick repeats its strings); a secret registered
+    afterwards, or learnt afterwards by a redactor already registered, must still be scrubbed."""
+    out = io.StringIO()
+    configure_logging(LogSettings(format="json", level="info"), stream=out)
+    log = structlog.get_logger("test")
+    first, second = "routing-key-0f1e2d3c", "team-key-9a8b7c6d"
+    message = f"sent with {first} and {second}"
+    log.info("delivery", detail=message)
+    redactor = Redactor()
+    SCRUBBER.add(redactor.redact)
+    redactor.add(first)
+    log.info("delivery", detail=message)
+    redactor.add(second)  # learnt by a redactor registered already (a team's key on reload)
+    log.info("delivery", detail=message)
+    shown = [json.loads(line)["detail"] for line in out.getvalue().splitlines()]
+    assert shown == [message, f"sent with [REDACTED] and {second}", "sent with [REDACTED] and [REDACTED]"]
+
+
+class _CountingStream(io.StringIO):
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_each_log_line_is_written_whole_in_one_write() -> None:
+    """One write per line: an unbuffered stream (the image sets PYTHONUNBUFFERED) makes each write a system
+    call, and a line written in two parts can be interleaved with another thread's."""
+    out = _CountingStream()
+    configure_logging(LogSettings(format="json", level="info"), stream=out)
+    for n in range(3):
+        structlog.get_logger("test").info("evaluation", n=n)
+    assert out.writes == 3
+    assert [json.loads(line)["n"] for line in out.getvalue().splitlines()] == [0, 1, 2]

@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 
 from daemon.notify.model import SecretSourceError
+from daemon.redaction import SCRUBBER
 
 SLACK_TOKEN_ENV = "ROLLGUARD_SLACK_TOKEN"
 SLACK_WEBHOOK_URL_ENV = "ROLLGUARD_SLACK_WEBHOOK_URL"
@@ -63,6 +64,8 @@ class Redactor:
         self._secrets.add(secret)
         self._secrets.add(urllib.parse.quote(secret, safe=""))
         self._secrets.add(urllib.parse.quote_plus(secret))
+        # Whatever was scrubbed (and memoised) before this secret was known must be scrubbed again.
+        SCRUBBER.changed()
 
     def redact(self, text: str) -> str:
         """`text` with every known secret and secret-shaped string replaced by [REDACTED]."""
