@@ -21,6 +21,7 @@ from aiohttp import web
 from daemon.clock import FakeClock, ScaledClock
 from daemon.rules.model import BaselineMode, PrometheusSignal
 from daemon.signals.base import Measurement, Phase, SignalContext
+from daemon.signals.batching import QueryBatcher
 from daemon.signals.prometheus import PrometheusClient, PrometheusProvider, QueryCoalescer
 from sim.prometheus import PrometheusServer
 from sim.store import Store
@@ -265,6 +266,38 @@ async def test_a_cancelled_caller_does_not_cancel_the_query_for_the_others(api: 
         result = await client.query("up", at=1.0)
         assert result.samples[0].value == 0.25
         assert fake.requests[("up", "1.000")] == 2
+        await client.aclose()
+
+
+async def test_batched_queries_keep_the_coalescing_promises(api: tuple[FakePrometheusApi, str]) -> None:
+    """With batching on, a query is a batch member awaited without a task of its own: still one request per
+    query and tick, a cancelled caller never cancels it for the others, and a query every caller gave up
+    on is still answered to whoever asks next."""
+    fake, url = api
+    fake.delay = 0.2
+    clock = FakeClock(start=1_764_151_200.0)
+    async with aiohttp.ClientSession() as session:
+        client = PrometheusClient(url, session, clock=clock, tick=15,
+                                  batcher=lambda send: QueryBatcher(send, linger=0.1))
+        provider = PrometheusProvider(PrometheusSignal(ERROR_RATIO), client=client)
+        impatient = asyncio.create_task(provider.measure(context()))
+        patient = asyncio.create_task(provider.measure(context()))
+        await asyncio.sleep(0.02)
+        impatient.cancel()
+        assert (await patient).value == 0.25
+        with pytest.raises(asyncio.CancelledError):
+            await impatient
+        assert (await provider.measure(context())).value == 0.25, "an answer within the tick is reused"
+        assert fake.sent == 1, fake.requests
+
+        alone = asyncio.create_task(client.query("up", shape="up"))
+        await asyncio.sleep(0.02)
+        alone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await alone
+        result = await client.query("up", shape="up")  # its batch is still open: the same member
+        assert result.samples[0].value == 0.25
+        assert fake.requests[("up", "1764151200.000")] == 1
         await client.aclose()
 
 

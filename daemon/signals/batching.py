@@ -166,7 +166,7 @@ class QueryBatcher:
         self._max_batch = max_batch
         self._budget = budget
         self._open: dict[tuple[str, float], _Batch] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
         self.unbatchable: set[str] = set()
         """Shapes whose batch Prometheus rejected: sent as single queries from then on."""
         self.queries_saved = 0
@@ -178,7 +178,18 @@ class QueryBatcher:
         """The answer to `promql` (rendered from `shape`) at `at` (epoch s), batched with its peers."""
         if shape in self.unbatchable or self._max_batch == 1:
             return await self._single(shape, promql, at)
+        return await asyncio.shield(self.submit(shape, promql, at))
+
+    def submit(self, shape: str, promql: str, at: float) -> asyncio.Future[QueryResult]:
+        """`query` without awaiting: the future its batch resolves (shared by every caller of the same
+        query in the batch: await it shielded). A shape sent singly gets a task of its own."""
         loop = asyncio.get_running_loop()
+        if shape in self.unbatchable or self._max_batch == 1:
+            task = loop.create_task(self._single(shape, promql, at), name="prometheus-query")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(_retrieve)  # its callers may all be gone by then
+            return task
         batch = self._open.get((shape, at))
         if batch is None:
             batch = _Batch(shape, at)
@@ -190,7 +201,7 @@ class QueryBatcher:
             batch.members[promql] = future
             if len(batch.members) >= self._max_batch:
                 self._flush(batch)
-        return await asyncio.shield(future)
+        return future
 
     async def aclose(self) -> None:
         """Cancel the batches being sent and forget the open ones (their callers are cancelled too)."""

@@ -141,7 +141,10 @@ class RangeSeries:
 
 @dataclass
 class _Flight(Generic[V]):
-    task: asyncio.Task[V]
+    task: asyncio.Future[V]
+    """The fetch's task, or a future someone else resolves (`run_submitted`)."""
+    owned: bool = True
+    """The task is the coalescer's own: cancelled when its last caller is."""
     waiters: int = 0
 
 
@@ -170,23 +173,45 @@ class QueryCoalescer(Generic[K, V]):
     async def run(self, key: K, fetch: Callable[[], Coroutine[Any, Any, V]]) -> V:
         """The answer for `key`: a reused one, the one being fetched, or a new fetch of `fetch()`."""
         loop = asyncio.get_running_loop()
-        now = loop.time()
-        self._prune(now)
-        answer = self._answers.get(key)
-        if answer is not None and answer[0] > now:
+        answer = self._reusable(key, loop.time())
+        if answer is not None:
             return answer[1]
         flight = self._flights.get(key)
         if flight is None:
-            flight = _Flight(loop.create_task(fetch(), name=self.name))
-            self._flights[key] = flight
-            flight.task.add_done_callback(partial(self._landed, key, flight))
+            flight = self._start(key, _Flight(loop.create_task(fetch(), name=self.name)))
+        return await self._await(key, flight)
+
+    async def run_submitted(self, key: K, submit: Callable[[], asyncio.Future[V]]) -> V:
+        """As `run`, for a fetch that is already under way elsewhere once submitted: `submit()` returns
+        the future its sender resolves (a batch member). No task of its own, so cheaper per key; when
+        every caller is cancelled the future is left to its sender (the batch is sent anyway)."""
+        answer = self._reusable(key, asyncio.get_running_loop().time())
+        if answer is not None:
+            return answer[1]
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = self._start(key, _Flight(submit(), owned=False))
+        return await self._await(key, flight)
+
+    def _reusable(self, key: K, now: float) -> tuple[float, V] | None:
+        self._prune(now)
+        answer = self._answers.get(key)
+        return answer if answer is not None and answer[0] > now else None
+
+    def _start(self, key: K, flight: _Flight[V]) -> _Flight[V]:
+        self._flights[key] = flight
+        flight.task.add_done_callback(partial(self._landed, key, flight))
+        return flight
+
+    async def _await(self, key: K, flight: _Flight[V]) -> V:
         flight.waiters += 1
         try:
             return await asyncio.shield(flight.task)
         finally:
             flight.waiters -= 1
             if flight.waiters == 0 and not flight.task.done():
-                flight.task.cancel()
+                if flight.owned:
+                    flight.task.cancel()
                 # Forget it now, not when it has unwound: a caller arriving meanwhile must start afresh
                 # rather than await a cancelled task.
                 if self._flights.get(key) is flight:
@@ -194,14 +219,14 @@ class QueryCoalescer(Generic[K, V]):
 
     async def aclose(self) -> None:
         """Cancel every fetch still running and wait for them to end; forget reusable answers."""
-        tasks = [flight.task for flight in self._flights.values()]
+        tasks = [flight.task for flight in self._flights.values() if flight.owned]
         self._flights.clear()
         self._answers.clear()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _landed(self, key: K, flight: _Flight[V], task: asyncio.Task[V]) -> None:
+    def _landed(self, key: K, flight: _Flight[V], task: asyncio.Future[V]) -> None:
         if self._flights.get(key) is flight:
             del self._flights[key]
         if task.cancelled() or task.exception() is not None:  # exception(): marks it retrieved as well
@@ -223,6 +248,8 @@ class Batcher(Protocol):
     """Sends queries of one shape and time together (`daemon.signals.batching.QueryBatcher`)."""
 
     async def query(self, shape: str, promql: str, at: float) -> QueryResult: ...
+
+    def submit(self, shape: str, promql: str, at: float) -> asyncio.Future[QueryResult]: ...
 
     async def aclose(self) -> None: ...
 
@@ -285,10 +312,10 @@ class PrometheusClient:
         if when is None and self._tick > 0:
             when = math.floor(self._clock.now() / self._tick) * self._tick
         if self.batcher is not None and shape is not None and when is not None:
-            fetch = partial(self.batcher.query, shape, promql, when)
-        else:
-            fetch = partial(self._fetch, promql, when)
-        return await self._coalescer.run((promql, when), fetch)
+            # A batch member is a future the batch resolves: awaited without a fetch task of its own.
+            return await self._coalescer.run_submitted((promql, when),
+                                                       partial(self.batcher.submit, shape, promql, when))
+        return await self._coalescer.run((promql, when), partial(self._fetch, promql, when))
 
     async def query_range(self, promql: str, *, start: float, end: float, step: float) -> tuple[RangeSeries, ...]:
         """`promql` evaluated every `step` seconds from `start` to `end` (epoch seconds), at most
