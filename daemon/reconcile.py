@@ -1,6 +1,7 @@
 """Reconciling one Deployment: what its rollout is, which task judges or acts on it, and what a human
-asked for. Level-triggered: each call looks at the Deployment and its ReplicaSets as they are now,
-with the state annotation, and hands decisions to `Actions` (which writes through the one writer).
+asked for (acted on by `daemon.approval_action`). Level-triggered: each call looks at the Deployment and its
+ReplicaSets as they are now, with the state annotation, and hands decisions to `Actions` (which writes
+through the one writer).
 
 Per Deployment at most one task runs: the analysis of its current rollout, or the action that
 replaced it (a rollback with its pre-rollback Job, an approved rollback). Long waits happen in that
@@ -22,13 +23,7 @@ import structlog
 
 from daemon.actions import Actions, RollbackRegistry
 from daemon.analysis_seams import Measurer
-from daemon.approval import (
-    APPROVE_ANNOTATION,
-    APPROVE_REVISION_ANNOTATION,
-    APPROVED_BY_ANNOTATION,
-    Decision,
-    judge_approval,
-)
+from daemon.approval_action import act_on_approval
 from daemon.clock import Clock
 from daemon.gitops.owner import reapplied_note
 from daemon.kube.rollout_state import (
@@ -55,7 +50,7 @@ from daemon.rollout import (
 from daemon.rules.evaluate import Verdict
 from daemon.rules.model import Action, GitOpsMode, RollbackPolicy
 from daemon.tracking import TaskRunner, Tracked
-from daemon.writer import ClusterWriter, NotWriting
+from daemon.writer import ClusterWriter
 
 log = structlog.get_logger("rollguard.reconcile")
 
@@ -162,7 +157,8 @@ class Reconciler:
             await self._new_rollout(key, tracked, deployment, replica_sets, policy, state)
         await self._phase_changed(tracked, identity_status.phase, identity_status.message)
         if policy is not None:
-            await self._check_approval(key, tracked, deployment)
+            await act_on_approval(key, tracked, deployment, writer=self._writer, actions=self._actions,
+                                  tasks=self._tasks)
 
     def _state(self, key: Key, deployment: Obj, replica_sets: Sequence[Obj], tracked: Tracked, *,
                memory: AnalysisState | None = None) -> AnalysisState:
@@ -379,43 +375,6 @@ class Reconciler:
             return
         tracked.rolled_back_from = None
         tracked.state = await self._actions.rollback_rollout_failed(bad, tracked.state, message)
-
-    # ----- approvals -----
-
-    async def _check_approval(self, key: Key, tracked: Tracked, deployment: Obj) -> None:
-        annotations: Mapping[str, str] = (deployment.get("metadata") or {}).get("annotations") or {}
-        state = tracked.current_state()
-        pending = tracked.identity.revision if (
-            tracked.rollout is not None and state.phase == Stage.REVIEW
-            and state.is_for(tracked.identity.revision, tracked.identity.pod_template_hash or "")) else None
-        approval = judge_approval(annotations, revision=tracked.identity.revision, pending_revision=pending)
-        if approval is None:
-            return
-        try:
-            await self._writer.clear_annotations(
-                key[0], key[1], (APPROVE_ANNOTATION, APPROVE_REVISION_ANNOTATION, APPROVED_BY_ANNOTATION))
-        except NotWriting:
-            pass  # dry run: the approval stays, and is judged again (and ignored) on the next event
-        except Exception as exc:  # an approval must still be acted on when the clearing fails
-            log.warning("could not clear the approval annotations", namespace=key[0], deployment=key[1],
-                        error=str(exc))
-        if approval.decision is Decision.IGNORED or tracked.rollout is None:
-            log.warning("approval ignored", namespace=key[0], deployment=key[1], problem=approval.problem)
-            await self._writer.event(deployment, type_="Warning", reason="ApprovalIgnored",
-                                     message=str(approval.problem))
-            return
-        rollout = tracked.rollout
-        approver = approval.approver_text
-        last = tracked.analysis.last_verdict if tracked.analysis is not None else None
-        await self._tasks.stop(tracked, "a human decided the review")
-        if approval.decision is Decision.DENY:
-            tracked.state = await self._actions.denied(rollout, state, approver)
-            self._tasks.record_finished(tracked)
-            return
-        verdict = Verdict(Action.ROLLBACK, last.deciding if last else (),
-                          last.reason if last else "rollback approved by a human after review")
-        self._tasks.spawn(key, tracked, rollout, lambda: self._actions.rollback(
-            rollout, verdict, state, event=Event.APPROVED, approved_by=approver), "rollback")
 
 
 _background: set[asyncio.Task[None]] = set()

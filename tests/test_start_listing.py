@@ -28,19 +28,13 @@ async def test_the_next_page_is_asked_for_while_one_is_trimmed(tmp_path: Path,
         names = [f"web-{i:04d}" for i in range(count)]
         create_deployments(cluster.store, "big", names)
         in_flight: list[int] = []
-        share = watching.share_strings
-        depth = [0]
+        share = watching.share_page
 
-        def observed(value: Any) -> Any:
-            if depth[0] == 0:  # a page (share_strings recurses through the module's name)
-                in_flight.append(len(_page_tasks()))
-            depth[0] += 1
-            try:
-                return share(value)
-            finally:
-                depth[0] -= 1
+        def observed(items: list[dict[str, Any]], **kwargs: Any) -> Any:
+            in_flight.append(len(_page_tasks()))
+            return share(items, **kwargs)
 
-        monkeypatch.setattr(watching, "share_strings", observed)
+        monkeypatch.setattr(watching, "share_page", observed)
         informer = Informer(kube, group_version="apps/v1", plural="deployments")
 
         async def handler(_kind: str, _obj: dict[str, Any]) -> None:
@@ -62,13 +56,13 @@ async def test_a_cancelled_list_leaves_no_page_request_behind(tmp_path: Path,
     async with sim_server(tmp_path) as cluster, await KubeClient.connect(cluster.kubeconfig) as kube:
         create_deployments(cluster.store, "big", [f"web-{i:04d}" for i in range(2 * PAGE_SIZE + 10)])
         trimmed = asyncio.Event()
-        share = watching.share_strings
+        share = watching.share_page
 
-        def observed(value: Any) -> Any:
+        def observed(items: list[dict[str, Any]], **kwargs: Any) -> Any:
             trimmed.set()
-            return share(value)
+            return share(items, **kwargs)
 
-        monkeypatch.setattr(watching, "share_strings", observed)
+        monkeypatch.setattr(watching, "share_page", observed)
         informer = Informer(kube, group_version="apps/v1", plural="deployments")
 
         async def handler(_kind: str, _obj: dict[str, Any]) -> None:

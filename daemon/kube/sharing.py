@@ -98,19 +98,22 @@ class PodSpecPool:
     def __len__(self) -> int:
         return len(self._specs)
 
-    def share(self, obj: Obj, *, deployment: str | None, is_deployment: bool) -> None:
+    def share(self, obj: Obj, *, deployment: str | None, is_deployment: bool) -> bool:
         """Give `obj` (the Deployment named `deployment`, or one of its ReplicaSets) the remembered equal
-        pod spec, or remember its own (a Deployment's always, a ReplicaSet's when none is)."""
+        pod spec, or remember its own (a Deployment's always, a ReplicaSet's when none is); whether `obj`
+        was given the remembered one."""
         template = (obj.get("spec") or {}).get("template")
         spec = template.get("spec") if type(template) is dict else None
         if not deployment or type(spec) is not dict:
-            return
+            return False
         key = (str((obj.get("metadata") or {}).get("namespace", "")), deployment)
         known = self._specs.get(key)
         if known is not None and known is not spec and known == spec:
             template["spec"] = known  # type: ignore[index]
-        elif known is None or is_deployment:
+            return True
+        if known is None or is_deployment:
             self._specs[key] = spec
+        return False
 
     def forget(self, deployment: tuple[str, str]) -> None:
         """Drop what is remembered for a deleted Deployment (namespace, name)."""
@@ -151,7 +154,9 @@ class CommonValues:
         if known is not None:
             return known
         if len(self._known) < self._limit:
-            self._known[key] = value
+            # Held values have their strings interned: objects given one later need not walk it
+            # (`share_page`), whatever becomes of the object that brought it.
+            self._known[key] = share_strings(value)
         return value
 
 
@@ -182,30 +187,70 @@ def _content_key(value: Any, depth: int) -> Hashable | None:
     return ("[", tuple(items))
 
 
-def share_common(obj: Obj, values: CommonValues, *, is_deployment: bool) -> Obj:
+Replaced = list[tuple[Obj, str, Any]]
+"""Where a part of an object was replaced by one held before: (parent, key, the held value)."""
+
+
+def share_common(obj: Obj, values: CommonValues, *, is_deployment: bool, replaced: Replaced | None = None) -> Obj:
     """`obj` (a Deployment or a ReplicaSet just decoded, not yet shared) with its recurring parts replaced,
-    in place, by the equal ones `values` holds."""
+    in place, by the equal ones `values` holds (each replacement noted in `replaced`, when given)."""
     spec = obj.get("spec")
     if type(spec) is not dict:
         return obj
     if is_deployment:
-        _share_key(spec, "strategy", values)
+        _share_key(spec, "strategy", values, replaced)
     else:
-        _share_key(obj.get("metadata"), "annotations", values)
-        _share_key(obj, "status", values)
+        _share_key(obj.get("metadata"), "annotations", values, replaced)
+        _share_key(obj, "status", values, replaced)
     template = spec.get("template")
     pod = template.get("spec") if type(template) is dict else None
     if type(pod) is dict:
-        _share_key(pod, "securityContext", values)
+        _share_key(pod, "securityContext", values, replaced)
         containers = pod.get("containers")
         if type(containers) is list:
             for container in containers:
                 if type(container) is dict:
-                    _share_key(container, "resources", values)
-                    _share_key(container, "ports", values)
+                    _share_key(container, "resources", values, replaced)
+                    _share_key(container, "ports", values, replaced)
     return obj
 
 
-def _share_key(parent: Any, key: str, values: CommonValues) -> None:
+def _share_key(parent: Any, key: str, values: CommonValues, replaced: Replaced | None) -> None:
     if type(parent) is dict and key in parent:
-        parent[key] = values.shared(parent[key])
+        own = parent[key]
+        held = values.shared(own)
+        if held is not own:
+            parent[key] = held
+            if replaced is not None:
+                replaced.append((parent, key, held))
+
+
+def share_page(items: list[Obj], *, is_deployment: bool, pod_specs: PodSpecPool | None = None,
+               common: CommonValues | None = None, strings: bool = True) -> list[Obj]:
+    """`items` (just decoded and trimmed, of one kind) holding, in place, their recurring parts (`common`)
+    and pod specs (`pod_specs`) once, and, with `strings`, their short strings interned (`share_strings`).
+
+    Strings are interned after the parts are shared, and a part replaced by one held before is not walked
+    again: the held one was walked with the object that brought it (a Deployment's current ReplicaSet
+    carries its Deployment's pod spec, most of a ReplicaSet). The replaced parts are set aside (their keys
+    kept in place) while the rest of the object is walked, then put back: every value is as with sharing
+    strings first."""
+    for item in items:
+        replaced: Replaced = []
+        if common is not None:
+            share_common(item, common, is_deployment=is_deployment, replaced=replaced)
+        if pod_specs is not None:
+            owner = str((item.get("metadata") or {}).get("name", "")) if is_deployment else deployment_of(item)
+            if pod_specs.share(item, deployment=owner, is_deployment=is_deployment):
+                template = item["spec"]["template"]
+                replaced.append((template, "spec", template["spec"]))
+        if not strings:
+            continue
+        try:
+            for parent, key, _ in replaced:
+                parent[key] = None
+            share_strings(item)
+        finally:
+            for parent, key, held in replaced:
+                parent[key] = held
+    return items

@@ -33,8 +33,7 @@ from daemon.kube.sharing import (
     CommonValues,
     PodSpecPool,
     compact,
-    deployment_of,
-    share_common,
+    share_page,
     share_strings,
     trimmed,
 )
@@ -129,7 +128,8 @@ class Informer:
                     kind = str(event.get("type"))
                     obj = compact(trimmed([obj])[0])
                     # A deleted object leaves the cache: nothing to share, and nothing to remember for later.
-                    await self._apply(kind, obj if kind == "DELETED" else self._shared([obj])[0], handler)
+                    await self._apply(kind, obj if kind == "DELETED" else self._shared([obj], strings=False)[0],
+                                      handler)
                     resource_version = rv or resource_version
             except ResourceExpired as exc:
                 log.info("watch expired, re-listing", resource=self.plural, namespace=namespace, reason=exc.message)
@@ -158,13 +158,13 @@ class Informer:
             fresh = {object_key(item): item for item in listing.get("items") or []}
             stale = [key for key in self.cache if (namespace is None or key[0] == namespace) and key not in fresh]
             for key in stale:
-                await self._apply("DELETED", self.cache[key], handler)
+                await self._apply("DELETED", self.cache[key], handler, key=key)
             for key, item in fresh.items():
                 known = self.cache.get(key)
                 if known is None:
-                    await self._apply("ADDED", item, handler)
+                    await self._apply("ADDED", item, handler, key=key)
                 elif (known.get("metadata") or {}).get("resourceVersion") != item["metadata"].get("resourceVersion"):
-                    await self._apply("MODIFIED", item, handler)
+                    await self._apply("MODIFIED", item, handler, key=key)
             return str((listing.get("metadata") or {}).get("resourceVersion") or "0")
         finally:
             if big:
@@ -197,7 +197,7 @@ class Informer:
                     ahead = asyncio.create_task(self._client.get(path, {**query, "continue": token}),
                                                 name=f"list-{self.plural}-page")
                     await asyncio.sleep(0)
-                items.extend(self._shared(share_strings(trimmed(page.get("items") or []))))
+                items.extend(self._shared(trimmed(page.get("items") or []), strings=True))
                 if ahead is None:
                     break
                 page = await ahead
@@ -215,21 +215,17 @@ class Informer:
         first.setdefault("metadata", {}).pop("continue", None)
         return first, big
 
-    def _shared(self, items: list[Obj]) -> list[Obj]:
-        """`items` (just decoded) holding their recurring parts and pod specs once (`daemon.kube.sharing`)."""
-        deployments = self.plural == "deployments"
-        if self._common is not None:
-            for item in items:
-                share_common(item, self._common, is_deployment=deployments)
-        if self._pod_specs is not None:
-            for item in items:
-                owner = str((item.get("metadata") or {}).get("name", "")) if deployments else deployment_of(item)
-                self._pod_specs.share(item, deployment=owner, is_deployment=deployments)
-        return items
+    def _shared(self, items: list[Obj], *, strings: bool) -> list[Obj]:
+        """`items` (just decoded and trimmed) holding their recurring parts and pod specs once, and with
+        `strings` their short strings interned (`daemon.kube.sharing.share_page`)."""
+        return share_page(items, is_deployment=self.plural == "deployments", pod_specs=self._pod_specs,
+                          common=self._common, strings=strings)
 
-    async def _apply(self, kind: str, obj: Obj, handler: Handler) -> None:
-        key = object_key(obj)
-        trimmed([obj])
+    async def _apply(self, kind: str, obj: Obj, handler: Handler, *, key: tuple[str, str] | None = None) -> None:
+        """Cache `obj` (trimmed: a listed or watched object, or one of the cache's own; `key` its
+        `object_key` when known) and report it."""
+        if key is None:
+            key = object_key(obj)
         if kind == "DELETED":
             self.cache.pop(key, None)
             if self._pod_specs is not None and self.plural == "deployments":
