@@ -28,7 +28,14 @@ import structlog
 
 from daemon.clock import Clock
 from sim.controllers.events import NORMAL, WARNING, EventRecorder
-from sim.controllers.hashing import POD_TEMPLATE_HASH, normalise, template_hash, template_without_hash, templates_equal
+from sim.controllers.hashing import (
+    POD_TEMPLATE_HASH,
+    normalise,
+    quick_equal,
+    template_hash,
+    template_without_hash,
+    templates_equal,
+)
 from sim.controllers.kubelet import parse_time
 from sim.controllers.replicaset import claim, controller_ref, is_controlled_by, owner_reference
 from sim.resources import DEPLOYMENTS, PODS, REPLICASETS
@@ -422,10 +429,17 @@ class _DeploymentSync:
     # ----- new and old ReplicaSets -----
 
     def find_new_rs(self, rs_list: list[Obj]) -> Obj | None:
-        # `templates_equal` against each, with the Deployment's side normalised once.
-        template = template_without_hash(self.d["spec"].get("template") or {})
+        # `templates_equal` against each, with the Deployment's side normalised once if at all.
+        template = self.d["spec"].get("template") or {}
+        normalised: dict[str, Any] | None = None
         for rs in sorted(rs_list, key=_created_key):
-            if template_without_hash((rs.get("spec") or {}).get("template") or {}) == template:
+            other = (rs.get("spec") or {}).get("template") or {}
+            equal = quick_equal(other, template)
+            if equal is None:
+                if normalised is None:
+                    normalised = template_without_hash(template)
+                equal = template_without_hash(other) == normalised
+            if equal:
                 return rs
         return None
 
