@@ -7,6 +7,8 @@
 | `bench.scale` | the daemon (a separate process) watching thousands of Deployments: RSS, idle CPU, time to ready |
 | `bench.analyses` | hundreds of concurrent analyses: CPU share, evaluation lag, Prometheus queries per second |
 | `bench.rules_cost` | µs per rule per evaluation of the shipped policy |
+| `bench.mass` | 10,000 rollouts at once, each analysed: lag, missed ticks, CPU, Prometheus requests/s |
+| `bench.mass_cluster` | `mass_rollout`'s simulated cluster, in a process of its own |
 
 Everything runs on this machine against the simulated cluster and a real Prometheus, on loopback.
 Figures are comparable within one run only (the machine is shared): nothing here asserts timings.

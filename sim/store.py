@@ -25,33 +25,13 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from daemon.clock import Clock
+from sim.jsondata import copy_json as copy_json, micro_time as micro_time, rfc3339 as rfc3339
 from sim.resources import NAMESPACES, ResourceType
 
 Obj = dict[str, Any]
-_T = TypeVar("_T")
-
-
-def copy_json(value: _T) -> _T:
-    """Deep copy of JSON-like data (dicts, lists, scalars); several times faster than copy.deepcopy."""
-    if isinstance(value, dict):
-        return {k: copy_json(v) for k, v in value.items()}  # type: ignore[return-value]
-    if isinstance(value, list):
-        return [copy_json(v) for v in value]  # type: ignore[return-value]
-    return value
-
-
-def rfc3339(epoch: float) -> str:
-    """Kubernetes `Time`: RFC 3339 UTC with whole seconds."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def micro_time(epoch: float) -> str:
-    """Kubernetes `MicroTime`: RFC 3339 UTC with six fractional digits."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class ApiError(Exception):
@@ -138,6 +118,9 @@ class Store:
         # and namespace: a page is found by bisection instead of sorting and scanning the whole list.
         self._sorted_keys: dict[str, list[tuple[str, str]]] = {}
         self._sorted_names: dict[str, dict[str, list[str]]] = {}
+        # The same objects by bucket → (namespace, uid of their controller ownerReference) → name: a
+        # Deployment's ReplicaSets are found without reading every ReplicaSet of its namespace.
+        self._by_controller: dict[str, dict[tuple[str, str], dict[str, Obj]]] = {}
         self._history: deque[WatchEvent] = deque(maxlen=history_size)
         self._subscriptions: list[Subscription] = []
         self._listeners: list[Callable[[WatchEvent], None]] = []
@@ -208,6 +191,14 @@ class Store:
                 return page, end - index + 1, True
             page.append(obj)
         return page, 0, False
+
+    def controlled_by(self, rt: ResourceType, namespace: str, uid: str) -> list[Obj]:
+        """The stored objects (read-only!) of `namespace` whose controller ownerReference (the first with
+        `controller: true`) names `uid`, sorted by name: what filtering `list_objects` by owner returns."""
+        owned = self._by_controller.get(rt.bucket, {}).get((self._ns(rt, namespace), uid))
+        if not owned:
+            return []
+        return [owned[name] for name in sorted(owned)]
 
     def iter_objects(self, rt: ResourceType) -> Iterator[Obj]:
         """Every stored object of a type, unordered (read-only)."""
@@ -295,6 +286,7 @@ class Store:
         if (ns, name) not in bucket:
             raise not_found(rt, name)
         obj = bucket.pop((ns, name))
+        self._unindex_controller(rt.bucket, (ns, name), obj)
         in_namespace = self._by_namespace[rt.bucket][ns]
         del in_namespace[name]
         if not in_namespace:
@@ -364,9 +356,15 @@ class Store:
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
         bucket = self._bucket(rt)
-        if key not in bucket:
+        previous = bucket.get(key)
+        if previous is None:
             self._index(rt.bucket, key)
+        else:
+            self._unindex_controller(rt.bucket, key, previous)
         bucket[key] = obj
+        uid = _controller_uid(obj)
+        if uid is not None:
+            self._by_controller.setdefault(rt.bucket, {}).setdefault((key[0], uid), {})[key[1]] = obj
         self._by_namespace.setdefault(rt.bucket, {}).setdefault(key[0], {})[key[1]] = obj
         self._publish(WatchEvent(kind, rt.bucket, copy_json(obj), self._rv))
 
@@ -383,6 +381,16 @@ class Store:
         if not names:
             del by_namespace[key[0]]
 
+    def _unindex_controller(self, bucket: str, key: tuple[str, str], obj: Obj) -> None:
+        uid = _controller_uid(obj)
+        if uid is None:
+            return
+        by_owner = self._by_controller[bucket]
+        owned = by_owner[(key[0], uid)]
+        del owned[key[1]]
+        if not owned:
+            del by_owner[(key[0], uid)]
+
     def _publish(self, event: WatchEvent) -> None:
         if len(self._history) == self._history.maxlen:
             self._oldest_resumable = self._history[0].resource_version + 1
@@ -392,3 +400,12 @@ class Store:
                 sub.queue.put_nowait(event)
         for listener in self._listeners:
             listener(event)
+
+
+def _controller_uid(obj: Obj) -> str | None:
+    """The uid named by the object's controller ownerReference (the first with `controller: true`), if any."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or ():
+        if ref.get("controller"):
+            uid = ref.get("uid")
+            return uid if isinstance(uid, str) else None
+    return None

@@ -11,9 +11,11 @@ from sim.controllers.hashing import (
     SAFE_ALPHABET,
     fnv1a_32,
     normalise,
+    quick_equal,
     random_suffix,
     safe_encode,
     template_hash,
+    template_without_hash,
     templates_equal,
 )
 
@@ -90,3 +92,46 @@ def test_random_suffix_uses_the_safe_alphabet() -> None:
     suffix = random_suffix(5, rng=random.Random(7))
     assert len(suffix) == 5
     assert set(suffix) <= set(SAFE_ALPHABET)
+
+
+def _variant(rng: random.Random, base: dict[str, Any]) -> dict[str, Any]:
+    """`base` rewritten one of the ways a template reaches the controller: the hash label, empty and
+    defaulted values written out, another image (empty too), another label, a second container."""
+    variant: dict[str, Any] = {"metadata": {"labels": dict(base["metadata"]["labels"])},
+                               "spec": {"containers": [dict(c) for c in base["spec"]["containers"]]}}
+    container = variant["spec"]["containers"][0]
+    for _ in range(rng.randrange(4)):
+        change = rng.randrange(9)
+        if change == 0:
+            variant["metadata"]["labels"]["pod-template-hash"] = rng.choice(["abc", "def", ""])
+        elif change == 1:
+            variant["metadata"]["creationTimestamp"] = None
+        elif change == 2:
+            container["resources"] = {}
+        elif change == 3:
+            container["image"] = rng.choice(["nginx:1.25", "nginx:1.26", ""])
+        elif change == 4:
+            variant["metadata"]["labels"]["tier"] = rng.choice(["a", "b", ""])
+        elif change == 5:
+            variant["spec"]["restartPolicy"] = rng.choice(["Always", "Never"])
+        elif change == 6:
+            container["imagePullPolicy"] = rng.choice(["IfNotPresent", "Always"])
+        elif change == 7:
+            variant["spec"]["containers"].append({"name": "side", "image": rng.choice(["busybox", ""])})
+        else:
+            variant["metadata"]["labels"] = {"pod-template-hash": "abc"}
+    return variant
+
+
+def test_the_quick_answers_agree_with_the_full_comparison() -> None:
+    rng = random.Random(7)
+    answered = {True: 0, False: 0}
+    for _ in range(5000):
+        a, b = _variant(rng, template()), _variant(rng, template())
+        quick = quick_equal(a, b)
+        full = template_without_hash(a) == template_without_hash(b)
+        if quick is not None:
+            assert quick == full, (a, b)
+            answered[quick] += 1
+        assert templates_equal(a, b) == full, (a, b)
+    assert min(answered.values()) > 200, answered

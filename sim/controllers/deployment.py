@@ -28,7 +28,14 @@ import structlog
 
 from daemon.clock import Clock
 from sim.controllers.events import NORMAL, WARNING, EventRecorder
-from sim.controllers.hashing import POD_TEMPLATE_HASH, normalise, template_hash, templates_equal
+from sim.controllers.hashing import (
+    POD_TEMPLATE_HASH,
+    normalise,
+    quick_equal,
+    template_hash,
+    template_without_hash,
+    templates_equal,
+)
 from sim.controllers.kubelet import parse_time
 from sim.controllers.replicaset import claim, controller_ref, is_controlled_by, owner_reference
 from sim.resources import DEPLOYMENTS, PODS, REPLICASETS
@@ -395,8 +402,15 @@ class _DeploymentSync:
 
     def owned_rss(self) -> list[Obj]:
         """Private copies of the ReplicaSets this Deployment controls, as stored now."""
+        return [copy_json(rs) for rs in self.stored_owned_rss()]
+
+    def stored_owned_rss(self) -> list[Obj]:
+        """The stored ReplicaSets (read-only!) this Deployment controls, sorted by name."""
+        uid = self.d["metadata"].get("uid")
+        if isinstance(uid, str):
+            return self.store.controlled_by(REPLICASETS, self.namespace, uid)
         items, _ = self.store.list_objects(REPLICASETS, self.namespace)
-        return [copy_json(rs) for rs in items if is_controlled_by(rs, self.d)]
+        return [rs for rs in items if is_controlled_by(rs, self.d)]
 
     def fresh(self, rs: Obj | None) -> Obj | None:
         if rs is None:
@@ -415,9 +429,17 @@ class _DeploymentSync:
     # ----- new and old ReplicaSets -----
 
     def find_new_rs(self, rs_list: list[Obj]) -> Obj | None:
+        # `templates_equal` against each, with the Deployment's side normalised once if at all.
         template = self.d["spec"].get("template") or {}
+        normalised: dict[str, Any] | None = None
         for rs in sorted(rs_list, key=_created_key):
-            if templates_equal((rs.get("spec") or {}).get("template"), template):
+            other = (rs.get("spec") or {}).get("template") or {}
+            equal = quick_equal(other, template)
+            if equal is None:
+                if normalised is None:
+                    normalised = template_without_hash(template)
+                equal = template_without_hash(other) == normalised
+            if equal:
                 return rs
         return None
 
@@ -808,7 +830,7 @@ class _DeploymentSync:
 
     def calculate_status(self, new_rs: Obj | None) -> Obj:
         d = self.d
-        all_rss = self.owned_rss()
+        all_rss = self.stored_owned_rss()  # only read
         new_name = new_rs["metadata"]["name"] if new_rs is not None else None
         fresh_new = next((rs for rs in all_rss if rs["metadata"]["name"] == new_name), None)
         available = sum(_status_int(rs, "availableReplicas") for rs in all_rss)
@@ -888,7 +910,7 @@ class _DeploymentSync:
         self._write_status(new_status)
 
     def _replica_failures(self, new_rs: Obj | None) -> list[Obj]:
-        all_rss = self.owned_rss()
+        all_rss = self.stored_owned_rss()  # only read
         fresh_new = self.fresh(new_rs)
         ordered = ([fresh_new] if fresh_new is not None else []) + all_rss
         for rs in ordered:

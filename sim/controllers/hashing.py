@@ -29,6 +29,7 @@ __all__ = [
     "POD_TEMPLATE_HASH",
     "SAFE_ALPHABET",
     "normalise",
+    "quick_equal",
     "random_suffix",
     "safe_encode",
     "template_hash",
@@ -87,7 +88,39 @@ def template_without_hash(template: Mapping[str, Any]) -> dict[str, Any]:
 
 def templates_equal(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
     """Whether two pod templates are semantically equal, ignoring the `pod-template-hash` label."""
+    quick = quick_equal(a or {}, b or {})
+    if quick is not None:
+        return quick
     return template_without_hash(a or {}) == template_without_hash(b or {})
+
+
+def quick_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool | None:
+    """What `templates_equal` answers, when that is clear without copying, defaulting and normalising
+    both: equal when they are equal as written once the `pod-template-hash` label is set aside (the same
+    input makes the same normalised template); different when a container at the same position has a
+    different non-empty image on each side (normalising keeps both). None otherwise."""
+    if _without_hash_label(a) == _without_hash_label(b):
+        return True
+    containers_a = (a.get("spec") or {}).get("containers") if isinstance(a.get("spec"), dict) else None
+    containers_b = (b.get("spec") or {}).get("containers") if isinstance(b.get("spec"), dict) else None
+    if isinstance(containers_a, list) and isinstance(containers_b, list):
+        for one, other in zip(containers_a, containers_b, strict=False):
+            if isinstance(one, dict) and isinstance(other, dict):
+                image_a, image_b = one.get("image"), other.get("image")
+                if isinstance(image_a, str) and isinstance(image_b, str) and image_a and image_b and image_a != image_b:
+                    return False
+    return None
+
+
+def _without_hash_label(template: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`template` with its `pod-template-hash` label left out (shallow copies on the way to it only)."""
+    meta = template.get("metadata")
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if not isinstance(labels, dict) or POD_TEMPLATE_HASH not in labels:
+        return template
+    assert isinstance(meta, dict)
+    kept = {key: value for key, value in labels.items() if key != POD_TEMPLATE_HASH}
+    return {**template, "metadata": {**meta, "labels": kept}}
 
 
 def fnv1a_32(data: bytes) -> int:
