@@ -168,7 +168,7 @@ class Analysis:
         eval_state = self._timers()
         if isinstance(self._measurer, Wakeable):
             self._wake = self._measurer.wakeup(self.rollout)
-        tick = planned = max(first_tick, self._clock.now())
+        tick, planned = self._first_evaluation(first_tick)
         at = tick  # when this evaluation happens: the planned tick, or earlier when woken
         while True:
             if self._bake_over(at) and not self._rules_pending(at) and not self._cannot_tell():
@@ -205,7 +205,7 @@ class Analysis:
             if await self._act(verdict, eval_state, measurements):
                 return
             if at >= tick:  # an evaluation out of schedule keeps the planned tick
-                tick, planned = self._next_tick(tick + timing.interval)
+                tick, planned = self._next_tick(planned + timing.interval)
             self.history.next_at = tick
             self._publish()
             at = await self._wait(tick)
@@ -366,10 +366,21 @@ class Analysis:
                                     [ProviderKind.of(signals[n]).value if n in signals else "unknown"
                                      for n, m in measurements.items() if m.phase is Phase.ERROR])
 
+    def _first_evaluation(self, first_tick: float) -> tuple[float, float]:
+        """When to evaluate first, and the planned tick it stands for. Late (a busy start, a resumed
+        analysis, baselines measured slowly) it is made at once and stands for the latest tick of the
+        schedule `first_tick + k * interval`, so the ticks after it stay on that schedule: on the whole
+        second its phase chose, shared with the rollouts whose queries are batched with it."""
+        now = self._clock.now()
+        if now <= first_tick:
+            return first_tick, first_tick
+        interval = self.rollout.policy.analysis.interval
+        return now, first_tick + ((now - first_tick) // interval) * interval
+
     def _next_tick(self, tick: float) -> tuple[float, float]:
         """When to evaluate next, and the planned tick that evaluation stands for. After a slow tick the
         ticks already past are skipped (counted) instead of evaluated in a burst; the evaluation made at
-        once stands for the latest of them."""
+        once stands for the latest of them, and the schedule goes on from that planned tick."""
         now, interval = self._clock.now(), self.rollout.policy.analysis.interval
         if tick > now:
             return tick, tick

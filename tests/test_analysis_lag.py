@@ -41,12 +41,29 @@ async def test_a_late_tick_is_measured_and_the_ticks_it_covered_are_counted() ->
 
     # Planned 30, 40, 50, 60, ...: the tick of 40 s ends at 65 s, after the ticks of 50 s and 60 s. The
     # next evaluation is made at once and stands for the latest (60 s, 5 s late); 50 s is skipped. The
-    # schedule then goes on from 65 s: 75, 85, 95.
-    assert measurer.asked_at == [30, 40, 65, 75, 85, 95]
+    # schedule then goes on from 60 s, not from 65 s: 70, 80, 90, 100 (a late tick must not move the
+    # analysis off the second its phase chose, where its queries are batched with other rollouts').
+    assert measurer.asked_at == [30, 40, 65, 70, 80, 90, 100]
     figures = samples(metrics)
     assert figures["rollguard_ticks_skipped_total"] == 1
-    assert figures["rollguard_evaluation_lag_seconds_count"] == 6
+    assert figures["rollguard_evaluation_lag_seconds_count"] == 7
     assert figures["rollguard_evaluation_lag_seconds_sum"] == 25 + 5
-    assert figures['rollguard_evaluation_lag_seconds_bucket{le="0.05"}'] == 4
-    assert figures['rollguard_evaluation_lag_seconds_bucket{le="5.0"}'] == 5
-    assert figures['rollguard_evaluation_lag_seconds_bucket{le="30.0"}'] == 6
+    assert figures['rollguard_evaluation_lag_seconds_bucket{le="0.05"}'] == 5
+    assert figures['rollguard_evaluation_lag_seconds_bucket{le="5.0"}'] == 6
+    assert figures['rollguard_evaluation_lag_seconds_bucket{le="30.0"}'] == 7
+
+
+async def test_a_late_first_tick_keeps_the_analysis_on_its_schedule() -> None:
+    """An analysis that gets to its first tick late (a busy start at thousands of rollouts, a resumed
+    analysis) evaluates at once, then goes on at the times its schedule planned — the whole seconds its
+    phase chose, which batching shares with other rollouts — instead of from when it happened to start."""
+    clock = FakeClock(START + 53)  # first tick planned at 30 s (initial delay), interval 10 s
+    metrics = Metrics()
+    measurer = ScriptedMeasurer(clock, lambda _t: 0.01)
+    analysis = Analysis(make_rollout(for_=60, bake=3600), AnalysisState(), measurer=measurer,
+                        decider=RecordingDecider(clock), clock=clock, metrics=metrics)
+    await drive(analysis, clock, complete_at=0, until=95)
+    assert measurer.asked_at == [54, 60, 70, 80, 90]  # 54: the fake clock moves in steps of 1 s
+    figures = samples(metrics)
+    assert figures["rollguard_evaluation_lag_seconds_sum"] == 4, "the first stands for the tick of 50 s"
+    assert figures["rollguard_ticks_skipped_total"] == 0, "ticks before the analysis ran are not skipped ticks"
