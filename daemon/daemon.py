@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from daemon import gcpolicy
 from daemon.actions import Actions, ActionSettings, RollbackRegistry
 from daemon.aio import run_guarded
 from daemon.alertmanager_http import WEBHOOK_PATH, webhook_handler, webhook_token_from_env
@@ -253,6 +254,7 @@ def run_command(settings: RunSettings) -> int:
             loop.add_signal_handler(sig, stop.set)
         await run_daemon(settings, stop=stop)
 
+    gcpolicy.apply()
     asyncio.run(main())
     return 0
 

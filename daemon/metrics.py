@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.gc_collector import GCCollector
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # python_gc_*: collections and what they found, by generation (`daemon.gcpolicy`).
+        GCCollector(registry=r)
         self.rollouts_seen = Counter("rollguard_rollouts_seen", "Rollouts noticed, by how they ended so far.",
                                      ["event"], registry=r)
         self.analyses_active = Gauge("rollguard_analyses_active", "Analyses currently running.", registry=r)

@@ -107,6 +107,8 @@ async def test_health_readiness_metrics_and_analyses_of_a_leader_and_a_follower(
                 assert (sample(metrics, "rollguard_evaluations_total") or 0) > 0
                 assert sample(metrics, "rollguard_analyses_active") == 0.0, "every analysis has ended"
                 assert sample(metrics, "rollguard_is_leader") == 1.0
+                # The collector's own figures (full collections: generation 2), for the CPU they cost.
+                assert sample(metrics, "python_gc_collections_total", '{generation="2"}') is not None
                 assert sample(metrics, "rollguard_verdicts_total", '{action="rollback"}') == 1.0
 
                 _, metrics = await get(http, f"{follower.url}/metrics")
