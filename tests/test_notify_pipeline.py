@@ -28,6 +28,7 @@ from daemon.notify import (
     Redactor,
     SendResult,
     build_notifiers,
+    rollout_key_for,
 )
 from daemon.notify.dedup import Deduplicator
 from daemon.notify.delivery import RetryPolicy
@@ -284,10 +285,13 @@ async def test_a_failing_notifier_never_delays_another() -> None:
     pipeline = NotificationPipeline([slow, slack], clock=clock, backoff_base=30, backoff_cap=60)
     await pipeline.start()
     try:
-        for kind in (AlertKind.ROLLOUT_FAILED, AlertKind.ROLLBACK_STARTED, AlertKind.ROLLBACK_COMPLETED):
-            pipeline.submit(make_alert(kind))
+        for revision, kind in enumerate((AlertKind.ROLLOUT_FAILED, AlertKind.ROLLBACK_STARTED,
+                                         AlertKind.ROLLBACK_COMPLETED), start=1):
+            pipeline.submit(make_alert(kind, revision=revision,
+                                       rollout_key=rollout_key_for("staging", "backend", revision)))
         await eventually(lambda: len(slack.calls) == 3, what="slack to get all three while pagerduty backs off")
-        # Each page had its first attempt at once; none waits behind another's backoff.
+        # Each rollout's page had its first attempt at once; none waits behind another rollout's backoff
+        # (a rollout's own alerts keep their order: see the tests at the end).
         await eventually(lambda: len(slow.calls) == 3, what="pagerduty to try each page once")
         assert {t for t, _ in slow.calls} == {clock.now()}
     finally:
@@ -510,3 +514,88 @@ def test_an_alert_no_notifier_is_routed_to_is_not_carried() -> None:
     assert pagerduty_only.carries(make_alert(AlertKind.ROLLBACK_STARTED))
     assert not pagerduty_only.carries(make_alert(AlertKind.ROLLOUT_STARTED))
     assert not NotificationPipeline([], clock=clock).carries(make_alert(AlertKind.ROLLBACK_STARTED))
+
+
+async def _deliver_all(pipeline: NotificationPipeline, clock: FakeClock, *alerts: Alert) -> None:
+    """Run the fake clock through every backoff until each of `alerts` is settled."""
+    for alert in alerts:
+        while not await pipeline.settled(alert, timeout=0.01):
+            await eventually(lambda: bool(clock._sleepers), what="a backoff sleep")
+            await clock.advance(clock._sleepers[0][0] - clock.now())
+
+
+async def test_a_resolve_never_overtakes_the_trigger_it_resolves() -> None:
+    """PagerDuty drops a resolve for an incident it does not have: if the trigger's retry came after,
+    the page would stay open for a review that was closed long ago."""
+    clock = FakeClock()
+    failures = iter([SendResult.retry_later("HTTP 500")])
+
+    async def send(alert: Alert) -> SendResult:
+        pagerduty.calls.append((clock.now(), alert))
+        return next(failures, SendResult.success())
+
+    pagerduty = Scripted("pagerduty", Channel.PAGERDUTY, clock)
+    pagerduty.send = send  # type: ignore[method-assign]
+    pipeline = NotificationPipeline([pagerduty], clock=clock, rng=random.Random(1))
+    await pipeline.start()
+    try:
+        review, closed = make_alert(AlertKind.REVIEW_NEEDED), make_alert(AlertKind.REVIEW_CLOSED)
+        pipeline.submit(review)
+        pipeline.submit(closed)
+        await _deliver_all(pipeline, clock, review, closed)
+    finally:
+        await pipeline.stop()
+    assert [a.kind for _, a in pagerduty.calls] == [
+        AlertKind.REVIEW_NEEDED, AlertKind.REVIEW_NEEDED, AlertKind.REVIEW_CLOSED]
+
+
+async def test_a_rollouts_alerts_keep_their_order_through_retries_and_others_go_ahead() -> None:
+    """The incident and the Slack thread read in the order things happened: "rollback completed"
+    waits for "rolling back" to get through; another rollout's alert is not held by either."""
+    clock = FakeClock()
+    t0 = clock.now()
+
+    async def send(alert: Alert) -> SendResult:
+        pagerduty.calls.append((clock.now(), alert))
+        if alert.kind is AlertKind.ROLLBACK_STARTED and clock.now() < t0 + 2:
+            return SendResult.retry_later("HTTP 500")
+        return SendResult.success()
+
+    pagerduty = Scripted("pagerduty", Channel.PAGERDUTY, clock)
+    pagerduty.send = send  # type: ignore[method-assign]
+    pipeline = NotificationPipeline([pagerduty], clock=clock, rng=random.Random(1))
+    await pipeline.start()
+    try:
+        started, completed = make_alert(AlertKind.ROLLBACK_STARTED), make_alert(AlertKind.ROLLBACK_COMPLETED)
+        other = make_alert(AlertKind.ROLLBACK_COMPLETED, deployment="frontend",
+                           rollout_key=rollout_key_for("staging", "frontend", 3))
+        pipeline.submit(started)
+        pipeline.submit(completed)
+        pipeline.submit(other)
+        assert await pipeline.settled(other, timeout=2), "another rollout's alert waited behind a retry"
+        assert clock.now() == t0
+        assert pipeline.pending() == {"pagerduty": 1}, "the held alert is not counted as waiting"
+        await _deliver_all(pipeline, clock, started, completed)
+    finally:
+        await pipeline.stop()
+    ours = [a.kind for _, a in pagerduty.calls if a.rollout_key == started.rollout_key]
+    assert ours[-2:] == [AlertKind.ROLLBACK_STARTED, AlertKind.ROLLBACK_COMPLETED], ours
+    assert ours.count(AlertKind.ROLLBACK_COMPLETED) == 1, ours
+
+
+async def test_alerts_held_behind_a_retry_are_owed_to_a_successor_at_shutdown() -> None:
+    """A stop while an alert waits for its retry abandons the alerts held behind it too: the
+    outbox keeps them, never counts them as settled."""
+    clock = FakeClock()
+    pagerduty = Scripted("pagerduty", Channel.PAGERDUTY, clock,
+                         script=iter([SendResult.retry_later("HTTP 500")] * 20))
+    pipeline = NotificationPipeline([pagerduty], clock=clock, rng=random.Random(1))
+    await pipeline.start()
+    started, completed = make_alert(AlertKind.ROLLBACK_STARTED), make_alert(AlertKind.ROLLBACK_COMPLETED)
+    pipeline.submit(started)
+    pipeline.submit(completed)
+    await eventually(lambda: bool(clock._sleepers), what="the first alert's backoff")
+    await pipeline.stop(drain_timeout=0.05)
+    assert not await pipeline.settled(started, timeout=0.05)
+    assert not await pipeline.settled(completed, timeout=0.05)
+    assert [a.kind for _, a in pagerduty.calls] == [AlertKind.ROLLBACK_STARTED]

@@ -9,7 +9,9 @@ Promises to the caller (the actions layer, in the middle of a rollback):
   * `submit()` is synchronous and returns at once: it never awaits, never raises. A full lane drops
     its *oldest* alert (logged, counted) — the newest is the one that describes the present.
   * Each notifier has its own queue and task, so a slow or failing notifier never delays another; and
-    an alert waiting for its retry waits aside, so it never delays the alerts behind it.
+    an alert waiting for its retry waits aside, so it never delays the alerts of other rollouts. The
+    later alerts of its own rollout wait for it (a page excepted), so they arrive in order
+    (`daemon.notify.lane`).
   * Retries use exponential backoff with jitter, honour Retry-After, and stop at `max_attempts` or
     when the next attempt would start after the alert's deadline (`deadline_seconds` after submit).
   * Every wait goes through the injected `Clock`, so tests drive backoff with `FakeClock.advance()`.
@@ -24,9 +26,7 @@ from __future__ import annotations
 import asyncio
 import random
 import traceback
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
@@ -34,7 +34,8 @@ import structlog
 from daemon.clock import Clock, SystemClock
 from daemon.notify.dedup import Deduplicator
 from daemon.notify.delivery import MetricsSink, PrometheusMetrics, RetryPolicy
-from daemon.notify.model import Alert, Notifier, SendResult, is_routed, transport_failure
+from daemon.notify.lane import Lane, Pending
+from daemon.notify.model import Alert, Notifier, is_routed
 from daemon.notify.secrets import Redactor
 
 log = structlog.get_logger("rollguard.notify")
@@ -50,146 +51,6 @@ class Router(Protocol):
     async def aclose(self) -> None:
         """Close what the router built; called once by the pipeline's `stop()`."""
         ...
-
-
-@dataclass(eq=False)
-class _Pending:
-    alert: Alert
-    submitted_at: float
-    """Clock time of `submit()`: the deadline counts from here."""
-    lanes: int = 0
-    """Lanes that have not finished with it yet (delivered, given up or dropped)."""
-    settled: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set once every lane finished with it."""
-    abandoned: bool = False
-    """A lane dropped it at shutdown: not delivered, not given up on — a successor must send it."""
-
-    def finished(self, *, abandoned: bool = False) -> None:
-        self.abandoned = self.abandoned or abandoned
-        self.lanes -= 1
-        if self.lanes <= 0:
-            self.settled.set()
-
-
-class _Lane:
-    """One notifier's bounded queue and the task that delivers from it, retrying per the policy.
-
-    A failed attempt does not hold the lane: the alert waits for its retry aside (`waiting`) while the
-    alerts behind it go out, so a page is never stuck behind a minor message that Slack keeps refusing."""
-
-    def __init__(self, notifier: Notifier, *, owner: NotificationPipeline, capacity: int) -> None:
-        self.notifier = notifier
-        self._owner = owner
-        self._capacity = capacity
-        self.queue: deque[_Pending] = deque()
-        self.waiting: dict[asyncio.Task[None], _Pending] = {}
-        """Alerts between two attempts, by the task that brings each back when its backoff is over."""
-        self._failures: dict[int, int] = {}
-        self._wakeup = asyncio.Event()
-        self.idle = asyncio.Event()
-        self.idle.set()
-        self.task: asyncio.Task[None] | None = None
-
-    def offer(self, pending: _Pending) -> None:
-        name = self.notifier.name
-        if len(self.queue) >= self._capacity:
-            dropped = self.queue.popleft()
-            self._failures.pop(id(dropped), None)
-            dropped.finished()
-            self._owner.metrics.dropped(name, "overflow")
-            log.warning("notification queue full; dropped the oldest alert", notifier=name,
-                        capacity=self._capacity, dropped_kind=dropped.alert.kind.value,
-                        dropped_rollout=dropped.alert.rollout_key)
-        self.queue.append(pending)
-        self.idle.clear()
-        self._wakeup.set()
-        self._owner.metrics.queued(name, len(self.queue))
-
-    async def run(self) -> None:
-        while True:
-            while not self.queue:
-                if not self.waiting:
-                    self.idle.set()
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            self.idle.clear()
-            pending = self.queue.popleft()
-            self._owner.metrics.queued(self.notifier.name, len(self.queue))
-            try:
-                done = await self._deliver(pending)
-            except asyncio.CancelledError:
-                pending.finished(abandoned=True)  # stopped mid-delivery: owed to a successor
-                raise
-            except Exception as exc:  # the lane must outlive any bug in one delivery; the error is logged
-                log.error("notification lane error", notifier=self.notifier.name,
-                          **self._owner.redacted_exception(exc))
-                done = True
-            if done:
-                self._failures.pop(id(pending), None)
-                pending.finished()
-
-    def abandon_waiting(self) -> list[_Pending]:
-        """Stop every retry wait (shutdown); the alerts they held."""
-        held = list(self.waiting.values())
-        for task in self.waiting:
-            task.cancel()
-        self.waiting.clear()
-        return held
-
-    def _retry_after(self, pending: _Pending, delay: float) -> None:
-        async def back() -> None:
-            await self._owner.clock.sleep(delay)
-            self.waiting.pop(task, None)
-            self.queue.appendleft(pending)  # its turn came long ago: ahead of the alerts that came since
-            self._wakeup.set()
-
-        task = asyncio.create_task(back(), name=f"notify-retry:{self.notifier.name}")
-        self.waiting[task] = pending
-
-    async def _deliver(self, pending: _Pending) -> bool:
-        """One attempt; True when the lane is done with the alert, False when a retry is scheduled."""
-        owner, alert, name = self._owner, pending.alert, self.notifier.name
-        policy = owner.policy
-        deadline = pending.submitted_at + policy.deadline_seconds
-        bound = log.bind(notifier=name, kind=alert.kind.value, rollout=alert.rollout_key, rule=alert.rule)
-        failures = self._failures.get(id(pending), 0)
-        result = await self._attempt(alert)
-        if result.ok:
-            owner.metrics.sent(name)
-            bound.debug("notification sent", attempts=failures + 1)
-            return True
-        failures += 1
-        error = owner.redactor.redact(result.error or "unknown error")
-        if not result.retry:
-            owner.metrics.failed(name, "rejected")
-            bound.warning("notification rejected; not retrying", error=error, attempts=failures)
-            return True
-        if failures >= policy.max_attempts:
-            owner.metrics.failed(name, "attempts")
-            bound.warning("notification failed; out of attempts", error=error, attempts=failures)
-            return True
-        delay = policy.delay(failures, retry_after=result.retry_after, rng=owner.rng)
-        if owner.clock.now() + delay > deadline:
-            owner.metrics.failed(name, "deadline")
-            bound.warning("notification failed; next retry would miss its deadline", error=error,
-                          attempts=failures, retry_in=round(delay, 3), deadline_seconds=policy.deadline_seconds)
-            return True
-        owner.metrics.retried(name)
-        bound.info("notification failed; retrying", error=error, attempt=failures, retry_in=round(delay, 3),
-                   retry_after=result.retry_after)
-        self._failures[id(pending)] = failures
-        self._retry_after(pending, delay)
-        return False
-
-    async def _attempt(self, alert: Alert) -> SendResult:
-        owner = self._owner
-        try:
-            async with asyncio.timeout(owner.send_timeout):
-                return await self.notifier.send(alert)
-        except TimeoutError:
-            return transport_failure(f"{self.notifier.name}: no answer within {owner.send_timeout:g}s")
-        except Exception as exc:  # a notifier bug is reported as a failure, never raised into the lane
-            return SendResult.give_up(owner.redactor.describe(exc))
 
 
 class NotificationPipeline:
@@ -237,11 +98,11 @@ class NotificationPipeline:
         self._dedup = Deduplicator(window=dedup_window, capacity=dedup_capacity, clock=self.clock)
         self._queue_size = queue_size
         self._router = router
-        self._lanes: dict[str, _Lane] = {n.name: _Lane(n, owner=self, capacity=queue_size) for n in notifiers}
+        self._lanes: dict[str, Lane] = {n.name: Lane(n, owner=self, capacity=queue_size) for n in notifiers}
         self._started = False
         self._stopped = False
         self._lane_died: asyncio.Future[None] | None = None
-        self._inflight: dict[tuple[object, ...], _Pending] = {}
+        self._inflight: dict[tuple[object, ...], Pending] = {}
         """Alerts not yet settled, by identity: a repeat suppressed by dedup settles with its original."""
 
     @property
@@ -250,7 +111,7 @@ class NotificationPipeline:
 
     def pending(self) -> dict[str, int]:
         """Alerts waiting per notifier (not counting one being delivered)."""
-        return {lane.notifier.name: len(lane.queue) for lane in self._lanes.values()}
+        return {lane.notifier.name: lane.depth() for lane in self._lanes.values()}
 
     def submit(self, alert: Alert) -> bool:
         """Queue `alert` for every routed notifier; True if queued, False if deduplicated or stopped.
@@ -279,7 +140,7 @@ class NotificationPipeline:
         except Exception:  # a routing problem shows at submit(); here, err on the side of owing it
             return True
 
-    def _lanes_for(self, alert: Alert) -> list[_Lane]:
+    def _lanes_for(self, alert: Alert) -> list[Lane]:
         if self._router is None:
             return [lane for lane in self._lanes.values() if is_routed(alert.kind, lane.notifier.channel)]
         return [self._lane_for(n) for n in self._router.notifiers_for(alert)]
@@ -297,7 +158,7 @@ class NotificationPipeline:
             log.debug("duplicate notification suppressed", kind=alert.kind.value, rollout=alert.rollout_key,
                       rule=alert.rule)
             return False
-        pending = _Pending(alert, self.clock.now(), lanes=len(lanes))
+        pending = Pending(alert, self.clock.now(), lanes=len(lanes))
         if not lanes:
             pending.settled.set()
         self._inflight[alert.identity] = pending
@@ -325,10 +186,10 @@ class NotificationPipeline:
             del self._inflight[alert.identity]
         return not pending.abandoned
 
-    def _lane_for(self, notifier: Notifier) -> _Lane:
+    def _lane_for(self, notifier: Notifier) -> Lane:
         lane = self._lanes.get(notifier.name)
         if lane is None:
-            lane = self._lanes[notifier.name] = _Lane(notifier, owner=self, capacity=self._queue_size)
+            lane = self._lanes[notifier.name] = Lane(notifier, owner=self, capacity=self._queue_size)
             if self._started and not self._stopped:
                 lane.task = self._start_lane(lane)
         elif lane.notifier is not notifier:
@@ -345,7 +206,7 @@ class NotificationPipeline:
         for lane in self._lanes.values():
             lane.task = self._start_lane(lane)
 
-    def _start_lane(self, lane: _Lane) -> asyncio.Task[None]:
+    def _start_lane(self, lane: Lane) -> asyncio.Task[None]:
         task = asyncio.create_task(lane.run(), name=f"notify:{lane.notifier.name}")
         task.add_done_callback(self._lane_ended)
         return task
