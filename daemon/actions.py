@@ -68,6 +68,12 @@ class RollbackRegistry:
         its undo being written): a newer rollout must not cancel it — its fence decides."""
         return key in self._acting
 
+    def acting_on(self, rollout: Rollout) -> bool:
+        """Whether the rollback in progress for `rollout`'s Deployment is `rollout`'s own — not an
+        older rollout's, still running its Job while newer deploys come and go."""
+        bad = self._acting.get(rollout.key)
+        return bad is not None and bad.id.pod_template_hash == rollout.id.pod_template_hash
+
     def begin(self, bad: Rollout) -> None:
         self._acting[bad.key] = bad
 

@@ -102,7 +102,10 @@ class Reconciler:
         self._tracked.clear()
 
     async def cancel_all(self) -> None:
-        tasks = [t.task for t in self._tracked.values() if t.task is not None and not t.task.done()]
+        """Cancel every task, those of replaced rollouts still finishing (a rollback's Job) included."""
+        tasks = [t.task for t in (*self._tracked.values(), *self._departing)
+                 if t.task is not None and not t.task.done()]
+        self._departing.clear()
         for task in tasks:
             task.cancel()
         if tasks:
@@ -327,9 +330,13 @@ class Reconciler:
         if key in self._registry:
             return  # rollguard's own undo caused the newer rollout; the rollback task ends by itself
         state = previous.current_state()
-        if previous.live() and (state.phase == Stage.ROLLING_BACK or self._registry.acting(key)):
+        rolling_back = state.phase == Stage.ROLLING_BACK or (
+            previous.rollout is not None and self._registry.acting_on(previous.rollout))
+        if previous.live() and rolling_back:
             # A rollback in progress (its Job running) is not cancelled: its fenced undo finds the newer
             # revision live and announces that the rollback was superseded (and whether the Job ran).
+            # Only the previous rollout's own: an older rollout's rollback still running must not keep
+            # the previous rollout's analysis alive, judging a revision that is no longer live.
             return
         running = previous.live()
         await self._tasks.stop(previous, "a newer rollout started")

@@ -30,6 +30,7 @@ from tests.e2ekit import (
     deployment,
     env,
     event_reasons,
+    events_of,
     eventually,
     image_of,
     revision_of,
@@ -148,6 +149,28 @@ async def test_a_newer_deploy_during_the_job_fences_the_rollback_and_pages(tmp_p
                          what="a page saying what superseded the rollback")
         assert image_of(stack) == "backend:v3", "a newer deploy is never undone"
         assert len(jobs(stack)) == 1
+
+
+async def test_a_second_deploy_during_the_job_still_supersedes_the_first_ones_analysis(tmp_path: Path) -> None:
+    """Chaos seed 144: while a rollback's Job ran, two deploys landed. The first one's analysis was
+    never cancelled when the second arrived (the rollback in progress was taken for its own), so it
+    went on judging a revision long replaced and, 20 s later, asked a human to review it."""
+    async with lifecycle_stack(tmp_path, HEALTH_JOB) as stack:
+        await serving_v1(stack)
+        await deploy(stack, "backend:v2", SIM_RUN_SECONDS="10", **BAD)
+        await eventually(lambda: len(jobs(stack)) == 1, timeout=60, stack=stack, what="the pre-rollback Job")
+        await deploy(stack, "backend:v3")
+        await eventually(lambda: "AnalysisStarted" in [e["reason"] for e in events_of(stack)
+                                                       if "backend:v3" in e["message"]],
+                         timeout=30, stack=stack, what="revision 3's analysis to start")
+        await deploy(stack, "backend:v4")
+        await eventually(lambda: any(e["reason"] == "AnalysisSuperseded" and "Revision 4 started" in e["message"]
+                                     for e in events_of(stack)),
+                         timeout=30, stack=stack, what="revision 3's analysis to end, superseded by revision 4")
+        fenced = await wait_event(stack, "RollbackFenced", timeout=60)
+        assert "revision 4" in fenced["message"], fenced
+        await rollout_status(stack)
+        assert image_of(stack) == "backend:v4", "a newer deploy is never undone"
 
 
 async def test_a_deadline_passed_while_no_daemon_ran_is_acted_on_at_start(tmp_path: Path) -> None:
