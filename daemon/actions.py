@@ -63,14 +63,10 @@ class RollbackRegistry:
         self._by_key: dict[tuple[str, str], Rollout] = {}
         self._acting: dict[tuple[str, str], Rollout] = {}
 
-    def acting(self, key: tuple[str, str]) -> bool:
-        """Whether a rollback of this Deployment is in progress here (planned, its Job running, or
-        its undo being written): a newer rollout must not cancel it — its fence decides."""
-        return key in self._acting
-
     def acting_on(self, rollout: Rollout) -> bool:
-        """Whether the rollback in progress for `rollout`'s Deployment is `rollout`'s own — not an
-        older rollout's, still running its Job while newer deploys come and go."""
+        """Whether a rollback of `rollout` is in progress here (planned, its Job running, or its undo
+        being written): a newer rollout must not cancel it — its fence decides. An older rollout's
+        rollback, still running its Job while newer deploys come and go, is not `rollout`'s."""
         bad = self._acting.get(rollout.key)
         return bad is not None and bad.id.pod_template_hash == rollout.id.pod_template_hash
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -40,16 +40,21 @@ from tests.test_notify_kit import ROUTING_KEY, SLACK_TOKEN, eventually, make_ale
 class Scripted:
     """A notifier that answers from a script of results and records when (clock time) it was called."""
 
-    def __init__(self, name: str, channel: Channel, clock: FakeClock, script: Iterator[SendResult] | None = None):
+    def __init__(self, name: str, channel: Channel, clock: FakeClock, script: Iterator[SendResult] | None = None,
+                 *, answer: Callable[[Alert], SendResult] | None = None):
+        """`script`: the results in call order; `answer`: a result per alert instead; neither: success."""
         self.name = name
         self.channel = channel
         self._clock = clock
         self._script = script
+        self._answer = answer
         self.calls: list[tuple[float, Alert]] = []
         self.closed = False
 
     async def send(self, alert: Alert) -> SendResult:
         self.calls.append((self._clock.now(), alert))
+        if self._answer is not None:
+            return self._answer(alert)
         return next(self._script) if self._script is not None else SendResult.success()
 
     async def aclose(self) -> None:
@@ -72,6 +77,14 @@ class Hanging:
 
     async def aclose(self) -> None:
         pass
+
+
+async def _deliver_all(pipeline: NotificationPipeline, clock: FakeClock, *alerts: Alert) -> None:
+    """Run the fake clock through every backoff until each of `alerts` is settled."""
+    for alert in alerts:
+        while not await pipeline.settled(alert, timeout=0.01):
+            await eventually(lambda: bool(clock._sleepers), what="a backoff sleep")
+            await clock.advance(clock._sleepers[0][0] - clock.now())
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -479,16 +492,14 @@ async def test_by_default_a_slack_outage_of_two_minutes_is_ridden_out() -> None:
 async def test_an_alert_waiting_for_its_retry_does_not_hold_the_ones_behind_it() -> None:
     """Slack refusing the rollout's first message must not keep its rollback message waiting."""
     clock = FakeClock()
-    slack = Scripted("slack", Channel.SLACK, clock, script=None)
     t0 = clock.now()
 
-    async def send(alert: Alert) -> SendResult:
-        slack.calls.append((clock.now(), alert))
+    def answer(alert: Alert) -> SendResult:
         if alert.kind is AlertKind.ROLLOUT_STARTED and clock.now() < t0 + 100:
             return SendResult.retry_later("HTTP 503")
         return SendResult.success()
 
-    slack.send = send  # type: ignore[method-assign]
+    slack = Scripted("slack", Channel.SLACK, clock, answer=answer)
     pipeline = NotificationPipeline([slack], clock=clock, rng=random.Random(1))
     await pipeline.start()
     try:
@@ -498,9 +509,7 @@ async def test_an_alert_waiting_for_its_retry_does_not_hold_the_ones_behind_it()
         assert await pipeline.settled(rolled_back, timeout=2), "the rollback message waited behind a retry"
         assert clock.now() == t0
         assert not await pipeline.settled(started, timeout=0.05)
-        while not await pipeline.settled(started, timeout=0.01):
-            await eventually(lambda: bool(clock._sleepers), what="a backoff sleep")
-            await clock.advance(clock._sleepers[0][0] - clock.now())
+        await _deliver_all(pipeline, clock, started)
     finally:
         await pipeline.stop()
     assert [a.kind for _, a in slack.calls].count(AlertKind.ROLLBACK_STARTED) == 1
@@ -516,26 +525,12 @@ def test_an_alert_no_notifier_is_routed_to_is_not_carried() -> None:
     assert not NotificationPipeline([], clock=clock).carries(make_alert(AlertKind.ROLLBACK_STARTED))
 
 
-async def _deliver_all(pipeline: NotificationPipeline, clock: FakeClock, *alerts: Alert) -> None:
-    """Run the fake clock through every backoff until each of `alerts` is settled."""
-    for alert in alerts:
-        while not await pipeline.settled(alert, timeout=0.01):
-            await eventually(lambda: bool(clock._sleepers), what="a backoff sleep")
-            await clock.advance(clock._sleepers[0][0] - clock.now())
-
-
 async def test_a_resolve_never_overtakes_the_trigger_it_resolves() -> None:
     """PagerDuty drops a resolve for an incident it does not have: if the trigger's retry came after,
     the page would stay open for a review that was closed long ago."""
     clock = FakeClock()
     failures = iter([SendResult.retry_later("HTTP 500")])
-
-    async def send(alert: Alert) -> SendResult:
-        pagerduty.calls.append((clock.now(), alert))
-        return next(failures, SendResult.success())
-
-    pagerduty = Scripted("pagerduty", Channel.PAGERDUTY, clock)
-    pagerduty.send = send  # type: ignore[method-assign]
+    pagerduty = Scripted("pagerduty", Channel.PAGERDUTY, clock, answer=lambda _: next(failures, SendResult.success()))
     pipeline = NotificationPipeline([pagerduty], clock=clock, rng=random.Random(1))
     await pipeline.start()
     try:
@@ -555,14 +550,12 @@ async def test_a_rollouts_alerts_keep_their_order_through_retries_and_others_go_
     clock = FakeClock()
     t0 = clock.now()
 
-    async def send(alert: Alert) -> SendResult:
-        pagerduty.calls.append((clock.now(), alert))
+    def answer(alert: Alert) -> SendResult:
         if alert.kind is AlertKind.ROLLBACK_STARTED and clock.now() < t0 + 2:
             return SendResult.retry_later("HTTP 500")
         return SendResult.success()
 
-    pagerduty = Scripted("pagerduty", Channel.PAGERDUTY, clock)
-    pagerduty.send = send  # type: ignore[method-assign]
+    pagerduty = Scripted("pagerduty", Channel.PAGERDUTY, clock, answer=answer)
     pipeline = NotificationPipeline([pagerduty], clock=clock, rng=random.Random(1))
     await pipeline.start()
     try:
