@@ -82,6 +82,8 @@ class Lane:
         """Per rollout key, its alerts between two attempts (the ones later alerts may not overtake)."""
         self._held: dict[str, list[Pending]] = {}
         """Per rollout key, alerts held until its retrying ones are done with, in arrival order."""
+        self._held_count = 0
+        """Alerts in `_held`, kept as a count: the depth is read on every delivery."""
         self._failures: dict[int, int] = {}
         self._wakeup = asyncio.Event()
         self.idle = asyncio.Event()
@@ -90,7 +92,7 @@ class Lane:
 
     def depth(self) -> int:
         """Alerts waiting for their first attempt: queued, or held behind their rollout's retry."""
-        return len(self.queue) + sum(len(held) for held in self._held.values())
+        return len(self.queue) + self._held_count
 
     def offer(self, pending: Pending) -> None:
         name = self.notifier.name
@@ -141,6 +143,7 @@ class Lane:
         if not retrying or pending in retrying or all(may_overtake(pending.alert, r.alert) for r in retrying):
             return False
         self._held.setdefault(key, []).append(pending)
+        self._held_count += 1
         return True
 
     def _release(self, pending: Pending) -> None:
@@ -153,6 +156,7 @@ class Lane:
         if not retrying:
             del self._retrying[key]
         held = self._held.pop(key, [])
+        self._held_count -= len(held)
         self.queue.extendleft(reversed(held))  # re-checked against what still retries as each comes up
 
     def abandon_waiting(self) -> list[Pending]:
@@ -165,6 +169,7 @@ class Lane:
         for behind in self._held.values():
             held.extend(behind)
         self._held.clear()
+        self._held_count = 0
         return held
 
     def _retry_after(self, pending: Pending, delay: float) -> None:
