@@ -27,7 +27,6 @@ from tests.e2ekit import (
     SLOW_RULES,
     deploy,
     event_reasons,
-    events_of,
     eventually,
     image_of,
     pending_since,
@@ -81,7 +80,7 @@ async def test_prometheus_down_holds_the_rollback_until_it_is_back(tmp_path: Pat
             assert stack.daemon_failed() is None, stack.daemon_failed()
             await asyncio.sleep(0.2)
         assert state_of(stack).get("phase") == "review", state_of(stack)
-        review = next(e for e in events_of(stack) if e["reason"] == "ReviewRequested")
+        review = await wait_event(stack, "ReviewRequested")
         assert "unreachable" in review["message"], review
         await eventually(lambda: len(stack.pagerduty.open_incidents()) == 1, timeout=10,
                          what="the review page", stack=stack)

@@ -69,7 +69,7 @@ async def test_a_slower_deploy_is_reviewed_and_rolled_back_only_when_approved(tm
         assert details["baseline"]["p95_latency"] > 0, details
         await eventually(lambda: any("Review needed" in t for t in slack_messages_for(stack, 2)), timeout=15,
                          what="Slack to say a review is needed", stack=stack)
-        assert "ReviewRequested" in event_reasons(stack), event_reasons(stack)
+        await wait_event(stack, "ReviewRequested")
 
         # Not rolled back by itself: past the bake time, revision 2 still runs and the review still waits.
         state = state_of(stack)
