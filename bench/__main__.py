@@ -6,7 +6,8 @@
     python -m bench --scale-sizes 1000,5000          # smaller scale run
     python -m bench --json out.json                  # also write the JSON to a file
 
-The JSON (stdout) carries the machine, the command line and every scenario's figures; the table
+The JSON (stdout) carries the machine (with its speed before and after the scenarios: `bench.calibrate`),
+the command line and every scenario's figures; the table
 (stderr, so the JSON stays parseable) has one line per figure with its target. A scenario that fails
 is recorded with its error and the others still run; the exit code is then 1. Timings are never
 asserted: the machine is shared, so compare figures within one run.
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import alert_push, analyses, common, detection, mass, rollback_cost, rules_cost, scale, sim_scale
+from bench.calibrate import host_speed
 from bench.common import logging_to, machine
 
 SCENARIOS = ("rules_cost", "rollback_cost", "detection", "alert_push", "scale", "analyses", "sim_scale", "mass_rollout")
@@ -240,6 +242,19 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def speed_line(machine: dict[str, Any]) -> str:
+    """The host's speed readings before and after the scenarios, on one line (`bench.calibrate`)."""
+    parts = []
+    for when in ("before", "after"):
+        speed = machine.get(f"speed_{when}") or {}
+        if "error" in speed or not speed:
+            parts.append(f"{when}: {speed.get('error', 'not taken')}")
+        else:
+            parts.append(f"{when}: loop {speed['python_loop_s']:.3f} s, decode {speed['json_decode_s']:.3f} s, "
+                         f"decode kept {speed['json_decode_kept_s']:.3f} s")
+    return "host speed (bench/calibrate.py, lower is faster) — " + "; ".join(parts)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.daemon is not None:
@@ -255,6 +270,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     command = shlex.join([".venv/bin/python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     report: dict[str, Any] = {"command": command, "started": datetime.now(UTC).isoformat(timespec="seconds"),
                               "machine": machine(), "daemon": str(common.ROLLGUARD), "results": {}}
+    report["machine"]["speed_before"] = host_speed()
     jobs = _jobs(args)
     failed = False
     for name in SCENARIOS:
@@ -271,11 +287,12 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         result["elapsed_s"] = round(time.monotonic() - started, 1)
         report["results"][name] = result
         print(f"bench: {name} done in {result['elapsed_s']} s", file=sys.stderr, flush=True)
+    report["machine"]["speed_after"] = host_speed()
     text = json.dumps(report, indent=1, ensure_ascii=False)
     print(text)
     if args.json is not None:
         args.json.write_text(text + "\n")
-    print("\n" + table(report["results"]), file=sys.stderr)
+    print("\n" + speed_line(report["machine"]) + "\n" + table(report["results"]), file=sys.stderr)
     return 1 if failed else 0
 
 

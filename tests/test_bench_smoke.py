@@ -7,12 +7,14 @@ every analysis ran, the undo sent the requests kubectl would): never a timing â€
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 from bench import alert_push, analyses, detection, rollback_cost, rules_cost, scale, sim_scale
-from bench.__main__ import main, table
+from bench.__main__ import main, speed_line, table
+from bench.calibrate import host_speed
 
 
 async def test_rules_cost_times_every_input_case() -> None:
@@ -83,11 +85,27 @@ def test_main_prints_json_and_writes_it(tmp_path: Path, capsys: pytest.CaptureFi
     code = main(["--only", "rules_cost", "--rules-iterations", "10", "--json", str(out)])
 
     assert code == 0
-    printed = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
     assert printed == json.loads(out.read_text())
     assert list(printed["results"]) == ["rules_cost"], printed
     assert printed["machine"]["nproc"] >= 1, printed["machine"]
+    for when in ("speed_before", "speed_after"):  # the host's speed, so figures of two hosts can be compared
+        speed = printed["machine"][when]
+        assert all(speed[k] > 0 for k in ("python_loop_s", "json_decode_s", "json_decode_kept_s")), speed
+    assert "host speed (bench/calibrate.py, lower is faster) â€” before: loop " in captured.err, captured.err
     assert printed["command"].startswith(".venv/bin/python -m bench --only rules_cost"), printed["command"]
+
+
+def test_a_host_speed_that_cannot_be_read_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+
+    speed = host_speed(rounds=1)
+
+    assert set(speed) == {"error"}, speed
+    assert "no-python" in speed["error"], speed
+    assert "before: FileNotFoundError" in speed_line({"speed_before": speed}), speed_line({"speed_before": speed})
 
 
 @pytest.mark.prometheus
