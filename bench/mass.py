@@ -62,8 +62,16 @@ from bench.mass_cluster import SimProcess, running_mass_cluster
 POLICY = str(analyses.policy()["metadata"]["name"])
 SHAPES = 2
 """Distinct query shapes of the policy: the per-Deployment error ratio and the global one."""
-TARGET_LAG_P95_S = 1.0
 TARGET_CPU_PCT = 50.0
+
+
+def run_targets(count: int) -> dict[str, float]:
+    """The goals a run of `count` analyses is shown against (issue 21): the lag's p95 under 0.5 s up to
+    1,000 analyses and under 1 s beyond; under half a core; at most two requests per shape per second."""
+    return {"lag_p95_s": 0.5 if count <= 1000 else 1.0, "cpu_pct": TARGET_CPU_PCT, "prom_qps_max": 2 * SHAPES,
+            "missed_ticks": 0}
+
+
 LAG_HISTOGRAM = "rollguard_evaluation_lag_seconds"
 LAG_BOUNDS_S = (0.5, 1.0)
 """The daemon's own lag figures: shares of its evaluations within these (buckets of its histogram)."""
@@ -250,6 +258,5 @@ async def _measure(session: aiohttp.ClientSession, cluster: SimProcess, daemon: 
         "sim_cpu_s_to_all_analysing": round(sim_live.cpu_seconds - sim_triggered.cpu_seconds, 1),
         "sim_cpu_pct": round(100 * cpu_share(sim_before, sim_after), 1), "sim_rss_mib": round(sim_after.rss_mib, 1),
         "sim_settled_s": cluster.settled_s,
-        "targets": {"lag_p95_s": TARGET_LAG_P95_S, "cpu_pct": TARGET_CPU_PCT, "prom_qps_max": 2 * SHAPES,
-                    "missed_ticks": 0},
+        "targets": run_targets(count),
     }
