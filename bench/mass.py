@@ -63,6 +63,9 @@ POLICY = str(analyses.policy()["metadata"]["name"])
 SHAPES = 2
 """Distinct query shapes of the policy: the per-Deployment error ratio and the global one."""
 TARGET_CPU_PCT = 50.0
+LAG_HISTOGRAM = "rollguard_evaluation_lag_seconds"
+LAG_BOUNDS_S = (0.5, 1.0)
+"""The daemon's own lag figures: shares of its evaluations within these (buckets of its histogram)."""
 
 
 def run_targets(count: int) -> dict[str, float]:
@@ -70,11 +73,6 @@ def run_targets(count: int) -> dict[str, float]:
     1,000 analyses and under 1 s beyond; under half a core; at most two requests per shape per second."""
     return {"lag_p95_s": 0.5 if count <= 1000 else 1.0, "cpu_pct": TARGET_CPU_PCT, "prom_qps_max": 2 * SHAPES,
             "missed_ticks": 0}
-
-
-LAG_HISTOGRAM = "rollguard_evaluation_lag_seconds"
-LAG_BOUNDS_S = (0.5, 1.0)
-"""The daemon's own lag figures: shares of its evaluations within these (buckets of its histogram)."""
 
 
 async def daemon_metrics(session: aiohttp.ClientSession, daemon: DaemonProcess) -> dict[str, float]:
